@@ -1,0 +1,266 @@
+"""The exported artifact: packed weight codes and everything needed to run them, in one checked file.
+
+Container: safetensors (no pickle, memory-mappable) with a JSON header in its metadata under the key
+``logmac``.  The header names the format version, the method settings, the model metadata and every
+layer (op, weight shape, weight format, attributes), and carries a SHA-256 checksum over itself and all
+tensor bytes.  :func:`load` validates everything (container, version, checksum, each layer's format,
+table and codes) before it returns, so a bad file fails whole with a message that names the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from logmac.codes import (
+    DecodeTable,
+    FormatError,
+    LogFormat,
+    UniformFormat,
+    WeightFormat,
+    format_from_dict,
+    pack,
+    split_words,
+    unpack,
+)
+
+FORMAT_VERSION = 1
+HEADER_KEY = "logmac"
+
+
+class ArtifactError(ValueError):
+    """An artifact file that cannot be trusted: corrupt, truncated, edited or from another version."""
+
+
+@dataclass
+class QuantizedLayer:
+    """One layer's quantized weights and the parameters that run them.
+
+    ``codes`` holds code words (log formats) or signed/unsigned integers (uniform), shaped like the
+    weight with the output channel first.  ``scale`` is the per-channel float value of integer weight 1
+    (for log formats it is the decode table's channel scale).  ``extras`` carries named arrays other
+    rooms need (bias, requantization multipliers and shifts, activation parameters); ``attrs`` carries
+    JSON-able settings (stride, padding, activation clamp, ...).
+    """
+
+    name: str
+    op: str
+    fmt: WeightFormat
+    codes: np.ndarray
+    scale: np.ndarray
+    table: DecodeTable | None = None
+    zero_point: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.codes.shape)
+
+    @property
+    def num_weights(self) -> int:
+        return int(np.prod(self.weight_shape))
+
+    def validate(self) -> None:
+        """Raise FormatError unless codes, table and scales agree with the format."""
+        channels = self.weight_shape[0]
+        if self.scale.shape != (channels,):
+            raise FormatError(f"layer {self.name}: scale shape {self.scale.shape} != ({channels},)")
+        if not np.all(np.isfinite(self.scale)) or np.any(self.scale <= 0):
+            raise FormatError(f"layer {self.name}: channel scales must be finite and positive")
+        if isinstance(self.fmt, LogFormat):
+            if self.table is None:
+                raise FormatError(f"layer {self.name}: a log-coded layer needs its decode table")
+            self.table.validate(self.fmt)
+            if self.table.channels != channels or not np.array_equal(self.table.scale, self.scale):
+                raise FormatError(f"layer {self.name}: decode table does not match the layer's channels/scales")
+            split_words(self.codes, self.fmt)
+        else:
+            lo, hi = self.fmt.qmin, self.fmt.qmax
+            if self.codes.size and (self.codes.min() < lo or self.codes.max() > hi):
+                raise FormatError(f"layer {self.name}: uniform codes outside [{lo}, {hi}]")
+
+    def storage_words(self) -> np.ndarray:
+        """The codes as unsigned words of ``fmt.storage_bits`` bits (two's complement for uniform)."""
+        words = self.codes.astype(np.int64)
+        if isinstance(self.fmt, UniformFormat):
+            words = words & ((1 << self.fmt.bits) - 1)
+        return words
+
+
+@dataclass
+class Artifact:
+    """A quantized model: its layers plus free-form JSON metadata and shared tensors."""
+
+    layers: dict[str, QuantizedLayer]
+    settings: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for layer in self.layers.values():
+            layer.validate()
+
+
+def _words_to_codes(words: np.ndarray, fmt: WeightFormat, shape: tuple[int, ...]) -> np.ndarray:
+    if isinstance(fmt, UniformFormat) and fmt.symmetric:
+        signed = words.astype(np.int64)
+        signed = np.where(signed >= (1 << (fmt.bits - 1)), signed - (1 << fmt.bits), signed)
+        return signed.astype(np.int16).reshape(shape)
+    return words.astype(np.uint16 if isinstance(fmt, LogFormat) else np.int16).reshape(shape)
+
+
+def _checksum(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def to_bytes(artifact: Artifact) -> bytes:
+    """Serialise an artifact (validated first, so nothing illegal is ever written)."""
+    artifact.validate()
+    tensors: dict[str, np.ndarray] = {}
+    layer_headers = []
+    for name, layer in artifact.layers.items():
+        prefix = f"layers/{name}/"
+        tensors[prefix + "codes"] = pack(layer.storage_words(), layer.fmt.storage_bits)
+        tensors[prefix + "scale"] = layer.scale.astype(np.float64)
+        if layer.table is not None:
+            tensors[prefix + "u"] = layer.table.u.astype(np.uint8)
+            tensors[prefix + "h"] = layer.table.h.astype(np.uint8)
+        if layer.zero_point is not None:
+            tensors[prefix + "zero_point"] = np.asarray(layer.zero_point, dtype=np.int32)
+        for key, value in layer.extras.items():
+            tensors[prefix + "x/" + key] = np.ascontiguousarray(value)
+        layer_headers.append({
+            "name": name,
+            "op": layer.op,
+            "weight_shape": list(layer.weight_shape),
+            "format": layer.fmt.to_dict(),
+            "extras": sorted(layer.extras),
+            "attrs": layer.attrs,
+        })
+    for key, value in artifact.tensors.items():
+        tensors["shared/" + key] = np.ascontiguousarray(value)
+    header = {
+        "format_version": FORMAT_VERSION,
+        "settings": artifact.settings,
+        "meta": artifact.meta,
+        "layers": layer_headers,
+    }
+    header["checksum"] = _checksum(header, tensors)
+    return st_save(tensors, metadata={HEADER_KEY: json.dumps(header, sort_keys=True)})
+
+
+def save(artifact: Artifact, path: str | Path) -> Path:
+    """Write ``artifact`` to ``path`` (atomically: a crash never leaves half a file under that name)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(to_bytes(artifact))
+    tmp.replace(path)
+    return path
+
+
+def _read_header(data: bytes, source: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    try:
+        tensors = st_load(data)
+        meta_len = int.from_bytes(data[:8], "little")
+        container_meta = json.loads(data[8:8 + meta_len]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{source}: not a readable safetensors container, truncated or corrupt ({exc})") from exc
+    if HEADER_KEY not in container_meta:
+        raise ArtifactError(f"{source}: a safetensors file but not a logmac artifact (no '{HEADER_KEY}' header)")
+    try:
+        header = json.loads(container_meta[HEADER_KEY])
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{source}: the logmac header is not valid JSON ({exc})") from exc
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{source}: artifact format version {version!r}, but this logmac reads version {FORMAT_VERSION}; "
+            "re-export it with this version"
+        )
+    stored = header.pop("checksum", None)
+    if stored != _checksum(header, tensors):
+        raise ArtifactError(f"{source}: checksum mismatch, the file was edited or damaged after export")
+    return header, tensors
+
+
+def from_bytes(data: bytes, source: str = "<bytes>") -> Artifact:
+    """Parse and fully validate an artifact; raises ArtifactError naming the first problem found."""
+    header, tensors = _read_header(data, source)
+    layers: dict[str, QuantizedLayer] = {}
+    try:
+        for entry in header["layers"]:
+            name = entry["name"]
+            prefix = f"layers/{name}/"
+            fmt = format_from_dict(entry["format"])
+            shape = tuple(entry["weight_shape"])
+            words = unpack(tensors[prefix + "codes"], fmt.storage_bits, int(np.prod(shape)))
+            scale = tensors[prefix + "scale"]
+            table = None
+            if prefix + "u" in tensors:
+                table = DecodeTable(tensors[prefix + "u"], tensors[prefix + "h"], scale)
+            zp = tensors.get(prefix + "zero_point")
+            layer = QuantizedLayer(
+                name=name, op=entry["op"], fmt=fmt, codes=_words_to_codes(words, fmt, shape), scale=scale,
+                table=table, zero_point=zp,
+                extras={k: tensors[prefix + "x/" + k] for k in entry["extras"]}, attrs=entry["attrs"],
+            )
+            layer.validate()
+            layers[name] = layer
+    except KeyError as exc:
+        raise ArtifactError(f"{source}: missing entry {exc} in the artifact") from exc
+    except FormatError as exc:
+        raise ArtifactError(f"{source}: {exc}") from exc
+    shared = {k.removeprefix("shared/"): v for k, v in tensors.items() if k.startswith("shared/")}
+    return Artifact(layers=layers, settings=header["settings"], meta=header["meta"], tensors=shared)
+
+
+def load(path: str | Path) -> Artifact:
+    """Read and validate an artifact file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such artifact file")
+    return from_bytes(path.read_bytes(), str(path))
+
+
+def summary(artifact: Artifact) -> dict[str, Any]:
+    """Sizes a user wants before deploying: per layer and in total, packed codes vs fp32."""
+    rows = []
+    for layer in artifact.layers.values():
+        fmt = layer.fmt
+        label = (f"{fmt.grid.value} W{fmt.bits} zero={fmt.zero.value} approx={'on' if fmt.hardware_approx else 'off'}"
+                 if isinstance(fmt, LogFormat) else f"uniform W{fmt.bits} {'sym' if fmt.symmetric else 'asym'}")
+        code_bytes = (layer.num_weights * fmt.storage_bits + 7) // 8
+        meta_bytes = layer.scale.nbytes // 2  # channel scales as fp32 on device
+        if layer.table is not None:
+            meta_bytes += (layer.table.u.size * (fmt.shift_bits + 1) + 7) // 8
+        rows.append({
+            "name": layer.name, "op": layer.op, "shape": list(layer.weight_shape), "format": label,
+            "weights": layer.num_weights, "bits_per_weight": fmt.storage_bits,
+            "code_bytes": code_bytes, "table_bytes": meta_bytes,
+        })
+    weights = sum(r["weights"] for r in rows)
+    stored = sum(r["code_bytes"] + r["table_bytes"] for r in rows)
+    return {
+        "format_version": FORMAT_VERSION,
+        "settings": artifact.settings,
+        "meta": artifact.meta,
+        "layers": rows,
+        "weights": weights,
+        "stored_bytes": stored,
+        "fp32_bytes": 4 * weights,
+        "compression_vs_fp32": (4 * weights / stored) if stored else float("nan"),
+    }

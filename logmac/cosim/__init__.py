@@ -1,0 +1,1 @@
+"""logmac.cosim"""

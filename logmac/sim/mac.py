@@ -1,0 +1,110 @@
+"""The golden model of the log MAC and of requantization: plain int64 arithmetic, obviously right.
+
+Everything the RTL computes is defined here (via ``logmac.codes`` for the format and the accumulator
+contract); the cocotb scoreboard and the fast emulator paths are checked against these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from logmac.codes import (
+    DecodeTable,
+    FormatError,
+    LogFormat,
+    OverflowMode,
+    apply_accumulator,
+    split_words,
+)
+
+
+@dataclass
+class MacResult:
+    """Accumulators as the hardware register holds them, and where the exact sum overflowed."""
+
+    acc: np.ndarray
+    overflow: np.ndarray
+
+
+def check_activations(x: np.ndarray, act_bits: int, act_signed: bool) -> np.ndarray:
+    """Activations as int64, rejecting any value an ``act_bits`` input port could not carry."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.integer):
+        raise FormatError(f"activations must be integers, got dtype {x.dtype}")
+    lo, hi = (-(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1) if act_signed else (0, (1 << act_bits) - 1)
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise FormatError(
+            f"activations span [{x.min()}, {x.max()}], outside the {act_bits}-bit "
+            f"{'signed' if act_signed else 'unsigned'} range [{lo}, {hi}]"
+        )
+    return x.astype(np.int64)
+
+
+def log_matmul_reference(
+    x_int: np.ndarray,
+    words: np.ndarray,
+    table: DecodeTable,
+    fmt: LogFormat,
+    acc_bits: int,
+    overflow: OverflowMode = "saturate",
+) -> MacResult:
+    """acc[n, c] = sum_k x[n, k] * w[c, k], each product formed by shift, half-step add and sign.
+
+    ``x_int`` is (N, K) integer activations, ``words`` (C, K) code words.  Products are built the way
+    the datapath builds them, (x << u) + h * (x << (u - 1)), negated for the sign bit and gated for
+    the zero code, then summed in int64 and fitted to ``acc_bits`` by the shared overflow contract.
+    """
+    x = np.asarray(x_int, dtype=np.int64)
+    words = np.asarray(words)
+    if x.ndim != 2 or words.ndim != 2 or x.shape[1] != words.shape[1]:
+        raise FormatError(f"shape mismatch: activations {x.shape} vs codes {words.shape} (need (N, K) and (C, K))")
+    if words.shape[0] != table.channels:
+        raise FormatError(f"codes have {words.shape[0]} channels but the decode table has {table.channels}")
+    sign, index, is_zero = split_words(words, fmt)
+    ch = np.arange(words.shape[0])[:, None]
+    u = table.u[ch, sign, index]  # (C, K)
+    h = table.h[ch, sign, index]
+    acc = np.zeros((x.shape[0], words.shape[0]), dtype=np.int64)
+    for k in range(words.shape[1]):
+        xk = x[:, k:k + 1]  # (N, 1)
+        main = xk << u[None, :, k]
+        half = np.where(h[None, :, k] == 1, xk << np.maximum(u[None, :, k] - 1, 0), 0)
+        product = main + half
+        product = np.where(sign[None, :, k] == 1, -product, product)
+        acc += np.where(is_zero[None, :, k], 0, product)
+    reg, flag = apply_accumulator(acc, acc_bits, overflow)
+    return MacResult(reg, flag)
+
+
+def requantize(
+    acc: np.ndarray,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    zero_point: int,
+    lo: int,
+    hi: int,
+    bias: np.ndarray | None = None,
+) -> np.ndarray:
+    """y = clamp(((acc + bias) * M + 2**(S-1)) >> S + zp, lo, hi): round half up, the only rounding.
+
+    ``multiplier`` and ``shift`` are per output channel (the last axis of ``acc``); the clamp is the
+    activation function (ReLU: lo = zp; ReLU6: hi = the code of 6).  Products that would not fit in
+    int64 are computed exactly with Python integers.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    m = np.asarray(multiplier, dtype=np.int64)
+    s = np.asarray(shift, dtype=np.int64)
+    if np.any(m < 0) or np.any(s < 0) or np.any(s > 62):
+        raise FormatError("requantization needs multipliers >= 0 and shifts in 0..62")
+    total = acc + (0 if bias is None else np.asarray(bias, dtype=np.int64))
+    bound = int(np.abs(total).max(initial=0)) * int(m.max(initial=0)) + (1 << int(s.max(initial=0)))
+    if bound < (1 << 62):
+        rounding = np.where(s > 0, np.int64(1) << np.maximum(s - 1, 0), 0)
+        y = (total * m + rounding) >> s
+    else:
+        obj = total.astype(object) * m.astype(object)
+        y = np.vectorize(lambda v, sh: (v + ((1 << (sh - 1)) if sh else 0)) >> sh, otypes=[object])(obj, s)
+        y = np.clip(y, lo - zero_point - 1, hi - zero_point + 1).astype(np.int64)
+    return np.clip(y + zero_point, lo, hi)
