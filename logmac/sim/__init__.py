@@ -1,1 +1,27 @@
-"""logmac.sim"""
+"""logmac.sim: the bit-exact integer emulator of the shift-based log MAC datapath.
+
+Per-operation API (numpy or torch in, same kind out) and the int64 reference it is held equal to;
+see docs/sim.md.
+"""
+
+from logmac.sim.gemm import IntWeights, exact_matmul
+from logmac.sim.mac import MacResult, check_activations, log_matmul_reference, uniform_matmul_reference
+from logmac.sim.mac import requantize as requantize_reference
+from logmac.sim.ops import (
+    add,
+    clamp,
+    conv2d,
+    int_matmul,
+    linear,
+    log_matmul,
+    max_pool2d,
+    requantize,
+    sum_pool2d,
+    uniform_matmul,
+)
+
+__all__ = [
+    "IntWeights", "MacResult", "add", "check_activations", "clamp", "conv2d", "exact_matmul", "int_matmul",
+    "linear", "log_matmul", "log_matmul_reference", "max_pool2d", "requantize", "requantize_reference",
+    "sum_pool2d", "uniform_matmul", "uniform_matmul_reference",
+]

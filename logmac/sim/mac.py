@@ -15,6 +15,7 @@ from logmac.codes import (
     FormatError,
     LogFormat,
     OverflowMode,
+    UniformFormat,
     apply_accumulator,
     split_words,
 )
@@ -108,3 +109,24 @@ def requantize(
         y = np.vectorize(lambda v, sh: (v + ((1 << (sh - 1)) if sh else 0)) >> sh, otypes=[object])(obj, s)
         y = np.clip(y, lo - zero_point - 1, hi - zero_point + 1).astype(np.int64)
     return np.clip(y + zero_point, lo, hi)
+
+
+def uniform_matmul_reference(
+    x_int: np.ndarray,
+    codes: np.ndarray,
+    fmt: UniformFormat,
+    acc_bits: int,
+    overflow: OverflowMode = "saturate",
+    zero_point: np.ndarray | None = None,
+) -> MacResult:
+    """acc[n, c] = sum_k x[n, k] * (q[c, k] - zp[c]): the uniform baseline as plain int64 einsum."""
+    x = np.asarray(x_int, dtype=np.int64)
+    q = np.asarray(codes, dtype=np.int64)
+    if x.ndim != 2 or q.ndim != 2 or x.shape[1] != q.shape[1]:
+        raise FormatError(f"shape mismatch: activations {x.shape} vs codes {q.shape} (need (N, K) and (C, K))")
+    if q.size and (q.min() < fmt.qmin or q.max() > fmt.qmax):
+        raise FormatError(f"uniform codes outside [{fmt.qmin}, {fmt.qmax}]")
+    if zero_point is not None:
+        q = q - np.asarray(zero_point, dtype=np.int64).reshape(-1, 1)
+    reg, flag = apply_accumulator(np.einsum("nk,ck->nc", x, q), acc_bits, overflow)
+    return MacResult(reg, flag)

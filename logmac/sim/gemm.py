@@ -1,0 +1,176 @@
+"""Exact integer GEMM on float BLAS: the fast path of the emulator.
+
+Decoded weights are small signed integers and activations are integers, so every product and every
+partial sum of an integer matrix product is an integer.  A float GEMM computes it *exactly* as long as
+every value it ever holds is below the format's exact-integer limit (2**24 for float32, 2**53 for
+float64), whatever order BLAS sums in: each partial sum of row ``c`` is bounded by
+``max|x| * sum_k |M[c, k]|``.  :func:`exact_matmul` checks that bound per call and
+
+1. splits K into chunks whose float32 bound holds and adds the chunk results in float64 (float32 speed);
+2. uses float64 when too many chunks would be needed;
+3. falls back to int64 arithmetic when even float64 would not be exact.
+
+It never rounds; ``tests/test_sim_ops.py`` holds it equal to the int64 reference bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from logmac.codes import DecodeTable, FormatError, LogFormat, UniformFormat, decode_int
+
+EXACT_LIMIT = {torch.float32: 1 << 24, torch.float64: 1 << 53}
+# More float32 chunks than this and one float64 GEMM is faster (measured on AVX2/AVX-512 MKL).
+MAX_FLOAT32_CHUNKS = 4
+
+
+@dataclass
+class IntWeights:
+    """A layer's signed integer multipliers, shaped (groups, C_per_group, K_per_group), ready for GEMM.
+
+    Build it once per layer (:meth:`from_log`, :meth:`from_uniform`); it caches the float copies BLAS
+    needs and the per-column bound used to prove each call exact.
+    """
+
+    mult: torch.Tensor
+    col_absmax: np.ndarray = field(init=False)
+    _float: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mult.dtype != torch.int64:
+            raise FormatError(f"integer weights must be int64, got {self.mult.dtype}")
+        if self.mult.ndim == 2:
+            self.mult = self.mult.unsqueeze(0)
+        if self.mult.ndim != 3:
+            raise FormatError(f"integer weights must be (C, K) or (G, C/G, K/G), got shape {tuple(self.mult.shape)}")
+        # max over every output channel of |M[c, k]|: sum over a K-range bounds any row's partial sum.
+        self.col_absmax = self.mult.abs().amax(dim=(0, 1)).cpu().numpy()
+
+    @classmethod
+    def from_log(cls, codes: np.ndarray, table: DecodeTable, fmt: LogFormat, groups: int = 1,
+                 device: torch.device | str | None = None) -> IntWeights:
+        """Decode log code words (C, ...) into multipliers; the channel axis is split into ``groups``."""
+        table.validate(fmt)
+        mult = decode_int(np.asarray(codes), table, fmt)
+        return cls(_grouped(mult, groups, device))
+
+    @classmethod
+    def from_uniform(cls, codes: np.ndarray, fmt: UniformFormat, zero_point: np.ndarray | None = None,
+                     groups: int = 1, device: torch.device | str | None = None) -> IntWeights:
+        """Uniform integers (C, ...) as multipliers ``q - zero_point[c]`` (zero point only when asymmetric)."""
+        q = np.asarray(codes)
+        if not np.issubdtype(q.dtype, np.integer):
+            raise FormatError(f"uniform codes must be integers, got dtype {q.dtype}")
+        if q.size and (q.min() < fmt.qmin or q.max() > fmt.qmax):
+            raise FormatError(f"uniform codes span [{q.min()}, {q.max()}], outside [{fmt.qmin}, {fmt.qmax}] of {fmt.to_dict()}")
+        q = q.astype(np.int64)
+        if zero_point is not None:
+            if fmt.symmetric:
+                raise FormatError("a symmetric uniform format has no weight zero point")
+            zp = np.asarray(zero_point, dtype=np.int64).reshape(-1)
+            if zp.shape != (q.shape[0],):
+                raise FormatError(f"weight zero point shape {zp.shape} != ({q.shape[0]},)")
+            q = q - zp.reshape((-1,) + (1,) * (q.ndim - 1))
+        return cls(_grouped(q, groups, device))
+
+    @property
+    def groups(self) -> int:
+        return self.mult.shape[0]
+
+    @property
+    def out_channels(self) -> int:
+        return self.mult.shape[0] * self.mult.shape[1]
+
+    @property
+    def k(self) -> int:
+        """Inputs per output channel (K of one group)."""
+        return self.mult.shape[2]
+
+    def as_float(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (dtype, str(device))
+        if key not in self._float:
+            self._float[key] = self.mult.to(device=device, dtype=dtype)
+        return self._float[key]
+
+    def row_sums(self) -> torch.Tensor:
+        """sum_k M[c, k] per output channel (C,): what an activation zero point costs the accumulator."""
+        return self.mult.sum(dim=2).reshape(-1)
+
+
+def _grouped(mult: np.ndarray, groups: int, device: torch.device | str | None) -> torch.Tensor:
+    C = mult.shape[0]
+    if groups < 1 or C % groups:
+        raise FormatError(f"{C} output channels cannot be split into {groups} groups")
+    return torch.as_tensor(mult.reshape(groups, C // groups, -1), device=device)
+
+
+def float32_exact_ok(device: torch.device) -> bool:
+    """False when torch may run float32 GEMMs in reduced precision (TF32/bf16), which is not exact."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    return not (device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)
+
+
+def k_chunks(col_absmax: np.ndarray, x_absmax: int, limit: int) -> list[tuple[int, int]] | None:
+    """Split K into consecutive ranges whose partial sums provably stay below ``limit``; None if a single
+    column already breaks it."""
+    bound = col_absmax.astype(np.float64) * float(x_absmax)  # per-column worst |x * M|
+    if bound.size == 0:
+        return [(0, 0)]
+    if bound.max() >= limit:
+        return None
+    chunks, start, running = [], 0, 0.0
+    for k, b in enumerate(bound):
+        if running + b >= limit:
+            chunks.append((start, k))
+            start, running = k, 0.0
+        running += b
+    chunks.append((start, len(bound)))
+    return chunks
+
+
+def gemm_plan(weights: IntWeights, x_absmax: int, device: torch.device) -> tuple[str, list[tuple[int, int]]]:
+    """Which exact GEMM to run for inputs bounded by ``x_absmax``: ("float32", K chunks), ("float64", [])
+    or ("int64", [])."""
+    total = float(weights.col_absmax.sum()) * x_absmax
+    if float32_exact_ok(device) and total < EXACT_LIMIT[torch.float64]:
+        chunks = k_chunks(weights.col_absmax, x_absmax, EXACT_LIMIT[torch.float32])
+        if chunks is not None and len(chunks) <= MAX_FLOAT32_CHUNKS:
+            return "float32", chunks
+    if total < EXACT_LIMIT[torch.float64]:
+        return "float64", []
+    if total >= 2.0**63:
+        raise FormatError(f"a sum of products can reach {total:.3g}, beyond int64; no exact path exists")
+    return "int64", []
+
+
+def exact_matmul(weights: IntWeights, cols: torch.Tensor, x_absmax: int | None = None) -> torch.Tensor:
+    """Exact int64 ``weights @ cols`` for integer-valued ``cols`` shaped (B, G, K, L) -> (B, G, C/G, L).
+
+    ``cols`` may be any integer or float dtype holding integers; ``x_absmax`` (max |cols|) is computed
+    when not given.  The result equals int64 arithmetic bit for bit.
+    """
+    if cols.ndim != 4 or cols.shape[1] != weights.groups or cols.shape[2] != weights.k:
+        raise FormatError(
+            f"shape mismatch: inputs {tuple(cols.shape)} for weights {tuple(weights.mult.shape)} "
+            "(need (B, groups, K, L))"
+        )
+    device = cols.device
+    if x_absmax is None:
+        x_absmax = int(cols.abs().max()) if cols.numel() else 0
+    path, chunks = gemm_plan(weights, x_absmax, device)
+    if path == "float32":
+        w32, x32 = weights.as_float(torch.float32, device), cols.to(torch.float32)
+        if len(chunks) == 1:
+            return torch.matmul(w32, x32).to(torch.int64)
+        acc = torch.matmul(w32[:, :, :0], x32[:, :, :0]).to(torch.float64)
+        for a, b in chunks:
+            acc += torch.matmul(w32[:, :, a:b], x32[:, :, a:b])
+        return acc.to(torch.int64)
+    if path == "float64":
+        return torch.matmul(weights.as_float(torch.float64, device), cols.to(torch.float64)).to(torch.int64)
+    # int64 GEMM: exact for every width codes.py allows (|M| < 2**32, 16-bit activations); CPU only.
+    return torch.matmul(weights.mult.cpu(), cols.cpu().to(torch.int64)).to(device)

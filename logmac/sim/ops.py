@@ -1,0 +1,224 @@
+"""Per-operation API of the emulator: what the chip computes, one call per operation.
+
+Every function takes integer activations as a numpy array or a torch tensor (any device) and returns
+the same kind.  Matrix products and convolutions go through :func:`logmac.sim.gemm.exact_matmul`
+(BLAS, exact); accumulators are fitted to the hardware register by ``codes.apply_accumulator`` with an
+overflow flag; requantization is the only rounding.  The int64 reference these are tested against is
+:mod:`logmac.sim.mac`.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from logmac.codes import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, apply_accumulator
+from logmac.sim.gemm import IntWeights, exact_matmul
+from logmac.sim.mac import MacResult, check_activations
+from logmac.sim.mac import requantize as requantize_reference
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+
+def _to_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """Integer activations as an int64 tensor, rejecting float input (a float is not what the chip sees)."""
+    t = torch.as_tensor(x, device=device)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise FormatError(f"activations must be integers, got dtype {t.dtype}")
+    return t.to(torch.int64)
+
+
+def _like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    return result if isinstance(template, torch.Tensor) else result.cpu().numpy()
+
+
+def _check_range(x: torch.Tensor, act_bits: int | None, act_signed: bool) -> None:
+    if act_bits is not None and x.numel():
+        check_activations(np.array([int(x.min()), int(x.max())]), act_bits, act_signed)
+
+
+def fit_accumulator(exact: torch.Tensor, acc_bits: int, overflow: OverflowMode) -> tuple[torch.Tensor, torch.Tensor]:
+    """The register contract of ``codes.apply_accumulator`` on a tensor (CPU: no copy)."""
+    reg, flag = apply_accumulator(exact.cpu().numpy(), acc_bits, overflow)
+    return torch.from_numpy(reg).to(exact.device), torch.from_numpy(flag).to(exact.device)
+
+
+def int_matmul(x_int: Array, weights: IntWeights, acc_bits: int, overflow: OverflowMode = "saturate", *,
+               act_bits: int | None = None, act_signed: bool = False) -> MacResult:
+    """acc[..., c] = sum_k x[..., k] * M[c, k] for prepared integer weights (one group), fitted to ``acc_bits``."""
+    x = _to_tensor(x_int, weights.mult.device)
+    _check_range(x, act_bits, act_signed)
+    if weights.groups != 1 or x.ndim < 1 or x.shape[-1] != weights.k:
+        raise FormatError(f"shape mismatch: activations {tuple(x.shape)} vs weights (C, K) = "
+                          f"({weights.out_channels}, {weights.k}) with {weights.groups} group(s)")
+    lead = x.shape[:-1]
+    cols = x.reshape(-1, weights.k).T.reshape(1, 1, weights.k, -1)
+    exact = exact_matmul(weights, cols)[0, 0].T.reshape(*lead, weights.out_channels)
+    reg, flag = fit_accumulator(exact, acc_bits, overflow)
+    return MacResult(_like(reg, x_int), _like(flag, x_int))
+
+
+def log_matmul(x_int: Array, codes: np.ndarray, table: DecodeTable, fmt: LogFormat, acc_bits: int,
+               overflow: OverflowMode = "saturate", *, act_bits: int | None = None, act_signed: bool = False) -> MacResult:
+    """The log MAC on a batch: ``x_int`` (N, K) integers, ``codes`` (C, K) words -> (N, C) accumulators.
+
+    Same arguments and result as :func:`logmac.sim.mac.log_matmul_reference`, at BLAS speed.
+    For repeated calls on one layer build :class:`IntWeights` once and use :func:`int_matmul`.
+    """
+    device = x_int.device if isinstance(x_int, torch.Tensor) else None
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or np.ndim(x_int) != 2 or codes.shape[1] != np.shape(x_int)[1]:
+        raise FormatError(f"shape mismatch: activations {tuple(np.shape(x_int))} vs codes {codes.shape} (need (N, K) and (C, K))")
+    return int_matmul(x_int, IntWeights.from_log(codes, table, fmt, device=device), acc_bits, overflow,
+                      act_bits=act_bits, act_signed=act_signed)
+
+
+def uniform_matmul(x_int: Array, codes: np.ndarray, fmt: UniformFormat, acc_bits: int,
+                   overflow: OverflowMode = "saturate", *, zero_point: np.ndarray | None = None,
+                   act_bits: int | None = None, act_signed: bool = False) -> MacResult:
+    """The uniform baseline on the same MAC: multipliers are ``codes - zero_point`` (a real multiplier)."""
+    device = x_int.device if isinstance(x_int, torch.Tensor) else None
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or np.ndim(x_int) != 2 or codes.shape[1] != np.shape(x_int)[1]:
+        raise FormatError(f"shape mismatch: activations {tuple(np.shape(x_int))} vs codes {codes.shape} (need (N, K) and (C, K))")
+    weights = IntWeights.from_uniform(codes, fmt, zero_point, device=device)
+    return int_matmul(x_int, weights, acc_bits, overflow, act_bits=act_bits, act_signed=act_signed)
+
+
+def linear(x_int: Array, weights: IntWeights, acc_bits: int, overflow: OverflowMode = "saturate", **kw) -> MacResult:
+    """A fully connected layer, (..., K) -> (..., C) accumulators; bias joins at requantization."""
+    return int_matmul(x_int, weights, acc_bits, overflow, **kw)
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv2d(x_int: Array, weights: IntWeights, kernel_size: int | tuple[int, int], acc_bits: int,
+           overflow: OverflowMode = "saturate", *, stride: int | tuple[int, int] = 1,
+           padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, pad_value: int = 0,
+           act_bits: int | None = None, act_signed: bool = False) -> MacResult:
+    """2-D convolution as im2col onto the exact matmul: (N, C_in, H, W) -> (N, C_out, H', W') accumulators.
+
+    ``weights`` come from codes shaped (C_out, C_in/groups, kh, kw) and carry the group count (depthwise:
+    groups = C_in).  Padding inserts ``pad_value``, the activation zero point, because that integer stands
+    for a real 0 on the input grid.
+    """
+    x = _to_tensor(x_int, weights.mult.device)
+    _check_range(x, act_bits, act_signed)
+    kh, kw = _pair(kernel_size)
+    if x.ndim != 4 or x.shape[1] * kh * kw != weights.k * weights.groups:
+        raise FormatError(f"shape mismatch: input {tuple(x.shape)} vs weights {tuple(weights.mult.shape)} "
+                          f"with a {kh}x{kw} kernel (need (N, C_in, H, W), C_in = groups * K / (kh*kw))")
+    ph, pw = _pair(padding)
+    x_absmax = int(x.abs().max()) if x.numel() else 0
+    xf = x.to(torch.float64 if max(x_absmax, abs(pad_value)) >= (1 << 24) else torch.float32)
+    if ph or pw:
+        xf = F.pad(xf, (pw, pw, ph, ph), value=float(pad_value))
+    N, _, H, W = xf.shape
+    cols = F.unfold(xf, (kh, kw), dilation=_pair(dilation), stride=_pair(stride))  # (N, C_in*kh*kw, L)
+    dh, dw = _pair(dilation)
+    sh, sw = _pair(stride)
+    Ho, Wo = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
+    cols = cols.reshape(N, weights.groups, weights.k, -1)
+    exact = exact_matmul(weights, cols).reshape(N, weights.out_channels, Ho, Wo)
+    reg, flag = fit_accumulator(exact, acc_bits, overflow)
+    return MacResult(_like(reg, x_int), _like(flag, x_int))
+
+
+def requantize(acc: Array, multiplier: np.ndarray, shift: np.ndarray, zero_point: int, lo: int, hi: int,
+               bias: np.ndarray | None = None, *, channel_axis: int = -1) -> Array:
+    """y = clamp(((acc + bias) * M + 2**(S-1)) >> S + zp, lo, hi), round half up, per output channel.
+
+    Same semantics as :func:`logmac.sim.mac.requantize`; runs in int64 torch when every product fits and
+    defers to the exact Python-integer reference when it does not.  ``channel_axis`` names the channel
+    axis of ``acc`` (1 for NCHW conv outputs).
+    """
+    a = torch.as_tensor(acc)
+    if a.dtype.is_floating_point:
+        raise FormatError(f"accumulators must be integers, got dtype {a.dtype}")
+    axis = channel_axis % max(a.ndim, 1)
+    m = torch.as_tensor(np.asarray(multiplier, dtype=np.int64), device=a.device)
+    s = torch.as_tensor(np.asarray(shift, dtype=np.int64), device=a.device)
+    if (m < 0).any() or (s < 0).any() or (s > 62).any():
+        raise FormatError("requantization needs multipliers >= 0 and shifts in 0..62")
+    view = [1] * a.ndim
+    if a.ndim:
+        view[axis] = -1
+
+    def per_channel(v: torch.Tensor) -> torch.Tensor:
+        return v.reshape(view) if v.ndim and a.ndim else v
+
+    total = a.to(torch.int64)
+    if bias is not None:
+        total = total + per_channel(torch.as_tensor(np.asarray(bias, dtype=np.int64), device=a.device))
+    absmax = int(total.abs().max()) if total.numel() else 0
+    m_max, s_max = (int(m.max()), int(s.max())) if m.numel() and s.numel() else (0, 0)
+    if absmax * m_max + (1 << s_max) >= (1 << 62):
+        moved = np.moveaxis(total.cpu().numpy(), axis, -1) if a.ndim else total.cpu().numpy()
+        y = requantize_reference(moved, np.asarray(multiplier), np.asarray(shift), zero_point, lo, hi)
+        y = torch.from_numpy(np.ascontiguousarray(np.moveaxis(y, -1, axis) if a.ndim else y)).to(a.device)
+    else:
+        m, s = per_channel(m), per_channel(s)
+        rounding = torch.where(s > 0, torch.ones_like(s) << (s - 1).clamp(min=0), torch.zeros_like(s))
+        y = torch.clamp(((total * m + rounding) >> s) + zero_point, lo, hi)
+    return _like(y, acc)
+
+
+def clamp(x_int: Array, lo: int, hi: int) -> Array:
+    """ReLU (lo = zero point), ReLU6 (hi = the code of 6) and any bounded activation: a clamp on codes."""
+    x = _to_tensor(x_int)
+    return _like(torch.clamp(x, lo, hi), x_int)
+
+
+def add(a_int: Array, b_int: Array, a_multiplier: int, b_multiplier: int, shift: int, *, a_zero_point: int = 0,
+        b_zero_point: int = 0, zero_point: int = 0, lo: int, hi: int) -> Array:
+    """Residual add of two quantized tensors on different grids, aligned by integer requantization.
+
+    y = clamp((((a - za) * Ma + (b - zb) * Mb + 2**(S-1)) >> S) + zp, lo, hi): both inputs are scaled to
+    the output grid with one shared shift, so the add itself is exact and the rounding happens once.
+    """
+    a, b = _to_tensor(a_int), _to_tensor(b_int)
+    if a.shape != b.shape:
+        raise FormatError(f"residual add needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(a_multiplier, b_multiplier) < 0 or not 0 <= shift <= 62:
+        raise FormatError("residual add needs multipliers >= 0 and a shift in 0..62")
+    bound = (int((a - a_zero_point).abs().max()) * a_multiplier
+             + int((b - b_zero_point).abs().max()) * b_multiplier) if a.numel() else 0
+    if bound + (1 << shift) >= (1 << 62):
+        raise FormatError(f"residual add multipliers {a_multiplier}, {b_multiplier} overflow int64 for these inputs")
+    total = (a - a_zero_point) * a_multiplier + (b - b_zero_point) * b_multiplier
+    y = ((total + ((1 << shift) >> 1)) >> shift) + zero_point
+    return _like(torch.clamp(y, lo, hi), a_int)
+
+
+def max_pool2d(x_int: Array, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+               padding: int | tuple[int, int] = 0) -> Array:
+    """Max pooling on codes: exact, because the map from codes to reals is increasing (padding never wins)."""
+    x = _to_tensor(x_int)
+    lowest = int(x.min()) - 1 if x.numel() else 0
+    ph, pw = _pair(padding)
+    xf = F.pad(x.to(torch.float64), (pw, pw, ph, ph), value=float(lowest)) if ph or pw else x.to(torch.float64)
+    y = F.max_pool2d(xf, kernel_size, stride if stride is not None else kernel_size)
+    return _like(y.to(torch.int64), x_int)
+
+
+def sum_pool2d(x_int: Array, kernel_size: int | tuple[int, int] | None = None, stride: int | tuple[int, int] | None = None,
+               zero_point: int = 0) -> Array:
+    """Window sums of ``x - zero_point`` (int64): average pooling before its requantization.
+
+    ``kernel_size=None`` pools the whole plane (global average pooling).  Divide-and-rescale is then one
+    :func:`requantize` with M / 2**S = s_in / (s_out * window).
+    """
+    x = _to_tensor(x_int) - zero_point
+    if x.ndim != 4:
+        raise FormatError(f"pooling needs (N, C, H, W) input, got {tuple(x.shape)}")
+    if kernel_size is None:
+        return _like(x.sum(dim=(2, 3)), x_int)
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride if stride is not None else kernel_size)
+    windows = x.unfold(2, kh, sh).unfold(3, kw, sw)
+    return _like(windows.sum(dim=(-1, -2)), x_int)

@@ -1,0 +1,222 @@
+"""The fast emulator path equals the int64 reference bit for bit: matmul, conv, requantize, pooling, add."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_sim_support import activations, log_formats, make_table, random_words
+
+from logmac import sim
+from logmac.codes import DecodeTable, FormatError, LogFormat, UniformFormat, accumulator_bits, decode_int
+from logmac.sim.gemm import IntWeights, exact_matmul, gemm_plan
+
+SETTINGS = settings(max_examples=150, deadline=None)
+
+
+def acc_bits_near(need: int, data: st.DataObject) -> int:
+    """An accumulator width from a few bits too narrow (forced overflow) to one bit spare."""
+    return data.draw(st.integers(max(2, need - 8), min(63, need + 1)))
+
+
+@SETTINGS
+@given(fmt=log_formats(), n=st.integers(1, 5), c=st.integers(1, 6), k=st.integers(1, 48), a_bits=st.integers(1, 16),
+       signed=st.booleans(), extreme=st.booleans(), mode=st.sampled_from(["saturate", "wrap"]),
+       seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_log_matmul_matches_reference(fmt, n, c, k, a_bits, signed, extreme, mode, seed, data):
+    rng = np.random.default_rng(seed)
+    table = make_table(fmt, c, rng)
+    words = random_words(fmt, (c, k), rng)
+    x = activations(rng, (n, k), a_bits, signed, extreme)
+    need = accumulator_bits(k, a_bits, signed, table.max_multiplier(fmt))
+    acc_bits = acc_bits_near(need, data)
+    ref = sim.log_matmul_reference(x, words, table, fmt, acc_bits, mode)
+    fast = sim.log_matmul(x, words, table, fmt, acc_bits, mode, act_bits=a_bits, act_signed=signed)
+    np.testing.assert_array_equal(fast.acc, ref.acc)
+    np.testing.assert_array_equal(fast.overflow, ref.overflow)
+    if acc_bits >= need:
+        assert not ref.overflow.any()
+
+
+@SETTINGS
+@given(bits=st.integers(2, 8), symmetric=st.booleans(), n=st.integers(1, 5), c=st.integers(1, 6), k=st.integers(1, 48),
+       a_bits=st.integers(1, 16), extreme=st.booleans(), mode=st.sampled_from(["saturate", "wrap"]),
+       seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_uniform_matmul_matches_reference(bits, symmetric, n, c, k, a_bits, extreme, mode, seed, data):
+    rng = np.random.default_rng(seed)
+    fmt = UniformFormat(bits, symmetric)
+    q = rng.integers(fmt.qmin, fmt.qmax + 1, size=(c, k))
+    zp = None if symmetric else rng.integers(0, fmt.qmax + 1, size=c)
+    x = activations(rng, (n, k), a_bits, False, extreme)
+    acc_bits = acc_bits_near(accumulator_bits(k, a_bits, False, 2 * fmt.max_multiplier), data)
+    ref = sim.uniform_matmul_reference(x, q, fmt, acc_bits, mode, zp)
+    fast = sim.uniform_matmul(x, q, fmt, acc_bits, mode, zero_point=zp)
+    np.testing.assert_array_equal(fast.acc, ref.acc)
+    np.testing.assert_array_equal(fast.overflow, ref.overflow)
+
+
+@pytest.mark.parametrize(("x_max", "m_max", "k", "path"), [
+    (255, 32, 64, "float32"),            # one float32 GEMM
+    (255, 128, 1500, "float32"),         # float32 in K chunks summed in float64
+    (32767, 2**16, 600, "float64"),      # too many float32 chunks
+    (65535, 2**31, 4096, "int64"),       # beyond 2**53: int64
+])
+def test_every_gemm_path_is_exact(x_max, m_max, k, path):
+    rng = np.random.default_rng(k)
+    mult = rng.integers(-m_max, m_max + 1, size=(3, k))
+    mult[:, 0] = m_max  # the bound is reached
+    x = rng.integers(0, x_max + 1, size=(k, 7))
+    x[0] = x_max
+    w = IntWeights(torch.as_tensor(mult))
+    assert gemm_plan(w, x_max, torch.device("cpu"))[0] == path
+    got = exact_matmul(w, torch.as_tensor(x).reshape(1, 1, k, 7))[0, 0].numpy()
+    want = np.array([[sum(int(a) * int(b) for a, b in zip(row, col, strict=True)) for col in x.T] for row in mult])
+    np.testing.assert_array_equal(got, want)
+
+
+def conv_reference(x, words, table, fmt, groups, stride, padding, pad_value, acc_bits, mode):
+    """Naive loop conv: every output pixel is one call of the int64 reference MAC on its patch."""
+    N, Cin, H, W = x.shape
+    Cout, Cg, kh, kw = words.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=pad_value)
+    Ho, Wo = (xp.shape[2] - kh) // stride + 1, (xp.shape[3] - kw) // stride + 1
+    out = np.zeros((N, Cout, Ho, Wo), dtype=np.int64)
+    flags = np.zeros_like(out, dtype=bool)
+    per = Cout // groups
+    for g in range(groups):
+        sl = slice(g * per, (g + 1) * per)
+        sub = DecodeTable(table.u[sl], table.h[sl], table.scale[sl])
+        for i in range(Ho):
+            for j in range(Wo):
+                patch = xp[:, g * Cg:(g + 1) * Cg, i * stride:i * stride + kh, j * stride:j * stride + kw].reshape(N, -1)
+                res = sim.log_matmul_reference(patch, words[sl].reshape(per, -1), sub, fmt, acc_bits, mode)
+                out[:, sl, i, j], flags[:, sl, i, j] = res.acc, res.overflow
+    return out, flags
+
+
+@settings(max_examples=60, deadline=None)
+@given(fmt=log_formats(), groups=st.sampled_from([1, 2, "depthwise"]), cin_per=st.integers(1, 3), cout_per=st.integers(1, 3),
+       ksize=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 2), hw=st.integers(3, 7),
+       seed=st.integers(0, 2**32 - 1), mode=st.sampled_from(["saturate", "wrap"]), data=st.data())
+def test_conv2d_matches_loop_reference(fmt, groups, cin_per, cout_per, ksize, stride, padding, hw, seed, mode, data):
+    rng = np.random.default_rng(seed)
+    if groups == "depthwise":
+        groups, cin_per = 3, 1
+    cin, cout = groups * cin_per, groups * cout_per
+    table = make_table(fmt, cout, rng)
+    words = random_words(fmt, (cout, cin_per, ksize, ksize), rng)
+    x = activations(rng, (2, cin, hw, hw), 8, False, data.draw(st.booleans()))
+    zp = int(rng.integers(0, 256))
+    acc_bits = acc_bits_near(accumulator_bits(cin_per * ksize * ksize, 8, False, table.max_multiplier(fmt)), data)
+    ref, ref_flag = conv_reference(x, words, table, fmt, groups, stride, padding, zp, acc_bits, mode)
+    w = IntWeights.from_log(words, table, fmt, groups=groups)
+    got = sim.conv2d(x, w, ksize, acc_bits, mode, stride=stride, padding=padding, pad_value=zp, act_bits=8)
+    np.testing.assert_array_equal(got.acc, ref)
+    np.testing.assert_array_equal(got.overflow, ref_flag)
+
+
+@SETTINGS
+@given(shape=st.sampled_from([(7,), (3, 5), (2, 4, 3, 3)]), acc_mag=st.integers(1, 40), m_bits=st.integers(0, 32),
+       s_max=st.integers(0, 62), zp=st.integers(-128, 255), seed=st.integers(0, 2**32 - 1), with_bias=st.booleans())
+def test_requantize_matches_reference(shape, acc_mag, m_bits, s_max, zp, seed, with_bias):
+    rng = np.random.default_rng(seed)
+    axis = 1 if len(shape) == 4 else -1
+    c = shape[axis]
+    acc = rng.integers(-(2**acc_mag), 2**acc_mag, size=shape)
+    m = rng.integers(0, 2**m_bits + 1, size=c)
+    s = rng.integers(0, s_max + 1, size=c)
+    bias = rng.integers(-(2**acc_mag), 2**acc_mag, size=c) if with_bias else None
+    lo, hi = sorted(rng.integers(-300, 300, size=2).tolist())
+    want = sim.requantize_reference(np.moveaxis(acc, axis, -1), m, s, zp, lo, hi, bias)
+    got = sim.requantize(acc, m, s, zp, lo, hi, bias, channel_axis=axis)
+    np.testing.assert_array_equal(np.moveaxis(got, axis, -1), want)
+    got_t = sim.requantize(torch.as_tensor(acc), m, s, zp, lo, hi, bias, channel_axis=axis)
+    np.testing.assert_array_equal(got_t.numpy(), got)
+
+
+def test_requantize_rounds_half_up():
+    # 5/2 -> 3, -5/2 -> -2, 3/2 -> 2, -3/2 -> -1 (round half toward +inf), then clamp
+    acc = np.array([5, -5, 3, -3, 1000])
+    np.testing.assert_array_equal(sim.requantize(acc, np.ones(5, int), np.ones(5, int), 0, -128, 127),
+                                  [3, -2, 2, -1, 127])
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), ma=st.integers(0, 2**20), mb=st.integers(0, 2**20), shift=st.integers(0, 30),
+       za=st.integers(0, 255), zb=st.integers(0, 255), zp=st.integers(-128, 127))
+def test_residual_add_is_exact_then_rounds_once(seed, ma, mb, shift, za, zb, zp):
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, 256, size=(2, 3, 4, 4))
+    got = sim.add(a, b, ma, mb, shift, a_zero_point=za, b_zero_point=zb, zero_point=zp, lo=-128, hi=127)
+    half = (1 << shift) >> 1
+    want = [min(127, max(-128, (((int(p) - za) * ma + (int(q) - zb) * mb + half) >> shift) + zp))
+            for p, q in zip(a.ravel(), b.ravel(), strict=True)]
+    np.testing.assert_array_equal(got.ravel(), want)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 3), hw=st.integers(3, 8), zp=st.integers(0, 255))
+def test_pooling(seed, k, hw, zp):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(2, 3, hw, hw))
+    n = hw // k
+    blocks = x[:, :, :n * k, :n * k].reshape(2, 3, n, k, n, k)
+    np.testing.assert_array_equal(sim.max_pool2d(x, k), blocks.max(axis=(3, 5)))
+    np.testing.assert_array_equal(sim.sum_pool2d(x, k, zero_point=zp), (blocks - zp).sum(axis=(3, 5)))
+    np.testing.assert_array_equal(sim.sum_pool2d(x, None, zero_point=zp), (x - zp).sum(axis=(2, 3)))
+    np.testing.assert_array_equal(sim.clamp(x, zp, 200), np.clip(x, zp, 200))
+
+
+def test_max_pool_padding_never_wins():
+    x = -np.ones((1, 1, 2, 2), dtype=np.int64) * 5
+    np.testing.assert_array_equal(sim.max_pool2d(x, 3, 1, padding=1), -5 * np.ones((1, 1, 2, 2)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def layer():
+    fmt = LogFormat(4)
+    table = make_table(fmt, 3, np.random.default_rng(0))
+    return fmt, table, random_words(fmt, (3, 5), np.random.default_rng(1))
+
+
+def test_forced_overflow_is_flagged_and_matches(layer):
+    fmt, table, words = layer
+    x = np.full((2, 5), 255)
+    words = words.copy()
+    words[:] = 7  # largest positive level everywhere
+    exact = x @ decode_int(words, table, fmt).T
+    for mode in ("saturate", "wrap"):
+        res = sim.log_matmul(x, words, table, fmt, acc_bits=8, overflow=mode)
+        assert res.overflow.all()
+        ref = sim.log_matmul_reference(x, words, table, fmt, 8, mode)
+        np.testing.assert_array_equal(res.acc, ref.acc)
+    assert (sim.log_matmul(x, words, table, fmt, 8, "saturate").acc == 127).all()
+    assert not sim.log_matmul(x, words, table, fmt, 40).overflow.any()
+    assert exact.max() > 127
+
+
+def test_bad_input_is_a_clear_error(layer):
+    fmt, table, words = layer
+    x = np.zeros((2, 5), dtype=np.int64)
+    with pytest.raises(FormatError, match="does not fit"):
+        sim.log_matmul(x, words + 16, table, fmt, 24)
+    with pytest.raises(FormatError, match="shape mismatch"):
+        sim.log_matmul(np.zeros((2, 4), dtype=np.int64), words, table, fmt, 24)
+    with pytest.raises(FormatError, match="integers"):
+        sim.log_matmul(x.astype(np.float32), words, table, fmt, 24)
+    with pytest.raises(FormatError, match="outside the 8-bit"):
+        sim.log_matmul(x + 256, words, table, fmt, 24, act_bits=8)
+    with pytest.raises(FormatError, match="overflow mode"):
+        sim.log_matmul(x, words, table, fmt, 24, "clip")
+    with pytest.raises(FormatError, match="accumulator width"):
+        sim.log_matmul(x, words, table, fmt, 64)
+    with pytest.raises(FormatError, match="outside"):
+        sim.uniform_matmul(x, np.full((3, 5), 8), UniformFormat(4), 24)
+    with pytest.raises(FormatError, match="groups"):
+        IntWeights.from_log(words, table, fmt, groups=2)
