@@ -11,6 +11,7 @@ from logmac.sim.ops import (
     add,
     clamp,
     conv2d,
+    im2col,
     int_matmul,
     linear,
     log_matmul,
@@ -19,9 +20,10 @@ from logmac.sim.ops import (
     sum_pool2d,
     uniform_matmul,
 )
+from logmac.sim.trace import Requant, Trace, load_trace, save_trace
 
 __all__ = [
-    "IntWeights", "MacResult", "add", "check_activations", "clamp", "conv2d", "exact_matmul", "int_matmul",
+    "IntWeights", "MacResult", "add", "check_activations", "clamp", "conv2d", "exact_matmul", "im2col", "int_matmul",
     "linear", "log_matmul", "log_matmul_reference", "max_pool2d", "requantize", "requantize_reference",
-    "sum_pool2d", "uniform_matmul", "uniform_matmul_reference",
+    "sum_pool2d", "uniform_matmul", "uniform_matmul_reference", "Requant", "Trace", "load_trace", "save_trace",
 ]

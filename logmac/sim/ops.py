@@ -97,6 +97,24 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def im2col(x: torch.Tensor, kernel_size: int | tuple[int, int], *, stride: int | tuple[int, int] = 1,
+           padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, pad_value: int = 0,
+           dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Patches of an (N, C, H, W) integer tensor as (N, C*kh*kw, H'*W') columns in ``dtype``, and (H', W').
+
+    Padding inserts ``pad_value``, the activation zero point, because that integer stands for a real 0.
+    """
+    kh, kw = _pair(kernel_size)
+    ph, pw = _pair(padding)
+    xf = x.to(dtype)
+    if ph or pw:
+        xf = F.pad(xf, (pw, pw, ph, ph), value=float(pad_value))
+    (dh, dw), (sh, sw) = _pair(dilation), _pair(stride)
+    H, W = xf.shape[2:]
+    out_hw = ((H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1)
+    return F.unfold(xf, (kh, kw), dilation=(dh, dw), stride=(sh, sw)), out_hw
+
+
 def conv2d(x_int: Array, weights: IntWeights, kernel_size: int | tuple[int, int], acc_bits: int,
            overflow: OverflowMode = "saturate", *, stride: int | tuple[int, int] = 1,
            padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, pad_value: int = 0,
@@ -104,8 +122,7 @@ def conv2d(x_int: Array, weights: IntWeights, kernel_size: int | tuple[int, int]
     """2-D convolution as im2col onto the exact matmul: (N, C_in, H, W) -> (N, C_out, H', W') accumulators.
 
     ``weights`` come from codes shaped (C_out, C_in/groups, kh, kw) and carry the group count (depthwise:
-    groups = C_in).  Padding inserts ``pad_value``, the activation zero point, because that integer stands
-    for a real 0 on the input grid.
+    groups = C_in).  Padding inserts ``pad_value`` (see :func:`im2col`).
     """
     x = _to_tensor(x_int, weights.mult.device)
     _check_range(x, act_bits, act_signed)
@@ -113,18 +130,11 @@ def conv2d(x_int: Array, weights: IntWeights, kernel_size: int | tuple[int, int]
     if x.ndim != 4 or x.shape[1] * kh * kw != weights.k * weights.groups:
         raise FormatError(f"shape mismatch: input {tuple(x.shape)} vs weights {tuple(weights.mult.shape)} "
                           f"with a {kh}x{kw} kernel (need (N, C_in, H, W), C_in = groups * K / (kh*kw))")
-    ph, pw = _pair(padding)
-    x_absmax = int(x.abs().max()) if x.numel() else 0
-    xf = x.to(torch.float64 if max(x_absmax, abs(pad_value)) >= (1 << 24) else torch.float32)
-    if ph or pw:
-        xf = F.pad(xf, (pw, pw, ph, ph), value=float(pad_value))
-    N, _, H, W = xf.shape
-    cols = F.unfold(xf, (kh, kw), dilation=_pair(dilation), stride=_pair(stride))  # (N, C_in*kh*kw, L)
-    dh, dw = _pair(dilation)
-    sh, sw = _pair(stride)
-    Ho, Wo = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
-    cols = cols.reshape(N, weights.groups, weights.k, -1)
-    exact = exact_matmul(weights, cols).reshape(N, weights.out_channels, Ho, Wo)
+    x_absmax = max(int(x.abs().max()) if x.numel() else 0, abs(pad_value))
+    dtype = torch.float64 if x_absmax >= (1 << 24) else torch.float32
+    cols, (Ho, Wo) = im2col(x, (kh, kw), stride=stride, padding=padding, dilation=dilation, pad_value=pad_value, dtype=dtype)
+    cols = cols.reshape(x.shape[0], weights.groups, weights.k, -1)
+    exact = exact_matmul(weights, cols, x_absmax).reshape(x.shape[0], weights.out_channels, Ho, Wo)
     reg, flag = fit_accumulator(exact, acc_bits, overflow)
     return MacResult(_like(reg, x_int), _like(flag, x_int))
 

@@ -1,0 +1,134 @@
+"""Trace files: one layer's exact integers and the results the hardware must produce, for the RTL suite.
+
+A trace is a plain ``.npz`` (no pickle) that ``logmac.cosim`` replays into the RTL.  Expected values
+are computed by the int64 *reference* (``sim.mac``), never by the fast path, so a trace checks the
+RTL and the emulator independently.  Keys (``TRACE_VERSION`` 1), all rows in MAC order:
+
+======================  ============  =====================================================================
+key                     dtype, shape  meaning
+======================  ============  =====================================================================
+``version``             int64 ()      1
+``layer``               str ()        layer name (module path) or free text
+``format``              str ()        JSON of ``fmt.to_dict()`` (``codes.format_from_dict`` reads it)
+``x``                   int64 (N, K)  input integers as the MAC sees them (conv: im2col rows, padding = zp)
+``codes``               uint16/int16  (C, K) code words (log) or integers (uniform)
+``u``, ``h``            uint8         (C, 2, L) decode table (log formats only)
+``scale``               float64 (C,)  channel scale (float value of multiplier 1)
+``weight_zero_point``   int64 (C,)    uniform asymmetric only
+``mult``                int64 (C, K)  signed integer multipliers (decoded; convenience for scoreboards)
+``act_bits``            int64 ()      activation width a
+``act_signed``          bool ()       signed activations?
+``acc_bits``            int64 ()      accumulator register width
+``overflow_mode``       str ()        ``saturate`` or ``wrap``
+``acc``                 int64 (N, C)  expected accumulator registers
+``overflow``            bool (N, C)   expected overflow flags
+``requant_multiplier``  int64 (C,)    optional, with ``requant_shift``, ``bias_int``, ``out_zero_point``,
+``requant_shift``       int64 (C,)    ``clamp_lo``, ``clamp_hi`` (int64 ()) and ``y`` (int64 (N, C)),
+``y``                   int64 (N, C)  the requantized outputs (computed from the register ``acc``)
+======================  ============  =====================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from logmac.codes import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, decode_int, format_from_dict
+from logmac.sim.mac import check_activations, log_matmul_reference, requantize, uniform_matmul_reference
+
+TRACE_VERSION = 1
+REQUANT_KEYS = ("requant_multiplier", "requant_shift", "bias_int", "out_zero_point", "clamp_lo", "clamp_hi", "y")
+
+
+@dataclass
+class Requant:
+    """Output requantization of a traced layer: y = clamp(((acc + bias) * M + 2**(S-1)) >> S + zp, lo, hi)."""
+
+    multiplier: np.ndarray
+    shift: np.ndarray
+    bias: np.ndarray
+    zero_point: int
+    lo: int
+    hi: int
+
+
+@dataclass
+class Trace:
+    """A loaded trace: ``arrays`` holds every key of the table above."""
+
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def fmt(self) -> LogFormat | UniformFormat:
+        return format_from_dict(json.loads(str(self.arrays["format"])))
+
+    @property
+    def table(self) -> DecodeTable | None:
+        a = self.arrays
+        return DecodeTable(a["u"], a["h"], a["scale"]) if "u" in a else None
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+
+def save_trace(path: str | Path, x_int: np.ndarray, codes: np.ndarray, fmt: LogFormat | UniformFormat, *,
+               table: DecodeTable | None = None, weight_zero_point: np.ndarray | None = None, act_bits: int,
+               act_signed: bool = False, acc_bits: int, overflow: OverflowMode = "saturate",
+               requant: Requant | None = None, layer: str = "") -> Path:
+    """Write a trace for the MAC rows ``x_int`` (N, K) against ``codes`` (C, K); expected values from the reference."""
+    x = check_activations(x_int, act_bits, act_signed)
+    codes = np.asarray(codes)
+    if isinstance(fmt, LogFormat):
+        if table is None:
+            raise FormatError("a log-format trace needs the decode table")
+        table.validate(fmt)
+        res = log_matmul_reference(x, codes, table, fmt, acc_bits, overflow)
+        mult = decode_int(codes, table, fmt)
+        extra = {"u": table.u.astype(np.uint8), "h": table.h.astype(np.uint8), "scale": table.scale}
+    else:
+        res = uniform_matmul_reference(x, codes, fmt, acc_bits, overflow, weight_zero_point)
+        mult = codes.astype(np.int64) - (0 if weight_zero_point is None else np.asarray(weight_zero_point)[:, None])
+        extra = {} if weight_zero_point is None else {"weight_zero_point": np.asarray(weight_zero_point, dtype=np.int64)}
+    arrays = {
+        "version": np.int64(TRACE_VERSION), "layer": np.str_(layer), "format": np.str_(json.dumps(fmt.to_dict())),
+        "x": x, "codes": codes, "mult": mult, "act_bits": np.int64(act_bits), "act_signed": np.bool_(act_signed),
+        "acc_bits": np.int64(acc_bits), "overflow_mode": np.str_(overflow), "acc": res.acc, "overflow": res.overflow,
+        **extra,
+    }
+    if requant is not None:
+        y = requantize(res.acc, requant.multiplier, requant.shift, requant.zero_point, requant.lo, requant.hi, requant.bias)
+        arrays.update(requant_multiplier=np.asarray(requant.multiplier, dtype=np.int64),
+                      requant_shift=np.asarray(requant.shift, dtype=np.int64),
+                      bias_int=np.asarray(requant.bias, dtype=np.int64), out_zero_point=np.int64(requant.zero_point),
+                      clamp_lo=np.int64(requant.lo), clamp_hi=np.int64(requant.hi), y=y)
+    path = Path(path)
+    with open(path, "wb") as fh:  # a file handle keeps numpy from appending a second ".npz"
+        np.savez_compressed(fh, **arrays)
+    return path
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read a trace, checking its version, its keys and that its shapes agree."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{path}: not a readable trace file ({exc})") from exc
+    version = int(arrays.get("version", -1))
+    if version != TRACE_VERSION:
+        raise FormatError(f"{path}: trace version {version}, this logmac reads version {TRACE_VERSION}")
+    need = {"layer", "format", "x", "codes", "mult", "act_bits", "act_signed", "acc_bits", "overflow_mode", "acc", "overflow"}
+    missing = sorted(need - arrays.keys())
+    has_requant = [k in arrays for k in REQUANT_KEYS]
+    if missing or (any(has_requant) and not all(has_requant)):
+        raise FormatError(f"{path}: trace misses keys {missing or [k for k in REQUANT_KEYS if k not in arrays]}")
+    n, k = arrays["x"].shape
+    c = arrays["codes"].shape[0]
+    if arrays["codes"].shape != (c, k) or arrays["acc"].shape != (n, c) or arrays["overflow"].shape != (n, c):
+        shapes = {key: arrays[key].shape for key in ("x", "codes", "acc", "overflow")}
+        raise FormatError(f"{path}: inconsistent shapes {shapes}")
+    return Trace(arrays)
