@@ -4,6 +4,7 @@ Per-operation API (numpy or torch in, same kind out) and the int64 reference it 
 see docs/sim.md.
 """
 
+from logmac.sim.emulator import Emulator
 from logmac.sim.gemm import IntWeights, exact_matmul
 from logmac.sim.mac import MacResult, check_activations, log_matmul_reference, uniform_matmul_reference
 from logmac.sim.mac import requantize as requantize_reference
@@ -23,6 +24,7 @@ from logmac.sim.ops import (
 from logmac.sim.trace import Requant, Trace, load_trace, save_trace
 
 __all__ = [
+    "Emulator",
     "IntWeights", "MacResult", "add", "check_activations", "clamp", "conv2d", "exact_matmul", "im2col", "int_matmul",
     "linear", "log_matmul", "log_matmul_reference", "max_pool2d", "requantize", "requantize_reference",
     "sum_pool2d", "uniform_matmul", "uniform_matmul_reference", "Requant", "Trace", "load_trace", "save_trace",

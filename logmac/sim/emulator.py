@@ -1,0 +1,252 @@
+"""Model-level emulation: an exported artifact run end to end as the chip would run it.
+
+Every quantized Conv2d/Linear of the float network is swapped for an :class:`IntLayer`: its input is
+quantized to a-bit codes (the declared boundary from float), the log MAC runs on integers (exact GEMM),
+and the output either leaves as float (``out_scale * (acc + bias_int)``) into the ops the datapath does
+not cover, or is requantized to integers straight into the next quantized layer.  Everything else
+(residual adds, pooling, softmax, LayerNorm, GELU, ...) runs in float32; :meth:`Emulator.placement`
+lists which ops ran where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from logmac.artifact import Artifact
+from logmac.codes import DecodeTable, OverflowMode, accumulator_bits
+from logmac.sim import ops
+from logmac.sim.layers import EmulatorError, LayerSpec, check_module, layer_specs, quantize_input, swap_module
+from logmac.sim.mac import MacResult, log_matmul_reference, uniform_matmul_reference
+from logmac.sim.trace import Requant, save_trace
+
+
+@dataclass
+class LayerStats:
+    """Per-layer counters: accumulators computed and how many overflowed the register."""
+
+    outputs: int = 0
+    overflows: int = 0
+
+
+class IntLayer(nn.Module):
+    """One quantized layer on the integer datapath (see the module docstring)."""
+
+    def __init__(self, spec: LayerSpec, acc_bits: int | None, overflow: OverflowMode, device: torch.device,
+                 engine: str = "fast") -> None:
+        super().__init__()
+        if engine not in ("fast", "reference"):
+            raise EmulatorError(f"engine must be 'fast' or 'reference', got {engine!r}")
+        self.spec, self.overflow, self.engine = spec, overflow, engine
+        self.weights = spec.int_weights(device)
+        act = spec.act_in
+        self.act_bits, self.zp = int(act["bits"]), int(act["zero_point"])
+        need = accumulator_bits(self.weights.k, self.act_bits, False, max(1, int(self.weights.col_absmax.max(initial=0))))
+        self.acc_bits = need if acc_bits is None else acc_bits
+        ex = spec.layer.extras
+        self.bias_int = np.asarray(ex["bias_int"], dtype=np.int64)
+        shape = (-1, 1, 1) if spec.is_conv else (-1,)
+        self.out_scale = torch.as_tensor(ex["out_scale"], dtype=torch.float64, device=device).reshape(shape)
+        self.bias_t = torch.as_tensor(self.bias_int, device=device).reshape(shape)
+        self.stats = LayerStats()
+        self.next: tuple[IntLayer, ...] = ()  # a tuple, so the next layer is not registered as a submodule
+        self.expect: torch.Tensor | None = None  # integers the previous layer requantized into this one
+        self.tap: list[torch.Tensor] | None = None  # set by Emulator.capture
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The a-bit input codes; after a requantized predecessor they must be exactly its integers."""
+        q = quantize_input(x, self.spec.act_in).to(torch.int64)
+        if self.expect is not None:
+            if self.expect.shape != q.shape or not torch.equal(self.expect, q):
+                bad = int((self.expect != q).sum()) if self.expect.shape == q.shape else "all"
+                raise EmulatorError(f"layer {self.spec.name}: {bad} input codes differ from the integers the previous "
+                                    "layer requantized into it; the ops between them are not identity/ReLU/ReLU6")
+            self.expect = None
+        return q
+
+    def _reference_mac(self, q: torch.Tensor) -> MacResult:
+        """The same layer through the int64 reference MAC (slow; for contrast and cross-checks)."""
+        lay, w = self.spec.layer, self.weights
+        if self.spec.is_conv:
+            cols, hw = ops.im2col(q, lay.weight_shape[2:], pad_value=self.zp, dtype=torch.float64, **self.spec.conv_kwargs())
+            rows = cols.reshape(q.shape[0], w.groups, w.k, -1).permute(1, 0, 3, 2).reshape(w.groups, -1, w.k)
+        else:
+            rows, hw = q.reshape(1, -1, w.k), None
+        per = w.mult.shape[1]
+        accs, flags = [], []
+        for g in range(w.groups):
+            sl = slice(g * per, (g + 1) * per)
+            x = rows[g].to(torch.int64).cpu().numpy()
+            codes = lay.codes.reshape(lay.codes.shape[0], -1)[sl]
+            if lay.table is not None:
+                table = DecodeTable(lay.table.u[sl], lay.table.h[sl], lay.table.scale[sl])
+                r = log_matmul_reference(x, codes, table, lay.fmt, self.acc_bits, self.overflow)
+            else:
+                zp = None if lay.fmt.symmetric else lay.zero_point[sl]
+                r = uniform_matmul_reference(x, codes, lay.fmt, self.acc_bits, self.overflow, zp)
+            accs.append(r.acc)
+            flags.append(r.overflow)
+        acc, flag = (torch.as_tensor(np.concatenate(a, axis=1), device=q.device) for a in (accs, flags))
+        if hw is None:
+            return MacResult(acc.reshape(*q.shape[:-1], -1), flag.reshape(*q.shape[:-1], -1))
+        shape = (q.shape[0], hw[0], hw[1], -1)
+        return MacResult(acc.reshape(shape).permute(0, 3, 1, 2), flag.reshape(shape).permute(0, 3, 1, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.codes(x)
+        if self.tap is not None:
+            self.tap.append(q)
+        if self.engine == "reference":
+            res = self._reference_mac(q)
+        elif self.spec.is_conv:
+            res = ops.conv2d(q, self.weights, self.spec.layer.weight_shape[2:], self.acc_bits, self.overflow,
+                             pad_value=self.zp, **self.spec.conv_kwargs())
+        else:
+            res = ops.linear(q, self.weights, self.acc_bits, self.overflow)
+        self.stats.outputs += res.acc.numel()
+        self.stats.overflows += int(res.overflow.sum())
+        rq = self.spec.requant
+        if rq is None:
+            return (self.out_scale * (res.acc + self.bias_t)).to(torch.float32)
+        ex = self.spec.layer.extras
+        lo, hi = (int(v) for v in rq["clamp"])
+        y = ops.requantize(res.acc, ex["requant_multiplier"], ex["requant_shift"], int(rq["out_zero_point"]), lo, hi,
+                           self.bias_int, channel_axis=1 if self.spec.is_conv else -1)
+        for nxt in self.next:
+            nxt.expect = y
+        scale = torch.tensor(rq["out_scale"], dtype=torch.float32, device=y.device)
+        return (y - int(rq["out_zero_point"])).to(torch.float32) * scale
+
+
+class Emulator:
+    """Run an exported artifact on the bit-exact integer emulator.
+
+    ``model`` is the float network with BatchNorm already folded (``logmac.quant.fold.fold_batchnorm``);
+    without it the network is rebuilt from ``artifact.meta`` (see :func:`build_float_model`).
+    ``acc_bits=None`` sizes each layer's accumulator by ``codes.accumulator_bits`` (never overflows);
+    a number emulates that hardware register width, and overflows are counted per layer.
+    ``engine="reference"`` runs every MAC through the int64 reference instead of the BLAS path.
+    """
+
+    def __init__(self, artifact: Artifact, model: nn.Module | None = None, *, acc_bits: int | None = None,
+                 overflow: OverflowMode = "saturate", device: torch.device | str | None = None,
+                 engine: str = "fast") -> None:
+        self.artifact = artifact
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.model = (model if model is not None else build_float_model(artifact)).to(self.device).eval()
+        self.layers: dict[str, IntLayer] = {}
+        for name, spec in layer_specs(artifact).items():
+            check_module(spec, self.model.get_submodule(name))
+            self.layers[name] = IntLayer(spec, acc_bits, overflow, self.device, engine)
+            swap_module(self.model, name, self.layers[name])
+        for layer in self.layers.values():
+            if layer.spec.requant:
+                layer.next = (self.layers[layer.spec.requant["next"]],)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers.values():
+            layer.expect = None
+        return self.model(x.to(self.device))
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Outputs for a whole input tensor, batch by batch (CPU result)."""
+        return torch.cat([self(inputs[i:i + batch_size]).cpu() for i in range(0, len(inputs), batch_size)])
+
+    def overflow_report(self) -> dict[str, LayerStats]:
+        return {name: layer.stats for name, layer in self.layers.items()}
+
+    def placement(self) -> list[dict[str, str]]:
+        """Every op of the network and where it runs: ``int`` (the log MAC datapath) or ``float32``."""
+        rows = []
+        for name, module in self.model.named_modules():
+            if isinstance(module, IntLayer):
+                spec = module.spec
+                out = f"requant -> {spec.requant['next']}" if spec.requant else "float out"
+                rows.append({"op": name, "kind": spec.layer.op, "where": "int",
+                             "detail": f"{spec.format_label()} x A{module.act_bits}, acc {module.acc_bits} bits, {out}"})
+            elif not list(module.children()) and not isinstance(module, nn.Identity) and name:
+                rows.append({"op": name, "kind": type(module).__name__, "where": "float32", "detail": ""})
+        rows.extend(_functional_ops(self.model))
+        return rows
+
+    @torch.no_grad()
+    def capture(self, layer: str, inputs: torch.Tensor, path: str | Path, *, max_rows: int = 256, group: int = 0) -> Path:
+        """Run ``inputs`` and write a trace of ``layer`` (first ``max_rows`` MAC rows of one group) for the RTL suite."""
+        if layer not in self.layers:
+            raise EmulatorError(f"no quantized layer {layer!r}; layers are {sorted(self.layers)}")
+        target = self.layers[layer]
+        target.tap = []
+        try:
+            self(inputs)
+        finally:
+            q, target.tap = target.tap[0], None
+        spec, w = target.spec, target.weights
+        if not 0 <= group < w.groups:
+            raise EmulatorError(f"layer {layer} has {w.groups} group(s), not group {group}")
+        if spec.is_conv:
+            cols, _ = ops.im2col(q, spec.layer.weight_shape[2:], pad_value=target.zp, dtype=torch.float64,
+                                 **spec.conv_kwargs())
+            rows = cols.reshape(q.shape[0], w.groups, w.k, -1)[:, group].permute(0, 2, 1).reshape(-1, w.k)
+        else:
+            rows = q.reshape(-1, w.k)
+        rows = rows[:max_rows].to(torch.int64).cpu().numpy()
+        per = w.mult.shape[1]
+        sl = slice(group * per, (group + 1) * per)
+        lay = spec.layer
+        codes = lay.codes.reshape(lay.codes.shape[0], -1)[sl]
+        table = None
+        if lay.table is not None:
+            table = DecodeTable(lay.table.u[sl], lay.table.h[sl], lay.table.scale[sl])
+        requant = None
+        if spec.requant:
+            ex = lay.extras
+            lo, hi = spec.requant["clamp"]
+            requant = Requant(ex["requant_multiplier"][sl], ex["requant_shift"][sl], ex["bias_int"][sl],
+                              int(spec.requant["out_zero_point"]), int(lo), int(hi))
+        zp = None if lay.zero_point is None or getattr(lay.fmt, "symmetric", True) else lay.zero_point[sl]
+        return save_trace(path, rows, codes, lay.fmt, table=table, weight_zero_point=zp, act_bits=target.act_bits,
+                          acc_bits=target.acc_bits, overflow=target.overflow, requant=requant, layer=layer)
+
+
+def _functional_ops(model: nn.Module) -> list[dict[str, str]]:
+    """Functional ops of ``forward`` (adds, flatten, softmax, matmul ...) via torch.fx; all run in float32."""
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, IntLayer) or super().is_leaf_module(m, qualname)
+
+    try:
+        graph = Tracer().trace(model)
+    except Exception as exc:  # noqa: BLE001 - any untraceable forward just loses this detail
+        return [{"op": "<functional ops>", "kind": "?", "where": "float32", "detail": f"not traceable: {type(exc).__name__}"}]
+    rows = []
+    for node in graph.nodes:
+        if node.op in ("call_function", "call_method"):
+            target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+            rows.append({"op": node.name, "kind": target, "where": "float32", "detail": ""})
+    return rows
+
+
+def build_float_model(artifact: Artifact) -> nn.Module:
+    """The float network named in ``artifact.meta['model']`` with BatchNorm folded as the artifact records."""
+    name = artifact.meta.get("model")
+    if not name:
+        raise EmulatorError("the artifact names no model (meta.model); pass the float model to Emulator(model=...)")
+    from logmac.models.house import HOUSE_BUILDERS, load_house
+    from logmac.quant.fold import fold_batchnorm
+
+    if name not in HOUSE_BUILDERS:
+        raise EmulatorError(f"cannot rebuild model {name!r} here; pass the float model to Emulator(model=...)")
+    model = load_house(name).eval()
+    folded = fold_batchnorm(model)
+    recorded: dict[str, Any] = artifact.meta.get("folded_bn", {})
+    if recorded and folded != recorded:
+        raise EmulatorError(f"BatchNorm folding of {name} differs from the artifact's record: {folded} vs {recorded}")
+    return model
