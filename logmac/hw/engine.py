@@ -1,0 +1,197 @@
+"""The dot-product engine: N lanes, a pipelined adder tree, the exact accumulator, the overflow fit and
+the requantization stage, streaming in and out with valid/ready.
+
+One input beat carries ``lanes`` activations, ``lanes`` weight words and ``last``; the beats up to
+``last`` form one dot product (pad K to a multiple of ``lanes`` with zero weights).  One output beat
+per dot product carries the fitted accumulator, its overflow flag and the requantized output ``y``.
+All pipeline registers advance together when the output is free (``en = ~o.valid | o.ready``), so the
+engine takes one beat a cycle under no back-pressure.  Run-time settings come through ``cfg``; write
+them only while ``idle`` is high.  Behaviour is stated by ``logmac.sim.mac`` and ``logmac.codes``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from logmac.hw import config as C
+from logmac.hw.config import HwConfig
+from logmac.hw.lanes import IntLane, LogLane, act_shape, entry_layout
+
+
+def input_layout(cfg: HwConfig) -> data.StructLayout:
+    """Input beat, packed LSB first: x[0..lanes), then w[0..lanes), then last."""
+    return data.StructLayout({
+        "x": data.ArrayLayout(act_shape(cfg), cfg.lanes),
+        "w": data.ArrayLayout(unsigned(cfg.word_bits), cfg.lanes),
+        "last": 1,
+    })
+
+
+def output_layout(cfg: HwConfig) -> data.StructLayout:
+    """Output beat, packed LSB first: y (if requantizing), acc, overflow."""
+    fields = {"y": signed(cfg.out_bits)} if cfg.requant else {}
+    fields.update({"acc": signed(cfg.acc_bits), "overflow": 1})
+    return data.StructLayout(fields)
+
+
+def config_signature(cfg: HwConfig) -> wiring.Signature:
+    return wiring.Signature({"we": Out(1), "addr": Out(cfg.cfg_addr_bits), "data": Out(C.CFG_DATA_BITS)})
+
+
+class MacEngine(wiring.Component):
+    """A whole output channel of a layer: dot products of ``lanes`` products a cycle, requantized."""
+
+    def __init__(self, cfg: HwConfig) -> None:
+        self.hw = cfg
+        super().__init__({
+            "i": In(stream.Signature(input_layout(cfg))),
+            "o": Out(stream.Signature(output_layout(cfg))),
+            "cfg": In(config_signature(cfg)),
+            "idle": Out(1),
+            "overflow_sticky": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.hw
+        en = Signal()  # every pipeline register advances together
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        regs = self._config_registers(m)
+        valids = []
+
+        # Stage 1: lane products, registered.
+        products = self._lanes(m)
+        level = [Signal(p.shape(), name=f"prod{n}") for n, p in enumerate(products)]
+        valid, last = Signal(name="prod_valid"), Signal(name="prod_last")
+        with m.If(en):
+            m.d.sync += [r.eq(p) for r, p in zip(level, products, strict=True)]
+            m.d.sync += [valid.eq(self.i.valid), last.eq(self.i.payload.last)]
+        valids.append(valid)
+
+        # Adder tree, a register every ``pipe_every`` levels.
+        depth = 0
+        while len(level) > 1:
+            pairs = [level[n] + level[n + 1] for n in range(0, len(level) - 1, 2)]
+            level = pairs + ([level[-1]] if len(level) % 2 else [])
+            depth += 1
+            if cfg.pipe_every and depth % cfg.pipe_every == 0 and len(level) > 1:
+                regd = [Signal(v.shape(), name=f"tree{depth}_{n}") for n, v in enumerate(level)]
+                nv, nl = Signal(name=f"tree{depth}_valid"), Signal(name=f"tree{depth}_last")
+                with m.If(en):
+                    m.d.sync += [r.eq(v) for r, v in zip(regd, level, strict=True)] + [nv.eq(valid), nl.eq(last)]
+                level, valid, last = regd, nv, nl
+                valids.append(valid)
+
+        # Exact accumulation: guard bits hold any sum of up to max_k products.
+        acc = Signal(signed(cfg.exact_bits))
+        first = Signal(init=1)  # the next beat starts a new dot product
+        total = Signal(signed(cfg.exact_bits))
+        exact, ex_valid = Signal(signed(cfg.exact_bits)), Signal()
+        m.d.comb += total.eq(Mux(first, 0, acc) + level[0])
+        with m.If(en):
+            m.d.sync += ex_valid.eq(valid & last)
+            with m.If(valid):
+                m.d.sync += [acc.eq(total), first.eq(last), exact.eq(total)]
+        valids.append(ex_valid)
+
+        fit, ovf, f_valid = self._fit(m, en, exact, ex_valid, regs)
+        valids.append(f_valid)
+        with m.If(en & f_valid & ovf):
+            m.d.sync += self.overflow_sticky.eq(1)
+        with m.If(self.cfg.we & (self.cfg.addr == C.REG_CLEAR)):
+            m.d.sync += self.overflow_sticky.eq(0)
+
+        if cfg.requant:
+            y, fit, ovf, f_valid = self._requantize(m, en, fit, ovf, f_valid, regs, valids)
+            m.d.comb += self.o.payload.y.eq(y)
+        m.d.comb += [self.o.payload.acc.eq(fit), self.o.payload.overflow.eq(ovf), self.o.valid.eq(f_valid)]
+        m.d.comb += self.idle.eq(first & ~Cat(*valids).any())
+        return m
+
+    def _config_registers(self, m: Module) -> dict[str, Signal]:
+        """Run-time settings, written through ``cfg`` (reset values: widest accumulator, saturate, y = acc)."""
+        cfg = self.hw
+        out_lo, out_hi = -(1 << (cfg.out_bits - 1)), (1 << (cfg.out_bits - 1)) - 1
+        regs = {
+            "acc_hi": Signal(unsigned(cfg.acc_bits - 1), init=(1 << (cfg.acc_bits - 1)) - 1),
+            "wrap": Signal(),
+            "mult": Signal(unsigned(cfg.mult_bits), init=1),
+            "shift": Signal(unsigned(C.SHIFT_FIELD_BITS)),
+            "bias": Signal(signed(cfg.bias_bits)),
+            "zp": Signal(signed(cfg.out_bits)),
+            "lo": Signal(signed(cfg.out_bits), init=out_lo),
+            "hi": Signal(signed(cfg.out_bits), init=out_hi),
+        }
+        addrs = {"acc_hi": C.REG_ACC_HI, "wrap": C.REG_WRAP, "mult": C.REG_MULT, "shift": C.REG_SHIFT,
+                 "bias": C.REG_BIAS, "zp": C.REG_ZP, "lo": C.REG_LO, "hi": C.REG_HI}
+        for name, reg in regs.items():
+            with m.If(self.cfg.we & (self.cfg.addr == addrs[name])):
+                m.d.sync += reg.eq(self.cfg.data[:len(reg)])
+        return regs
+
+    def _lanes(self, m: Module) -> list:
+        """Instantiate the lanes (and, for log, one shared decode table with a read port per lane)."""
+        cfg = self.hw
+        if cfg.kind == "log":
+            table = memory.Memory(shape=entry_layout(cfg), depth=cfg.table_depth, init=[])
+            m.submodules.table = table
+            wp = table.write_port()
+            top = cfg.cfg_addr_bits - 1
+            m.d.comb += [wp.en.eq(self.cfg.we & self.cfg.addr[top]), wp.addr.eq(self.cfg.addr[:cfg.weight_bits]),
+                         wp.data.eq(self.cfg.data[:len(wp.data.as_value())])]
+        products = []
+        for n in range(cfg.lanes):
+            lane = LogLane(cfg) if cfg.kind == "log" else IntLane(cfg)
+            m.submodules[f"lane{n}"] = lane
+            m.d.comb += [lane.x.eq(self.i.payload.x[n]), lane.word.eq(self.i.payload.w[n])]
+            if cfg.kind == "log":
+                rp = table.read_port(domain="comb")
+                m.d.comb += [rp.addr.eq(lane.table_addr), lane.entry.eq(rp.data)]
+            products.append(lane.product)
+        return products
+
+    def _fit(self, m: Module, en: Signal, exact: Signal, valid: Signal, regs: dict) -> tuple[Signal, Signal, Signal]:
+        """The overflow contract of ``logmac.codes.apply_accumulator`` at the run-time width a."""
+        cfg = self.hw
+        w = max(cfg.exact_bits, cfg.acc_bits) + 1
+        hi, lo, mask = Signal(signed(w)), Signal(signed(w)), Signal(signed(w))
+        m.d.comb += [hi.eq(regs["acc_hi"]), lo.eq(-hi - 1), mask.eq(Cat(Const(1, 1), regs["acc_hi"]))]
+        over, under = exact > hi, exact < lo
+        sat = Mux(over, hi, Mux(under, lo, exact))
+        msb = (exact & (hi + 1)).any()
+        wrapped = Mux(msb, exact | ~mask, exact & mask)  # sign-extend the low a bits
+        fit, ovf, f_valid = Signal(signed(cfg.acc_bits)), Signal(), Signal()
+        with m.If(en):
+            m.d.sync += [fit.eq(Mux(regs["wrap"], wrapped, sat)), ovf.eq(over | under), f_valid.eq(valid)]
+        return fit, ovf, f_valid
+
+    def _requantize(self, m: Module, en: Signal, acc: Signal, ovf: Signal, valid: Signal, regs: dict,
+                    valids: list) -> tuple[Signal, Signal, Signal, Signal]:
+        """y = clamp(((acc + bias) * M + 2**(S-1)) >> S + zp, lo, hi) in four registered steps."""
+        cfg = self.hw
+
+        def stage(value, name: str) -> Signal:
+            reg = Signal(value.shape(), name=name)
+            with m.If(en):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        def carry(acc, ovf, valid, n: int) -> tuple[Signal, Signal, Signal]:
+            out = stage(acc, f"rq{n}_acc"), stage(ovf, f"rq{n}_ovf"), stage(valid, f"rq{n}_valid")
+            valids.append(out[2])
+            return out
+
+        total = stage(acc + regs["bias"], "rq_total")
+        acc, ovf, valid = carry(acc, ovf, valid, 1)
+        product = stage(total * regs["mult"], "rq_product")
+        acc, ovf, valid = carry(acc, ovf, valid, 2)
+        rounding = (Const(1, 1) << regs["shift"]) >> 1
+        shifted = stage((product + rounding) >> regs["shift"], "rq_shifted")
+        acc, ovf, valid = carry(acc, ovf, valid, 3)
+        moved = shifted + regs["zp"]
+        y = stage(Mux(moved < regs["lo"], regs["lo"], Mux(moved > regs["hi"], regs["hi"], moved))[:cfg.out_bits]
+                  .as_signed(), "rq_y")
+        acc, ovf, valid = carry(acc, ovf, valid, 4)
+        return y, acc, ovf, valid
