@@ -1,0 +1,149 @@
+"""Per-model data: calibration samples for the quantizer and the evaluation each model is scored by.
+
+Both dispatch on ``ModelInfo.dataset``, so a new model of a known kind needs no code here. Calibration data
+never comes from the evaluation split where a split exists (Fashion-MNIST train vs test, Austen's five novels
+vs Persuasion); the ImageNet models' photos are the exception, stated in :func:`data.photo_crops`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from logmac.models import data, evaluate, pretrained, text
+from logmac.models.registry import ModelInfo, model_info
+
+SENTENCE_TOKENS = 128  # sentence-encoder inputs are cut to this many tokens (MiniLM was trained on up to 128)
+
+
+def calibration_samples(name: str, n: int = 128, *, seed: int = 0, seq_len: int = 256,
+                        data_path: str | Path | None = None, tokenizer: Any = None, model: nn.Module | None = None,
+                        device: str | torch.device = "cpu") -> torch.Tensor:
+    """``n`` calibration inputs for model ``name``, one tensor ready for ``model(x)`` (seeded, reproducible).
+
+    - Fashion-MNIST models: ``[n, 1, 28, 28]`` random training images (never the test set).
+    - ImageNet models: ``[n, 3, 224, 224]`` random crops of the sample photos, or images from ``data_path``.
+    - Causal LMs: ``[n, seq_len]`` token windows at random offsets in the calibration novels.
+    - Sentence encoders: ``[n, T]`` token ids of calibration-novel sentences, 0-padded (T <= 128).
+
+    ``tokenizer`` avoids reloading one you already have (``LoadedModel.tokenizer``); ``model`` lets timm
+    models supply their own mean/std.
+    """
+    info = model_info(name)
+    generator = torch.Generator().manual_seed(seed)
+    if info.dataset == "fashion-mnist":
+        x, _ = data.fashion_mnist("train")
+        return x[torch.randperm(len(x), generator=generator)[:n]].to(device)
+    if info.dataset == "imagenet":
+        mean, std = _image_stats(model)
+        if data_path is not None:
+            folder = data.image_folder(data_path, mean=mean, std=std)
+            picks = torch.randperm(len(folder), generator=generator)[:n].tolist()
+            return torch.stack([folder[i][0] for i in picks]).to(device)
+        return data.photo_crops(n, seed=seed, mean=mean, std=std, device=device)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(info)
+    if info.dataset == "austen-lm":
+        ids = text.austen_tokens(tokenizer, "calibration")
+        starts = torch.randint(0, len(ids) - seq_len, (n,), generator=generator)
+        return torch.stack([ids[s:s + seq_len] for s in starts.tolist()]).to(device)
+    sentences = text.austen_sentences("calibration", 4 * n)
+    picks = torch.randperm(len(sentences), generator=generator)[:n].tolist()
+    return encode_sentences(tokenizer, [sentences[i] for i in picks]).to(device)
+
+
+def evaluate_model(model: nn.Module, name: str, *, reference: nn.Module | None = None, limit: int | None = None,
+                   data_path: str | Path | None = None, tokenizer: Any = None, max_tokens: int = 16384,
+                   context: int = 512, stride: int = 256, batch_size: int = 64) -> dict[str, float]:
+    """Score ``model`` (FP or quantized) on the evaluation data of ``name``; compare with ``reference`` if given.
+
+    Returns percent for accuracies/agreements, nats for KL. Per dataset: Fashion-MNIST test top-1/top-5;
+    ImageNet ``data_path`` top-1/top-5, else the 96 photo views (agreement and KL need ``reference``);
+    Austen-LM perplexity over the first ``max_tokens`` tokens of Persuasion (window ``context``, ``stride``), and
+    KL/agreement on the first window; sentence encoders the embedding cosine to ``reference`` over ``limit``
+    (default 256) Persuasion sentences. ``limit`` cuts images/sentences for quick runs.
+    """
+    info = model_info(name)
+    device = next(model.parameters()).device
+    if info.dataset in ("fashion-mnist", "imagenet"):
+        if info.dataset == "fashion-mnist":
+            inputs, labels = data.fashion_mnist("test", limit=limit)
+        elif data_path is not None:
+            return _evaluate_folder(model, data_path, reference=reference, limit=limit, batch_size=batch_size)
+        else:
+            inputs, labels = data.photo_views(mean=_image_stats(model)[0], std=_image_stats(model)[1])
+            inputs = inputs[:limit]
+        logits = evaluate.predict(model, inputs, batch_size=batch_size, desc=f"{name} eval")
+        scores = evaluate.topk_accuracy(logits, labels) if info.dataset == "fashion-mnist" else {"views": len(inputs)}
+        if reference is not None:
+            ref = evaluate.predict(reference, inputs, batch_size=batch_size, desc=f"{name} FP reference")
+            scores |= {"agreement": evaluate.fp_agreement(ref, logits), "kl": evaluate.kl_divergence(ref, logits)}
+        return scores
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(info)
+    if info.dataset == "austen-lm":
+        ids = text.austen_tokens(tokenizer, "evaluation", max_tokens=max_tokens)
+        scores = {"perplexity": evaluate.perplexity(model, ids, context=context, stride=stride, device=device),
+                  "tokens": len(ids), "context": context}
+        if reference is not None:
+            window = ids[:context][None].to(device)
+            with torch.no_grad():
+                logits, ref = model(window)[0].float().cpu(), reference(window)[0].float().cpu()
+            scores |= {"agreement": evaluate.fp_agreement(ref, logits), "kl": evaluate.kl_divergence(ref, logits)}
+        return scores
+    ids = encode_sentences(tokenizer, text.austen_sentences("evaluation", limit or 256))
+    embeddings = evaluate.predict(model, ids, batch_size=batch_size, desc=f"{name} eval")
+    scores = {"sentences": len(ids)}
+    if reference is not None:
+        ref = evaluate.predict(reference, ids, batch_size=batch_size, desc=f"{name} FP reference")
+        scores["cosine"] = evaluate.embedding_cosine(ref, embeddings)
+    return scores
+
+
+def load_tokenizer(info: ModelInfo | str, path: str | Path | None = None) -> Any:
+    """The tokenizer of a text model, without loading the model itself."""
+    info = model_info(info) if isinstance(info, str) else info
+    if info.name == "smollm2_135m":
+        return pretrained.smollm2_tokenizer(path)
+    if info.name == "minilm_l6_v2":
+        return pretrained.minilm_tokenizer(path)
+    if info.task == "causal-lm":
+        return pretrained.hf_tokenizer(info.name, path)
+    raise ValueError(f"{info.name} is not a text model and has no tokenizer")
+
+
+def encode_sentences(tokenizer: Any, sentences: list[str]) -> torch.Tensor:
+    """Token ids ``[N, T]`` for a sentence encoder: truncated to :data:`SENTENCE_TOKENS`, 0-padded to the longest."""
+    batch = tokenizer(sentences, padding=True, truncation=True, max_length=SENTENCE_TOKENS, return_tensors="pt")
+    return batch["input_ids"]
+
+
+def _image_stats(model: nn.Module | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A timm model's own mean/std (some ViTs use 0.5/0.5), else ImageNet's."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", data.IMAGENET_MEAN)), tuple(cfg.get("std", data.IMAGENET_STD))
+
+
+@torch.no_grad()
+def _evaluate_folder(model: nn.Module, data_path: str | Path, *, reference: nn.Module | None, limit: int | None,
+                     batch_size: int) -> dict[str, float]:
+    mean, std = _image_stats(model)
+    folder = data.image_folder(data_path, mean=mean, std=std)
+    if limit is not None:
+        folder = torch.utils.data.Subset(folder, range(min(limit, len(folder))))
+    loader = torch.utils.data.DataLoader(folder, batch_size=batch_size, num_workers=2)
+    device = next(model.parameters()).device
+    logits, refs, labels = [], [], []
+    for x, y in tqdm(loader, desc=f"ImageFolder {data_path}", disable=None):
+        logits.append(model(x.to(device)).float().cpu())
+        labels.append(y)
+        if reference is not None:
+            refs.append(reference(x.to(device)).float().cpu())
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    scores = evaluate.topk_accuracy(logits, labels) | {"images": len(labels)}
+    if reference is not None:
+        ref = torch.cat(refs)
+        scores |= {"agreement": evaluate.fp_agreement(ref, logits), "kl": evaluate.kl_divergence(ref, logits)}
+    return scores
