@@ -71,7 +71,7 @@ def test_every_gemm_path_is_exact(x_max, m_max, k, path):
     x[0] = x_max
     w = IntWeights(torch.as_tensor(mult))
     assert gemm_plan(w, x_max, torch.device("cpu"))[0] == path
-    got = exact_matmul(w, torch.as_tensor(x).reshape(1, 1, k, 7))[0, 0].numpy()
+    got = exact_matmul(w, torch.as_tensor(x.T).reshape(1, 1, 7, k))[0, 0].to(torch.int64).numpy().T
     want = np.array([[sum(int(a) * int(b) for a, b in zip(row, col, strict=True)) for col in x.T] for row in mult])
     np.testing.assert_array_equal(got, want)
 

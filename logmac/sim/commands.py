@@ -1,5 +1,62 @@
-"""CLI for this room; the real command arrives with issue #5 (bit-exact emulator)."""
+"""``logmac emulate``: run an exported artifact on the bit-exact emulator next to its fake-quant model."""
 
-from logmac.cli import not_built_yet
+from __future__ import annotations
 
-emulate = not_built_yet("emulate", "issue #5 (bit-exact emulator)", "Run an exported artifact on the bit-exact integer emulator.")
+import json
+
+import click
+
+from logmac.codes import FormatError
+
+
+@click.command(name="emulate")
+@click.argument("artifact_path", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Choice(["fashion-mnist"]), default="fashion-mnist", show_default=True,
+              help="Evaluation data (the test split).")
+@click.option("--limit", type=int, default=None, help="Use only the first N test samples.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--acc-bits", type=click.IntRange(2, 63), default=None,
+              help="Hardware accumulator width; default: per layer, wide enough never to overflow.")
+@click.option("--overflow", type=click.Choice(["saturate", "wrap"]), default="saturate", show_default=True)
+@click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+@click.option("--placement/--no-placement", default=False, help="Print which ops run on the integer datapath.")
+@click.option("--trace", "trace_layer", default=None, help="Also write a trace of this layer for the RTL suite.")
+@click.option("--trace-out", type=click.Path(dir_okay=False), default="trace.npz", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+def emulate(artifact_path, data, limit, batch_size, acc_bits, overflow, device, placement, trace_layer, trace_out,
+            as_json) -> None:
+    """Run an exported artifact on the bit-exact integer emulator and compare it with the fake-quant model."""
+    import torch
+
+    from logmac.artifact import ArtifactError, load
+    from logmac.models.data import fashion_mnist
+    from logmac.sim.evaluate import compare
+    from logmac.sim.layers import EmulatorError
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        artifact = load(artifact_path)
+        inputs, labels = fashion_mnist("test", limit=limit)
+        result, emu = compare(artifact, inputs, labels, batch_size=batch_size, acc_bits=acc_bits, overflow=overflow,
+                              device=device)
+        if trace_layer:
+            path = emu.capture(trace_layer, inputs[:1], trace_out)
+    except (ArtifactError, EmulatorError, FormatError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        r = result
+        click.echo(f"{data} test, {r.samples} samples, {artifact_path}")
+        click.echo(f"  top-1   emulator {100 * r.emulator_top1:.2f}%   fake-quant {100 * r.fake_quant_top1:.2f}%   "
+                   f"same prediction {100 * r.argmax_agreement:.2f}%")
+        click.echo(f"  outputs differing {100 * r.outputs_differing:.2f}%   max |diff| {r.max_abs_diff:.4g}   "
+                   f"mean |diff| {r.mean_abs_diff:.3g}   (max |logit| {r.output_absmax:.3g})")
+        click.echo(f"  speed   emulator {r.emulator_images_per_s:.0f} img/s   fake-quant {r.fake_quant_images_per_s:.0f} img/s")
+        click.echo("  overflow: " + (", ".join(f"{k}: {v}" for k, v in r.overflows.items()) if r.overflows else "none"))
+    if placement:
+        for row in emu.placement():
+            click.echo(f"  {row['where']:8s} {row['op']:30s} {row['kind']:18s} {row['detail']}")
+    if trace_layer:
+        click.echo(f"trace of {trace_layer} written to {path}")

@@ -21,6 +21,7 @@ from torch import nn
 from logmac.artifact import Artifact
 from logmac.codes import DecodeTable, OverflowMode, accumulator_bits
 from logmac.sim import ops
+from logmac.sim.gemm import exact_matmul
 from logmac.sim.layers import EmulatorError, LayerSpec, check_module, layer_specs, quantize_input, swap_module
 from logmac.sim.mac import MacResult, log_matmul_reference, uniform_matmul_reference
 from logmac.sim.trace import Requant, save_trace
@@ -46,13 +47,22 @@ class IntLayer(nn.Module):
         self.weights = spec.int_weights(device)
         act = spec.act_in
         self.act_bits, self.zp = int(act["bits"]), int(act["zero_point"])
-        need = accumulator_bits(self.weights.k, self.act_bits, False, max(1, int(self.weights.col_absmax.max(initial=0))))
-        self.acc_bits = need if acc_bits is None else acc_bits
+        self.x_absmax = max(abs(int(act["qmin"])), abs(int(act["qmax"])))
+        # widest exact sum this layer can produce: a register this wide provably never overflows
+        m_max = max(1, int(self.weights.col_absmax.max(initial=0)))
+        self.need_bits = accumulator_bits(self.weights.k, self.act_bits, False, m_max)
+        self.acc_bits = self.need_bits if acc_bits is None else acc_bits
         ex = spec.layer.extras
         self.bias_int = np.asarray(ex["bias_int"], dtype=np.int64)
         shape = (-1, 1, 1) if spec.is_conv else (-1,)
         self.out_scale = torch.as_tensor(ex["out_scale"], dtype=torch.float64, device=device).reshape(shape)
         self.bias_t = torch.as_tensor(self.bias_int, device=device).reshape(shape)
+        if spec.requant:
+            self.rq_m = torch.as_tensor(np.asarray(ex["requant_multiplier"], dtype=np.int64), device=device).reshape(shape)
+            self.rq_s = torch.as_tensor(np.asarray(ex["requant_shift"], dtype=np.int64), device=device).reshape(shape)
+            self.rq_round = torch.where(self.rq_s > 0, torch.ones_like(self.rq_s) << (self.rq_s - 1).clamp(min=0), 0)
+            bias_max = int(np.abs(self.bias_int).max(initial=0))
+            self.rq_fits = (2 ** (self.need_bits - 1) + bias_max) * int(self.rq_m.max()) + int(self.rq_round.max()) < 2**62
         self.stats = LayerStats()
         self.next: tuple[IntLayer, ...] = ()  # a tuple, so the next layer is not registered as a submodule
         self.expect: torch.Tensor | None = None  # integers the previous layer requantized into this one
@@ -60,7 +70,7 @@ class IntLayer(nn.Module):
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The a-bit input codes; after a requantized predecessor they must be exactly its integers."""
-        q = quantize_input(x, self.spec.act_in).to(torch.int64)
+        q = quantize_input(x, self.spec.act_in)
         if self.expect is not None:
             if self.expect.shape != q.shape or not torch.equal(self.expect, q):
                 bad = int((self.expect != q).sum()) if self.expect.shape == q.shape else "all"
@@ -74,7 +84,7 @@ class IntLayer(nn.Module):
         lay, w = self.spec.layer, self.weights
         if self.spec.is_conv:
             cols, hw = ops.im2col(q, lay.weight_shape[2:], pad_value=self.zp, dtype=torch.float64, **self.spec.conv_kwargs())
-            rows = cols.reshape(q.shape[0], w.groups, w.k, -1).permute(1, 0, 3, 2).reshape(w.groups, -1, w.k)
+            rows = cols.reshape(-1, w.groups, w.k).permute(1, 0, 2)
         else:
             rows, hw = q.reshape(1, -1, w.k), None
         per = w.mult.shape[1]
@@ -97,30 +107,45 @@ class IntLayer(nn.Module):
         shape = (q.shape[0], hw[0], hw[1], -1)
         return MacResult(acc.reshape(shape).permute(0, 3, 1, 2), flag.reshape(shape).permute(0, 3, 1, 2))
 
+    def accumulate(self, q: torch.Tensor) -> torch.Tensor:
+        """Accumulator registers for input codes ``q``: exact sums (any dtype holding integers), fitted to
+        ``acc_bits`` with the overflow counted whenever the register is narrower than ``need_bits``."""
+        if self.engine == "reference":
+            res = self._reference_mac(q.to(torch.int64))
+            self.stats.overflows += int(res.overflow.sum())
+            return res.acc
+        if self.spec.is_conv:
+            exact = ops.conv_exact(q, self.weights, self.spec.layer.weight_shape[2:], self.x_absmax, pad_value=self.zp,
+                                   **self.spec.conv_kwargs())
+        else:
+            exact = exact_matmul(self.weights, q.reshape(1, 1, -1, self.weights.k), self.x_absmax)[0, 0]
+            exact = exact.reshape(*q.shape[:-1], self.weights.out_channels)
+        if self.acc_bits < self.need_bits:
+            exact, flag = ops.fit_accumulator(exact.to(torch.int64).contiguous(), self.acc_bits, self.overflow)
+            self.stats.overflows += int(flag.sum())
+        return exact
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = self.codes(x)
         if self.tap is not None:
             self.tap.append(q)
-        if self.engine == "reference":
-            res = self._reference_mac(q)
-        elif self.spec.is_conv:
-            res = ops.conv2d(q, self.weights, self.spec.layer.weight_shape[2:], self.acc_bits, self.overflow,
-                             pad_value=self.zp, **self.spec.conv_kwargs())
-        else:
-            res = ops.linear(q, self.weights, self.acc_bits, self.overflow)
-        self.stats.outputs += res.acc.numel()
-        self.stats.overflows += int(res.overflow.sum())
+        acc = self.accumulate(q)
+        self.stats.outputs += acc.numel()
         rq = self.spec.requant
-        if rq is None:
-            return (self.out_scale * (res.acc + self.bias_t)).to(torch.float32)
-        ex = self.spec.layer.extras
+        if rq is None:  # the float boundary: one LSB is worth out_scale
+            return ((acc.to(torch.float64) + self.bias_t) * self.out_scale).to(torch.float32)
         lo, hi = (int(v) for v in rq["clamp"])
-        y = ops.requantize(res.acc, ex["requant_multiplier"], ex["requant_shift"], int(rq["out_zero_point"]), lo, hi,
-                           self.bias_int, channel_axis=1 if self.spec.is_conv else -1)
+        zp_out = int(rq["out_zero_point"])
+        if self.rq_fits:  # ops.requantize's arithmetic, in place: the bound above proves int64 never overflows
+            y = acc.to(torch.int64).add_(self.bias_t).mul_(self.rq_m).add_(self.rq_round)
+            y = y.bitwise_right_shift_(self.rq_s).add_(zp_out).clamp_(lo, hi).to(torch.float32)
+        else:
+            ex = self.spec.layer.extras
+            y = ops.requantize(acc.to(torch.int64), ex["requant_multiplier"], ex["requant_shift"], zp_out, lo, hi,
+                               self.bias_int, channel_axis=1 if self.spec.is_conv else -1).to(torch.float32)
         for nxt in self.next:
             nxt.expect = y
-        scale = torch.tensor(rq["out_scale"], dtype=torch.float32, device=y.device)
-        return (y - int(rq["out_zero_point"])).to(torch.float32) * scale
+        return (y - zp_out) * torch.tensor(rq["out_scale"], dtype=torch.float32, device=y.device)
 
 
 class Emulator:
@@ -193,7 +218,7 @@ class Emulator:
         if spec.is_conv:
             cols, _ = ops.im2col(q, spec.layer.weight_shape[2:], pad_value=target.zp, dtype=torch.float64,
                                  **spec.conv_kwargs())
-            rows = cols.reshape(q.shape[0], w.groups, w.k, -1)[:, group].permute(0, 2, 1).reshape(-1, w.k)
+            rows = cols.reshape(-1, w.groups, w.k)[:, group]
         else:
             rows = q.reshape(-1, w.k)
         rows = rows[:max_rows].to(torch.int64).cpu().numpy()

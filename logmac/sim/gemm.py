@@ -90,9 +90,10 @@ class IntWeights:
         return self.mult.shape[2]
 
     def as_float(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The multipliers transposed to (G, K, C/G) in ``dtype`` (cached): the right-hand GEMM operand."""
         key = (dtype, str(device))
         if key not in self._float:
-            self._float[key] = self.mult.to(device=device, dtype=dtype)
+            self._float[key] = self.mult.transpose(1, 2).contiguous().to(device=device, dtype=dtype)
         return self._float[key]
 
     def row_sums(self) -> torch.Tensor:
@@ -147,30 +148,31 @@ def gemm_plan(weights: IntWeights, x_absmax: int, device: torch.device) -> tuple
     return "int64", []
 
 
-def exact_matmul(weights: IntWeights, cols: torch.Tensor, x_absmax: int | None = None) -> torch.Tensor:
-    """Exact int64 ``weights @ cols`` for integer-valued ``cols`` shaped (B, G, K, L) -> (B, G, C/G, L).
+def exact_matmul(weights: IntWeights, rows: torch.Tensor, x_absmax: int | None = None) -> torch.Tensor:
+    """Exact ``rows @ weights.T`` for integer-valued ``rows`` shaped (B, G, L, K) -> (B, G, L, C/G).
 
-    ``cols`` may be any integer or float dtype holding integers; ``x_absmax`` (max |cols|) is computed
-    when not given.  The result equals int64 arithmetic bit for bit.
+    ``rows`` may be any integer or float dtype holding integers; ``x_absmax`` (a bound on |rows|) is
+    computed when not given.  The result holds the exact integer sums, as float32, float64 or int64
+    (whichever path ran); ``.to(torch.int64)`` equals int64 arithmetic bit for bit.
     """
-    if cols.ndim != 4 or cols.shape[1] != weights.groups or cols.shape[2] != weights.k:
+    if rows.ndim != 4 or rows.shape[1] != weights.groups or rows.shape[3] != weights.k:
         raise FormatError(
-            f"shape mismatch: inputs {tuple(cols.shape)} for weights {tuple(weights.mult.shape)} "
-            "(need (B, groups, K, L))"
+            f"shape mismatch: inputs {tuple(rows.shape)} for weights {tuple(weights.mult.shape)} "
+            "(need (B, groups, L, K))"
         )
-    device = cols.device
+    device = rows.device
     if x_absmax is None:
-        x_absmax = int(cols.abs().max()) if cols.numel() else 0
+        x_absmax = int(rows.abs().max()) if rows.numel() else 0
     path, chunks = gemm_plan(weights, x_absmax, device)
     if path == "float32":
-        w32, x32 = weights.as_float(torch.float32, device), cols.to(torch.float32)
+        w32, x32 = weights.as_float(torch.float32, device), rows.to(torch.float32)
         if len(chunks) == 1:
-            return torch.matmul(w32, x32).to(torch.int64)
-        acc = torch.matmul(w32[:, :, :0], x32[:, :, :0]).to(torch.float64)
+            return torch.matmul(x32, w32)
+        acc = torch.matmul(x32[..., :0], w32[:, :0]).to(torch.float64)
         for a, b in chunks:
-            acc += torch.matmul(w32[:, :, a:b], x32[:, :, a:b])
-        return acc.to(torch.int64)
+            acc += torch.matmul(x32[..., a:b], w32[:, a:b])
+        return acc
     if path == "float64":
-        return torch.matmul(weights.as_float(torch.float64, device), cols.to(torch.float64)).to(torch.int64)
+        return torch.matmul(rows.to(torch.float64), weights.as_float(torch.float64, device))
     # int64 GEMM: exact for every width codes.py allows (|M| < 2**32, 16-bit activations); CPU only.
-    return torch.matmul(weights.mult.cpu(), cols.cpu().to(torch.int64)).to(device)
+    return torch.matmul(rows.cpu().to(torch.int64), weights.mult.transpose(1, 2).cpu()).to(device)

@@ -1,0 +1,91 @@
+"""Images/s of the emulator vs the fake-quant float32 model on the same batch, and the int64 reference path.
+
+    .venv/bin/python benchmarks/bench_emulator.py [--artifact model.lmq] [--batch 256] [--w-bits 4]
+
+With ``--artifact`` the exported model (and its house float network) is used; without it, the house ResNet-18
+(trained weights when present, else random init) is exported round-to-nearest by the stand-in exporter of the
+emulator tests, which follows docs/artifact-schema.md.  Speed does not depend on the weight values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from logmac import artifact as art
+from logmac.codes import LogFormat
+from logmac.sim import Emulator
+from logmac.sim.emulator import build_float_model
+from logmac.sim.layers import fake_quant_model
+
+
+def house_resnet() -> torch.nn.Module:
+    from logmac.models.house import build_resnet18, load_house
+    from logmac.quant.fold import fold_batchnorm
+
+    try:
+        model = load_house("resnet18")
+    except (FileNotFoundError, KeyError, ValueError):
+        model = build_resnet18()
+    model.eval()
+    fold_batchnorm(model)
+    return model
+
+
+def standin_artifact(model: torch.nn.Module, w_bits: int, calib: torch.Tensor) -> art.Artifact:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_sim_support import export_model  # the stand-in exporter (tests only)
+
+    names = [n for n, _ in model.named_modules()]
+    requant = {n: (n[:-1] + "2", "relu") for n in names if n.endswith(".conv1") and n[:-1] + "2" in names}
+    return export_model(model, calib, LogFormat(w_bits), requant=requant)
+
+
+def rates(fns: list, x: torch.Tensor, repeats: int) -> list[float]:
+    """Images/s of each function, interleaved so that load from other processes hits all of them alike."""
+    spent = [0.0] * len(fns)
+    with torch.no_grad():
+        for fn in fns:
+            fn(x)  # warm-up (caches, allocator)
+        for _ in range(repeats):
+            for i, fn in enumerate(fns):
+                start = time.perf_counter()
+                fn(x)
+                spent[i] += time.perf_counter() - start
+    return [repeats * len(x) / t for t in spent]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--artifact", type=Path)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--w-bits", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--reference-batch", type=int, default=2, help="images for the (slow) int64 reference path")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 1, 28, 28)
+    if args.artifact:
+        artifact = art.load(args.artifact)
+        model = build_float_model(artifact)
+    else:
+        model = house_resnet()
+        artifact = standin_artifact(model, args.w_bits, x[:64])
+    emu = Emulator(artifact, copy.deepcopy(model))
+    fq = fake_quant_model(artifact, copy.deepcopy(model)).eval()
+    ref = Emulator(artifact, copy.deepcopy(model), engine="reference")
+    r_fq, r_emu = rates([fq, emu], x, args.repeats)
+    (r_ref,) = rates([ref], x[:args.reference_batch], 1)
+    print(f"threads {torch.get_num_threads()}, batch {args.batch}, {len(artifact.layers)} quantized layers")
+    print(f"fake-quant float32  {r_fq:8.1f} img/s")
+    print(f"emulator (fast)     {r_emu:8.1f} img/s   {r_emu / r_fq:.2f}x fake-quant")
+    print(f"emulator (int64 reference) {r_ref:8.2f} img/s   {r_ref / r_fq:.4f}x fake-quant")
+
+
+if __name__ == "__main__":
+    main()
