@@ -48,7 +48,7 @@ def _bits(values: np.ndarray, width: int) -> np.ndarray:
 
 
 def _channel_words(hw: HwConfig, v: Vectors) -> np.ndarray:
-    return int_words(hw, v.codes) if v.fmt is None else v.codes
+    return v.codes if v.is_log else int_words(hw, v.int_weights)
 
 
 def build_commands(hw: HwConfig, v: Vectors, rng: np.random.Generator | None = None, gap_prob: float = 0.0,
@@ -66,7 +66,7 @@ def build_commands(hw: HwConfig, v: Vectors, rng: np.random.Generator | None = N
         rq = None
         if v.multiplier is not None and hw.requant:
             rq = Requant(int(v.multiplier[c]), int(v.shift[c]), int(v.bias[c]), v.zero_point, v.lo, v.hi)
-        image = table_image(hw, v.fmt, v.table, c) if v.fmt is not None else None
+        image = table_image(hw, v.fmt, v.table, c) if v.is_log else None
         writes = np.array(channel_writes(hw, v.acc_bits, v.overflow, rq, image), dtype=object)
         cfg = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
         data = np.array([int(d) & ((1 << 63) - 1) for d in writes[:, 1]], dtype=np.int64)

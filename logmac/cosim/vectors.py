@@ -2,51 +2,23 @@
 expected results, which always come from ``logmac.sim`` (a trace's own expected arrays are checked against
 it too, so trace == emulator == RTL).
 
-Trace files are ``.npz`` with the keys of ``KEYS`` (see ``docs/hw.md``); ``load_vectors`` reads them,
-``save_vectors`` writes them, ``random_vectors`` makes constrained-random ones from ``logmac.codes``.
+Trace files are the emulator's ``.npz`` traces (``logmac.sim.trace``: keys ``x``, ``codes``, ``format``,
+``u``/``h``/``scale``, ``act_bits``, ``act_signed``, ``acc_bits``, ``overflow_mode``, ``acc``, ``overflow``
+and optionally ``requant_multiplier``, ``requant_shift``, ``bias_int``, ``out_zero_point``, ``clamp_lo``,
+``clamp_hi``, ``y``, ``weight_zero_point``); ``load_vectors`` reads them, ``save_vectors`` writes them,
+``random_vectors`` makes constrained-random ones from ``logmac.codes``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from logmac.codes import (
-    DecodeTable,
-    FormatError,
-    LogFormat,
-    OverflowMode,
-    apply_accumulator,
-    format_from_dict,
-    random_table,
-)
-from logmac.sim.mac import check_activations, log_matmul_reference, requantize
-
-# npz key -> meaning.  Required unless marked optional.
-KEYS = {
-    "x": "(N, K) integer activations, as the engine's input port carries them",
-    "codes": "(C, K) weight code words (log) or two's-complement integer weights (int engine)",
-    "format": "JSON of LogFormat.to_dict() / UniformFormat.to_dict() (a 0-d string array)",
-    "table_u": "(C, 2, L) decode-table shifts (log only)",
-    "table_h": "(C, 2, L) decode-table half steps (log only)",
-    "table_scale": "(C,) channel scales (log only; not used by the integer datapath)",
-    "act_bits": "activation bits (scalar)",
-    "act_signed": "activations signed (scalar bool)",
-    "acc_bits": "accumulator register width (scalar)",
-    "overflow_mode": "'saturate' or 'wrap' (0-d string)",
-    "req_multiplier": "(C,) requantization multipliers M (optional: no requantization)",
-    "req_shift": "(C,) requantization shifts S (with req_multiplier)",
-    "req_bias": "(C,) integer bias added to the accumulator (optional, default 0)",
-    "req_zero_point": "output zero point (scalar, with req_multiplier)",
-    "req_lo": "output clamp low (scalar, with req_multiplier)",
-    "req_hi": "output clamp high (scalar, with req_multiplier)",
-    "expected_acc": "(N, C) accumulators from the emulator (optional; checked against logmac.sim)",
-    "expected_overflow": "(N, C) overflow flags (optional)",
-    "expected_y": "(N, C) requantized outputs (optional)",
-}
+from logmac.codes import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, random_table
+from logmac.sim import trace as sim_trace
+from logmac.sim.mac import check_activations, log_matmul_reference, requantize, uniform_matmul_reference
 
 
 @dataclass
@@ -55,7 +27,7 @@ class Vectors:
 
     x: np.ndarray
     codes: np.ndarray
-    fmt: LogFormat | None
+    fmt: LogFormat | UniformFormat
     table: DecodeTable | None
     act_bits: int
     act_signed: bool
@@ -67,6 +39,7 @@ class Vectors:
     zero_point: int = 0
     lo: int = -128
     hi: int = 127
+    weight_zero_point: np.ndarray | None = None
     name: str = "vectors"
     trace_expected: dict = field(default_factory=dict)
 
@@ -75,14 +48,24 @@ class Vectors:
         self.codes = np.asarray(self.codes, dtype=np.int64)
         if self.x.ndim != 2 or self.codes.ndim != 2 or self.x.shape[1] != self.codes.shape[1]:
             raise FormatError(f"vectors need x (N, K) and codes (C, K), got {self.x.shape} and {self.codes.shape}")
-        if (self.fmt is None) != (self.table is None):
-            raise FormatError("log vectors need both a format and a decode table; int vectors neither")
+        if isinstance(self.fmt, LogFormat) != (self.table is not None):
+            raise FormatError("log vectors need a decode table, uniform (int) vectors none")
         if self.multiplier is not None:
             C = self.channels
             self.multiplier = np.broadcast_to(np.asarray(self.multiplier, dtype=np.int64), (C,)).copy()
             self.shift = np.broadcast_to(np.asarray(self.shift, dtype=np.int64), (C,)).copy()
             bias = 0 if self.bias is None else self.bias
             self.bias = np.broadcast_to(np.asarray(bias, dtype=np.int64), (C,)).copy()
+
+    @property
+    def is_log(self) -> bool:
+        return isinstance(self.fmt, LogFormat)
+
+    @property
+    def int_weights(self) -> np.ndarray:
+        """Signed integer weights of uniform vectors (codes minus the weight zero point)."""
+        zp = 0 if self.weight_zero_point is None else np.asarray(self.weight_zero_point, dtype=np.int64)[:, None]
+        return self.codes - zp
 
     @property
     def rows(self) -> int:
@@ -112,83 +95,44 @@ class Expected:
 
 def golden(v: Vectors) -> Expected:
     """Expected accumulators, overflow flags and outputs, from ``logmac.sim`` (the scoreboard's model)."""
-    if v.fmt is not None:
+    if v.is_log:
         res = log_matmul_reference(v.x, v.codes, v.table, v.fmt, v.acc_bits, v.overflow)
-        acc, ovf = res.acc, res.overflow
     else:
-        acc, ovf = apply_accumulator(v.x @ v.codes.T, v.acc_bits, v.overflow)
+        res = uniform_matmul_reference(v.x, v.codes, v.fmt, v.acc_bits, v.overflow, v.weight_zero_point)
+    acc, ovf = res.acc, res.overflow
     y = None
     if v.multiplier is not None:
         y = requantize(acc, v.multiplier, v.shift, v.zero_point, v.lo, v.hi, bias=v.bias)
     exp = Expected(acc.T.copy(), ovf.T.copy(), None if y is None else y.T.copy())
-    for key, mine in (("expected_acc", exp.acc), ("expected_overflow", exp.overflow), ("expected_y", exp.y)):
+    for key, mine in (("acc", exp.acc), ("overflow", exp.overflow), ("y", exp.y)):
         theirs = v.trace_expected.get(key)
         if theirs is not None and mine is not None and not np.array_equal(np.asarray(theirs).T, mine):
             raise FormatError(f"{v.name}: the trace's {key} disagrees with logmac.sim (emulator and trace differ)")
     return exp
 
 
-def _scalar(d, key: str, default=None):
-    if key not in d:
-        if default is None:
-            raise FormatError(f"trace file lacks the required key {key!r}")
-        return default
-    return np.asarray(d[key]).item()
-
-
 def load_vectors(path: str | Path) -> Vectors:
-    """Read a trace ``.npz`` (keys in ``KEYS``), rejecting missing keys and inconsistent shapes."""
-    try:
-        d = dict(np.load(path, allow_pickle=False))
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"cannot read trace file {path}: {exc}") from exc
-    for key in ("x", "codes", "format", "act_bits", "act_signed", "acc_bits"):
-        if key not in d:
-            raise FormatError(f"trace file {path} lacks the required key {key!r}")
-    unknown = sorted(set(d) - set(KEYS))
-    if unknown:
-        raise FormatError(f"trace file {path} has unknown keys {unknown}")
-    fmt = format_from_dict(json.loads(str(_scalar(d, "format"))))
-    table = None
-    if isinstance(fmt, LogFormat):
-        if "table_u" not in d or "table_h" not in d:
-            raise FormatError(f"trace file {path} holds log codes but no table_u/table_h")
-        scale = d.get("table_scale", np.ones(d["table_u"].shape[0]))
-        table = DecodeTable(d["table_u"], d["table_h"], scale)
-        table.validate(fmt)
-    else:
-        fmt = None
-    has_rq = "req_multiplier" in d
-    return Vectors(
-        x=d["x"], codes=d["codes"], fmt=fmt, table=table,
-        act_bits=int(_scalar(d, "act_bits")), act_signed=bool(_scalar(d, "act_signed")),
-        acc_bits=int(_scalar(d, "acc_bits")), overflow=str(_scalar(d, "overflow_mode", "saturate")),
-        multiplier=d.get("req_multiplier"), shift=d.get("req_shift") if has_rq else None, bias=d.get("req_bias"),
-        zero_point=int(_scalar(d, "req_zero_point", 0)) if has_rq else 0,
-        lo=int(_scalar(d, "req_lo")) if has_rq else -128, hi=int(_scalar(d, "req_hi")) if has_rq else 127,
-        name=Path(path).stem,
-        trace_expected={k: d[k] for k in ("expected_acc", "expected_overflow", "expected_y") if k in d},
-    )
+    """Read an emulator trace (``logmac.sim.trace.load_trace`` checks version, keys and shapes)."""
+    t = sim_trace.load_trace(path)
+    a = t.arrays
+    rq = {}
+    if "requant_multiplier" in a:
+        rq = {"multiplier": a["requant_multiplier"], "shift": a["requant_shift"], "bias": a["bias_int"],
+              "zero_point": int(a["out_zero_point"]), "lo": int(a["clamp_lo"]), "hi": int(a["clamp_hi"])}
+    return Vectors(x=a["x"], codes=a["codes"], fmt=t.fmt, table=t.table, act_bits=int(a["act_bits"]),
+                   act_signed=bool(a["act_signed"]), acc_bits=int(a["acc_bits"]), overflow=str(a["overflow_mode"]),
+                   weight_zero_point=a.get("weight_zero_point"), name=str(a["layer"]) or Path(path).stem,
+                   trace_expected={k: a[k] for k in ("acc", "overflow", "y") if k in a}, **rq)
 
 
-def save_vectors(v: Vectors, path: str | Path, with_expected: bool = True) -> None:
-    """Write ``v`` as a trace file that ``load_vectors`` reads back."""
-    out = {"x": v.x, "codes": v.codes, "act_bits": v.act_bits, "act_signed": v.act_signed,
-           "acc_bits": v.acc_bits, "overflow_mode": np.array(v.overflow)}
-    if v.fmt is not None:
-        out.update(format=np.array(json.dumps(v.fmt.to_dict())), table_u=v.table.u, table_h=v.table.h,
-                   table_scale=v.table.scale)
-    else:
-        out["format"] = np.array(json.dumps({"kind": "uniform", "bits": 8, "symmetric": True}))
+def save_vectors(v: Vectors, path: str | Path) -> Path:
+    """Write ``v`` as an emulator trace (expected values computed by ``logmac.sim``)."""
+    rq = None
     if v.multiplier is not None:
-        out.update(req_multiplier=v.multiplier, req_shift=v.shift, req_bias=v.bias, req_zero_point=v.zero_point,
-                   req_lo=v.lo, req_hi=v.hi)
-    if with_expected:
-        exp = golden(v)
-        out.update(expected_acc=exp.acc.T, expected_overflow=exp.overflow.T)
-        if exp.y is not None:
-            out["expected_y"] = exp.y.T
-    np.savez(path, **out)
+        rq = sim_trace.Requant(v.multiplier, v.shift, v.bias, v.zero_point, v.lo, v.hi)
+    return sim_trace.save_trace(path, v.x, v.codes, v.fmt, table=v.table, weight_zero_point=v.weight_zero_point,
+                                act_bits=v.act_bits, act_signed=v.act_signed, acc_bits=v.acc_bits,
+                                overflow=v.overflow, requant=rq, layer=v.name)
 
 
 def random_requant(channels: int, acc_bits: int, out_bits: int, rng: np.random.Generator,
@@ -201,9 +145,9 @@ def random_requant(channels: int, acc_bits: int, out_bits: int, rng: np.random.G
             "zero_point": int(rng.integers(-8, 9)), "lo": int(lo + rng.integers(0, 4)), "hi": hi}
 
 
-def random_vectors(fmt: LogFormat | None, rng: np.random.Generator, *, rows: int = 8, k: int = 40, channels: int = 3,
+def random_vectors(fmt: LogFormat | UniformFormat, rng: np.random.Generator, *, rows: int = 8, k: int = 40, channels: int = 3,
                    act_bits: int = 8, act_signed: bool = True, acc_bits: int = 24, overflow: OverflowMode = "saturate",
-                   int_bits: int = 4, style: str = "random", requant: bool = True, out_bits: int = 8) -> Vectors:
+                   style: str = "random", requant: bool = True, out_bits: int = 8) -> Vectors:
     """Constrained-random vectors.
 
     ``style``: ``random`` (uniform codes and activations), ``every_code`` (K runs through every legal word),
@@ -212,20 +156,19 @@ def random_vectors(fmt: LogFormat | None, rng: np.random.Generator, *, rows: int
     """
     lo_x, hi_x = (-(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1) if act_signed else (0, (1 << act_bits) - 1)
     x = rng.integers(lo_x, hi_x + 1, size=(rows, k))
-    if fmt is not None:
+    if isinstance(fmt, LogFormat):
         table = random_table(fmt, channels, rng)
         words = rng.integers(0, 1 << fmt.storage_bits, size=(channels, k))
         top = np.array([(1 << (fmt.bits - 1)) - 1, (1 << fmt.bits) - 1])  # largest index of each sign
     else:
         table = None
-        words = rng.integers(-(1 << (int_bits - 1)), 1 << (int_bits - 1), size=(channels, k))
-        top = np.array([(1 << (int_bits - 1)) - 1, -(1 << (int_bits - 1))])
+        words = rng.integers(fmt.qmin, fmt.qmax + 1, size=(channels, k))
+        top = np.array([fmt.qmax, fmt.qmin])
     if style == "every_code":
-        span = (1 << fmt.storage_bits) if fmt is not None else (1 << int_bits)
-        base = np.arange(k) % span
+        base = np.arange(k) % (1 << fmt.storage_bits)
         words = np.stack([np.roll(base, c) for c in range(channels)])
-        if fmt is None:
-            words = words - (1 << (int_bits - 1))
+        if table is None:
+            words = words + fmt.qmin
     elif style in ("extreme", "overflow"):
         x = rng.choice(np.array([lo_x, hi_x, 0, min(1, hi_x), max(-1, lo_x)]), size=(rows, k))
         words = rng.choice(top, size=(channels, k))

@@ -30,14 +30,10 @@ class Requant:
     hi: int = (1 << 15) - 1
 
 
-def check_format(hw: HwConfig, fmt: LogFormat | None) -> None:
-    """Raise unless codes of ``fmt`` run on this build (``fmt`` is None for the int engine)."""
-    if hw.kind == "int":
-        if fmt is not None:
-            raise FormatError("the int engine takes two's-complement weights, not a log format")
-        return
-    if fmt is None or not isinstance(fmt, LogFormat):
-        raise FormatError(f"the log engine needs a LogFormat, got {fmt!r}")
+def check_format(hw: HwConfig, fmt: LogFormat) -> None:
+    """Raise unless log codes of ``fmt`` run on this build."""
+    if hw.kind != "log" or not isinstance(fmt, LogFormat):
+        raise FormatError(f"decode tables need a log engine and a LogFormat, got a {hw.kind} engine and {fmt!r}")
     if fmt.bits > hw.weight_bits:
         raise FormatError(f"{fmt.bits}-bit codes do not fit a build for {hw.weight_bits}-bit weights")
 
