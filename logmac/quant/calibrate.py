@@ -1,0 +1,240 @@
+"""Sequential calibration: each unit (block or lone layer) is fitted on the inputs the quantized prefix makes.
+
+CNN / ViT (BRECQ-style): units are residual or transformer blocks plus the layers outside any block.  For
+each unit the FP network gives the target (FP input -> FP output) and the partly quantized network gives
+the input; the unit's activation ranges and Hessians are measured on that input, its grids are searched,
+and with learned rounding the unit's output error to the FP target is minimised.  Inputs are recomputed by
+re-running the prefix, so only one unit's activations are held.
+
+LLM (GPTQ / aespa-style): decoder layers form a chain, so their inputs are carried from one to the next;
+every linear layer is fitted and rounded on its own Hessian objective ``tr(dW H dW^T)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from logmac.quant.config import QuantConfig
+from logmac.quant.modules import QuantLayer, quant_layers, set_quant
+from logmac.quant.rounding import beta_schedule, reconstruction_lr
+
+log = logging.getLogger(__name__)
+
+BLOCK_SUFFIXES = ("BasicBlock", "Bottleneck", "InvertedResidual", "Block", "DecoderLayer", "EncoderLayer",
+                  "MBConv", "ResidualUnit")
+LLM_DAMP = 0.01
+
+Batch = Any  # a tensor, or a dict of keyword arguments, as the model's forward takes it
+
+
+class _Stop(Exception):
+    """Raised by a hook once the unit's input/output is captured, to skip the rest of the network."""
+
+
+def call(model: nn.Module, batch: Batch):
+    return model(**batch) if isinstance(batch, dict) else model(batch)
+
+
+def first_tensor(out) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return first_tensor(out[0])
+    if hasattr(out, "logits"):
+        return out.logits
+    raise TypeError(f"no tensor in a unit output of type {type(out).__name__}")
+
+
+def find_units(model: nn.Module, batch: Batch) -> list[tuple[str, nn.Module]]:
+    """Blocks (outermost module whose class name ends in a BLOCK_SUFFIXES entry) and lone QuantLayers,
+    in the order the forward pass first reaches them; units the batch never reaches are left out."""
+    units: list[tuple[str, nn.Module]] = []
+    claimed: set[str] = set()
+    for name, mod in model.named_modules():
+        if any(name.startswith(c + ".") for c in claimed):
+            continue
+        is_block = type(mod).__name__.endswith(BLOCK_SUFFIXES) and quant_layers(mod)
+        if is_block or isinstance(mod, QuantLayer):
+            units.append((name, mod))
+            claimed.add(name)
+    order: dict[str, int] = {}
+
+    def seen(name: str):
+        def hook(_m, _args) -> None:
+            order.setdefault(name, len(order))
+        return hook
+
+    hooks = [m.register_forward_pre_hook(seen(n)) for n, m in units]
+    try:
+        with torch.no_grad():
+            call(model, batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    missed = [n for n, _ in units if n not in order]
+    if missed:
+        log.warning("not reached by the calibration data, kept in float: %s", ", ".join(missed))
+    return sorted([(n, m) for n, m in units if n in order], key=lambda nm: order[nm[0]])
+
+
+def _capture(model: nn.Module, unit: nn.Module, batches: Sequence[Batch], want_output: bool) -> list:
+    """Per batch, the unit's (args, kwargs) and, with ``want_output``, its output; the rest is skipped."""
+    got: list = []
+
+    def pre(_m, args, kwargs):
+        got.append([args, kwargs, None])
+        if not want_output:
+            raise _Stop
+
+    def post(_m, _args, _kwargs, out):
+        got[-1][2] = out
+        raise _Stop
+
+    hooks = [unit.register_forward_pre_hook(pre, with_kwargs=True)]
+    if want_output:
+        hooks.append(unit.register_forward_hook(post, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            for b in batches:
+                try:
+                    call(model, b)
+                except _Stop:
+                    pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return got
+
+
+def recon_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BRECQ's block MSE: squared error summed over the feature axis, averaged over the rest."""
+    feat = pred.shape[1] if pred.ndim == 4 else pred.shape[-1]
+    return (pred - target).pow(2).mean() * feat
+
+
+def _run_rounding(layers: list[QuantLayer], loss_fn: Callable[[int], torch.Tensor], n_batches: int,
+                  cfg: QuantConfig, rng: np.random.Generator) -> dict[str, float]:
+    """Adam on every V of ``layers`` for ``cfg.iters`` steps.
+
+    The hard-rounded result is scored on all calibration batches against round-to-nearest (the starting
+    point); if learning made it worse the nearest rounding is kept.  Returns both scores.
+    """
+    params = [p for layer in layers for p in layer.start_rounding()]
+    rtn = _hard_loss(layers, loss_fn, n_batches)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    for step in range(cfg.iters):
+        for g in opt.param_groups:
+            g["lr"] = reconstruction_lr(step, cfg.iters, cfg.lr)
+        loss = loss_fn(int(rng.integers(1 << 30)))
+        beta = beta_schedule(step, cfg.iters, cfg.warmup)
+        if beta is not None:
+            loss = loss + cfg.round_weight * sum(layer.rounding.regularizer(beta) for layer in layers)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    learned = _hard_loss(layers, loss_fn, n_batches)
+    kept = learned <= rtn
+    for layer in layers:
+        if not kept:
+            layer.rounding = None  # the codes from fit() (round to nearest) stay
+        else:
+            layer.finish_rounding()
+    return {"rtn": rtn, "learned": learned, "kept_learned": float(kept)}
+
+
+@torch.no_grad()
+def _hard_loss(layers: list[QuantLayer], loss_fn: Callable[[int], torch.Tensor], n_batches: int) -> float:
+    for layer in layers:
+        layer.rounding.hard = True
+    total = sum(float(loss_fn(i)) for i in range(n_batches)) / n_batches
+    for layer in layers:
+        layer.rounding.hard = False
+    return total
+
+
+def _observe_and_fit(unit: nn.Module, layers: list[QuantLayer], inputs: list, damp: float,
+                     keep: bool = False) -> dict[str, torch.Tensor]:
+    """One pass over the unit's inputs measures activation ranges and Hessians; then every grid is fitted.
+
+    Returns the (damped) Hessians when ``keep`` (the LLM rounding objective needs them)."""
+    for layer in layers:
+        layer.quant_on = False
+        layer.collect = True
+        if layer.act is not None:
+            layer.act.observing = True
+    with torch.no_grad():
+        for args, kwargs, *_ in inputs:
+            unit(*args, **kwargs)
+    kept = {}
+    for layer in layers:
+        layer.collect = False
+        if layer.act is not None:
+            layer.act.init_range()
+        hess = layer.take_hessian(damp)
+        layer.fit(hess)
+        layer.quant_on = True
+        if keep:
+            kept[layer.name] = hess
+    return kept
+
+
+def calibrate_blocks(model: nn.Module, batches: Sequence[Batch], cfg: QuantConfig,
+                     progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, float]]:
+    """BRECQ-style sequential calibration of a CNN or ViT; returns each unit's final reconstruction loss."""
+    rng = np.random.default_rng(cfg.seed)
+    units = find_units(model, batches[0])
+    done: list[QuantLayer] = []
+    losses: dict[str, dict[str, float]] = {}
+    for i, (name, unit) in enumerate(units):
+        if progress:
+            progress(name, i, len(units))
+        layers = [unit] if isinstance(unit, QuantLayer) else quant_layers(unit)
+        set_quant(model, False)
+        targets = _capture(model, unit, batches, want_output=True) if cfg.learn_rounding else []
+        for layer in done:
+            layer.quant_on = True
+        inputs = _capture(model, unit, batches, want_output=False)
+        _observe_and_fit(unit, layers, inputs, damp=0.0)
+        if cfg.learn_rounding and cfg.iters:
+            def loss_fn(r: int, unit=unit, inputs=inputs, targets=targets) -> torch.Tensor:
+                args, kwargs, _ = inputs[r % len(inputs)]
+                return recon_loss(first_tensor(unit(*args, **kwargs)), first_tensor(targets[r % len(inputs)][2]))
+            losses[name] = _run_rounding(layers, loss_fn, len(inputs), cfg, rng)
+        done.extend(layers)
+    set_quant(model, True)
+    return losses
+
+
+def calibrate_chain(model: nn.Module, blocks: Sequence[nn.Module], batches: Sequence[Batch], cfg: QuantConfig,
+                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, float]]:
+    """GPTQ-style calibration of an LLM's decoder layers, each layer on its own Hessian objective."""
+    rng = np.random.default_rng(cfg.seed)
+    set_quant(model, False)
+    inputs = _capture(model, blocks[0], batches, want_output=False)
+    losses: dict[str, dict[str, float]] = {}
+    for i, block in enumerate(blocks):
+        if progress:
+            progress(f"block {i}", i, len(blocks))
+        layers = quant_layers(block)
+        hessians = _observe_and_fit(block, layers, inputs, LLM_DAMP, keep=cfg.learn_rounding)
+        for layer in layers:
+            if cfg.learn_rounding and cfg.iters:
+                h = hessians[layer.name].to(layer.inner.weight.device)
+                w = layer.weight2d().float()
+
+                def loss_fn(_r: int, layer=layer, h=h, w=w) -> torch.Tensor:
+                    e = layer.rounding().float() - w
+                    return (e @ h[0] * e).sum() / e.shape[0]
+                losses[layer.name] = _run_rounding([layer], loss_fn, 1, cfg, rng)
+        with torch.no_grad():
+            for entry in inputs:
+                out = block(*entry[0], **entry[1])
+                entry[0] = (first_tensor(out),) + tuple(entry[0][1:])
+    set_quant(model, True)
+    return losses

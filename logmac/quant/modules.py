@@ -1,0 +1,163 @@
+"""The fake-quant layer: a Conv2d/Linear wrapper that rounds its weights and quantizes its input.
+
+It keeps the FP weight (for the FP reference path) next to the quantized one, so one model serves both
+paths of sequential calibration.  ``quant_on`` picks the path; during reconstruction a
+:class:`~logmac.quant.rounding.SoftRounding` supplies the weight instead.  After :meth:`fit` or
+:meth:`finish_rounding` the quantized weight is always ``codes.decode_float`` of the stored codes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from logmac import codes
+from logmac.quant.config import QuantConfig
+from logmac.quant.loggrid import LogGrid, search_grid, words_from
+from logmac.quant.rounding import LogRounding, SoftRounding, UniformRounding
+from logmac.quant.uniform import ActQuant, uniform_codes, uniform_range
+
+HESSIAN_ROWS = 2048  # input rows (tokens / conv patches) per batch that enter the Hessian
+
+
+class QuantLayer(nn.Module):
+    """A quantizable Conv2d or Linear (``inner`` keeps its FP weight, BN already folded)."""
+
+    def __init__(self, name: str, inner: nn.Conv2d | nn.Linear, cfg: QuantConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.name, self.inner, self.cfg = name, inner, cfg
+        self.op = "conv2d" if isinstance(inner, nn.Conv2d) else "linear"
+        self.groups = inner.groups if self.op == "conv2d" else 1
+        self.act = ActQuant(cfg.a_bits, cfg.act_init, seed) if cfg.quantize_acts else None
+        self.quant_on = False
+        self.rounding: SoftRounding | None = None
+        self.qweight: torch.Tensor | None = None
+        self.grid: LogGrid | None = None
+        self.words: np.ndarray | None = None  # log code words, or unsigned uniform codes
+        self.uniform: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, zero_point) of the baseline
+        self.hessian: torch.Tensor | None = None
+        self.hessian_rows = 0
+        self.collect = False
+        self._gen = torch.Generator().manual_seed(seed)
+
+    # -- forward --------------------------------------------------------------------------------
+    def weight(self) -> torch.Tensor:
+        if not self.quant_on:
+            return self.inner.weight
+        if self.rounding is not None:
+            return self.rounding().reshape(self.inner.weight.shape).to(self.inner.weight.dtype)
+        if self.qweight is None:
+            return self.inner.weight
+        return self.qweight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act is not None and (self.quant_on or self.act.observing):
+            x = self.act(x)
+        if self.collect:
+            self._accumulate(x.detach())
+        w = self.weight()
+        if self.op == "linear":
+            return F.linear(x, w, self.inner.bias)
+        m = self.inner
+        return F.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+    def _accumulate(self, x: torch.Tensor) -> None:
+        """Add this batch's inputs to H = (2/N) sum x x^T, one (K, K) block per conv group."""
+        if self.op == "linear":
+            rows = x.reshape(-1, x.shape[-1]).double()[None]
+        else:
+            m = self.inner
+            cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, Cin*kh*kw, L)
+            cols = cols.transpose(1, 2).reshape(-1, cols.shape[1]).double()
+            rows = cols.reshape(cols.shape[0], self.groups, -1).transpose(0, 1)  # (G, N*L, Kg)
+        if rows.shape[1] > HESSIAN_ROWS:
+            pick = torch.randperm(rows.shape[1], generator=self._gen)[:HESSIAN_ROWS].to(rows.device)
+            rows = rows[:, pick]
+        h = torch.bmm(rows.transpose(1, 2), rows)
+        self.hessian = h if self.hessian is None else self.hessian + h
+        self.hessian_rows += rows.shape[1]
+
+    def take_hessian(self, damp: float = 0.0) -> torch.Tensor | None:
+        """The averaged Hessian (optionally damped by ``damp * mean(diag)``), freeing the accumulator."""
+        if self.hessian is None:
+            return None
+        h = self.hessian * (2.0 / max(1, self.hessian_rows))
+        self.hessian, self.hessian_rows = None, 0
+        if damp:
+            diag = torch.diagonal(h, dim1=1, dim2=2)
+            dead = diag == 0
+            diag += damp * diag.mean(dim=1, keepdim=True) + dead.double() / 2048
+        return h.float()
+
+    # -- rounding -------------------------------------------------------------------------------
+    def weight2d(self) -> torch.Tensor:
+        w = self.inner.weight.detach()
+        return w.reshape(w.shape[0], -1)
+
+    @torch.no_grad()
+    def fit(self, hess: torch.Tensor | None = None) -> None:
+        """Choose the grid (log: DBS/SFS/ABS search; linear: min/max or MSE range) and round to nearest."""
+        cfg, w2d = self.cfg, self.weight2d()
+        if not torch.isfinite(w2d).all():
+            raise ValueError(f"layer {self.name}: weights contain NaN or Inf")
+        fmt = cfg.weight_format()
+        if cfg.is_log:
+            alphas = np.linspace(1.0, cfg.alpha_min, cfg.alpha_steps)
+            self.grid = search_grid(w2d, fmt, dbs=cfg.dbs, sfs=cfg.sfs, asym=cfg.abs, alphas=alphas,
+                                    per_tensor=cfg.granularity == "tensor", hess=hess, groups=self.groups)
+            self.words = codes.encode(w2d, self.grid.table(), fmt)
+        else:
+            src = w2d.reshape(1, -1) if cfg.granularity == "tensor" else w2d
+            scale, zp = uniform_range(src.double(), fmt.bits, mse=cfg.method == "linear_mse")
+            scale, zp = scale.expand(w2d.shape[0]).clone(), zp.expand(w2d.shape[0]).clone()
+            self.uniform = (scale, zp)
+            self.words = uniform_codes(w2d.double(), scale, zp, fmt.bits).cpu().numpy()
+        self._set_qweight()
+
+    def start_rounding(self) -> list[nn.Parameter]:
+        """Begin learned rounding (LLR or AdaRound) from the fitted grid; returns the trainable V."""
+        w2d = self.weight2d().double()
+        if self.cfg.is_log:
+            self.rounding = LogRounding(w2d, self.grid.levels().to(w2d.device), self.cfg.weight_format())
+        else:
+            scale, zp = self.uniform
+            self.rounding = UniformRounding(w2d, scale.to(w2d), zp.to(w2d), self.cfg.w_bits)
+        return [self.rounding.v]
+
+    @torch.no_grad()
+    def finish_rounding(self) -> None:
+        """Freeze the hard rounding decisions into codes and drop the soft state."""
+        r = self.rounding
+        if isinstance(r, LogRounding):
+            self.words = words_from(self.cfg.weight_format(), *r.indices()).reshape(self.words.shape)
+        else:
+            self.words = r.codes().cpu().numpy()
+        self.rounding = None
+        self._set_qweight()
+
+    def _set_qweight(self) -> None:
+        """The fake-quant weight, decoded from the stored codes exactly as the artifact decodes them."""
+        shape, dtype, dev = self.inner.weight.shape, self.inner.weight.dtype, self.inner.weight.device
+        if self.cfg.is_log:
+            w = codes.decode_float(self.words, self.grid.table(), self.cfg.weight_format())
+            w = torch.from_numpy(w)
+        else:
+            scale, zp = self.uniform
+            w = (torch.from_numpy(self.words).double() - zp.double().cpu()[:, None]) * scale.double().cpu()[:, None]
+        self.qweight = w.reshape(shape).to(dev, dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}: {self.op}, quant_on={self.quant_on}"
+
+
+def set_quant(model: nn.Module, on: bool) -> None:
+    """Switch every QuantLayer of ``model`` to the quantized (True) or FP (False) path."""
+    for m in model.modules():
+        if isinstance(m, QuantLayer):
+            m.quant_on = on
+
+
+def quant_layers(module: nn.Module) -> list[QuantLayer]:
+    return [m for m in module.modules() if isinstance(m, QuantLayer)]
