@@ -1,5 +1,46 @@
-"""CLI for this room; the real command arrives with issue #6 (cocotb regression)."""
+"""``logmac cosim``: run the RTL regression or one trace file on Icarus or Verilator, with a summary."""
 
-from logmac.cli import not_built_yet
+from __future__ import annotations
 
-cosim = not_built_yet("cosim", "issue #6 (cocotb regression)", "Run the cocotb regression of the RTL against the emulator.")
+import json
+
+import click
+import numpy as np
+
+
+@click.command("cosim")
+@click.option("--sim", type=click.Choice(["verilator", "icarus"]), default="verilator", show_default=True)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="engine build parameters (JSON, keys of logmac.hw.HwConfig); default: a generic 16-lane build")
+@click.option("--vectors", "vector_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="emulator trace file(s) (.npz, logmac.sim.trace); default: the built-in format matrix")
+@click.option("--bp", default=0, show_default=True, help="output back-pressure threshold 0..255 (ready low ~bp/256)")
+@click.option("--gaps", default=0.0, show_default=True, help="probability of idle cycles before an input beat")
+@click.option("--reset-at", type=int, default=None, help="reset the engine this many cycles into each stream")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the report as JSON")
+def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: int, gaps: float,
+          reset_at: int | None, seed: int, json_out: str | None) -> None:
+    """Check the exported RTL against the emulator (logmac.sim) bit for bit under cocotb."""
+    from logmac.cosim import toolchain
+    from logmac.cosim.runner import run_vectors
+    from logmac.cosim.suite import format_matrix
+    from logmac.cosim.vectors import load_vectors
+    from logmac.hw.config import HwConfig
+
+    try:
+        toolchain.require(sim)
+    except toolchain.ToolchainError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rng = np.random.default_rng(seed)
+    vs = [load_vectors(p) for p in vector_paths] if vector_paths else format_matrix(rng)
+    hw = HwConfig.load(config_path) if config_path else None
+    rep = run_vectors(vs, sim, hw, bp=bp, gap_prob=gaps, reset_at=reset_at, seed=seed)
+    click.echo(rep.summary())
+    if json_out:
+        data = {k: getattr(rep, k) for k in ("sim", "config", "transactions", "macs_checked", "mismatches", "cycles",
+                                             "sim_seconds", "wall_seconds", "first_mismatch", "waveform")}
+        with open(json_out, "w") as fh:
+            json.dump(data, fh, indent=2)
+    if not rep.passed:
+        raise click.ClickException(f"{rep.mismatches} mismatch(es); first: {rep.first_mismatch}")

@@ -286,6 +286,10 @@ def run_vectors(vectors: Vectors | list[Vectors], sim: str = "verilator", config
         rep.cycles += res.cycles
         rep.sim_seconds += res.seconds
         rep.first_mismatch = rep.first_mismatch or chk.first_mismatch
+        want_sticky = int(exp.overflow[-1].any())  # the sticky flag is cleared when each channel is set up
+        if res.sticky != want_sticky:
+            rep.mismatches += 1
+            rep.first_mismatch = rep.first_mismatch or f"{v.name}: sticky overflow rtl={res.sticky} sim={want_sticky}"
     if rep.mismatches and waves_on_failure:
         bad = next(n for n, c in enumerate(rep.checks) if c.mismatches)
         _, wdir = run_jobs(hw, sim, [jobs[bad]], waves=True)

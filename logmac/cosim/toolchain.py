@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 SIMULATORS = ("icarus", "verilator")
@@ -63,6 +64,7 @@ def _version(cmd: list[str]) -> str:
     return (res.stdout or res.stderr).strip().splitlines()[0] if (res.stdout or res.stderr).strip() else "?"
 
 
+@cache
 def check_tool(name: str) -> Tool:
     """Locate one tool (``icarus``, ``verilator``, ``yosys``, ``nextpnr-ice40``) and its version."""
     apply_env()

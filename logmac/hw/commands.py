@@ -1,5 +1,66 @@
-"""CLI for this room; the real command arrives with issue #6 (Amaranth RTL)."""
+"""``logmac hw``: export the engine as Verilog with its parameters, report area and Fmax, check the tools."""
 
-from logmac.cli import not_built_yet
+from __future__ import annotations
 
-hw = not_built_yet("hw", "issue #6 (Amaranth RTL)", "Export the log-MAC engine as Verilog; area and Fmax reports.")
+import json
+
+import click
+
+
+def _config(config_path: str | None, overrides: tuple[str, ...]):
+    from logmac.hw.config import HwConfig, HwConfigError
+
+    base = json.loads(open(config_path).read()) if config_path else {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"--set takes key=value, got {item!r}")
+        base[key] = json.loads(value) if value not in ("log", "int") else value
+    try:
+        return HwConfig.from_dict(base)
+    except (HwConfigError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group("hw")
+def hw() -> None:
+    """The log-MAC engine RTL (Amaranth): export, area report, toolchain check."""
+
+
+@hw.command("export")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="build parameters as JSON (keys of logmac.hw.HwConfig); missing keys take defaults")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one parameter, e.g. lanes=4")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False))
+def export_cmd(config_path: str | None, overrides: tuple[str, ...], out_dir: str) -> None:
+    """Write logmac_engine.v and logmac_engine.json (parameters, widths, payload fields, register map)."""
+    from logmac.hw.export import export
+
+    v_path, j_path = export(_config(config_path, overrides), out_dir)
+    click.echo(f"wrote {v_path}\nwrote {j_path}")
+
+
+@hw.command("area")
+@click.option("--bits", default="3,4", show_default=True, help="weight bit widths, comma-separated")
+@click.option("--lanes", default="1,16", show_default=True, help="lane counts, comma-separated")
+@click.option("--act-bits", default=8, show_default=True)
+@click.option("--no-fmax", is_flag=True, help="skip nextpnr place and route")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the rows as JSON")
+def area_cmd(bits: str, lanes: str, act_bits: int, no_fmax: bool, json_out: str | None) -> None:
+    """Log engine vs integer-multiplier engine: iCE40 LUTs, carries, FFs, Fmax and generic yosys cells."""
+    from logmac.hw.area import area_report, comparison_configs, format_table
+
+    cfgs = comparison_configs(tuple(int(b) for b in bits.split(",")), tuple(int(n) for n in lanes.split(",")), act_bits)
+    rows = area_report(cfgs, fmax=not no_fmax)
+    click.echo(format_table(rows))
+    if json_out:
+        with open(json_out, "w") as fh:
+            json.dump([r.as_dict() for r in rows], fh, indent=2)
+
+
+@hw.command("tools")
+def tools_cmd() -> None:
+    """Say which simulators and synthesis tools are installed, and what is missing."""
+    from logmac.cosim.toolchain import report
+
+    click.echo(report())
