@@ -12,7 +12,7 @@ from torch import nn
 from logmac import artifact as artifact_io
 from logmac import codes
 from logmac.quant import QuantConfig, QuantError, quantize_model
-from logmac.quant.modules import QuantLayer
+from logmac.quant.modules import QuantLayer, set_quant
 from logmac.sim.mac import requantize
 
 
@@ -171,3 +171,38 @@ def test_unsupported_layer_is_named_and_kept_float() -> None:
 
     res = quantize_model(WithConv1d(), torch.randn(16, 1, 10), QuantConfig(batch_size=8), progress=False)
     assert "kept in float" in res.float_modules["conv"] and set(res.artifact.layers) == {"fc"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet18_fmnist", "--method", "log_cubic"], "log_cubic"),
+    (["--model", "resnet18_fmnist", "--w-bits", "9"], "9 is not in the range"),
+    (["--model", "resnet18_fmnist", "--a-bits", "40"], "a_bits"),
+    (["--model", "no_such_model"], "no_such_model"),
+])
+def test_cli_rejects_bad_input(args: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from logmac.cli import main
+
+    out = CliRunner().invoke(main, ["quantize", *args])
+    assert out.exit_code != 0 and message in out.output
+
+
+def test_static_same_padding_conv_is_quantized() -> None:
+    class SameConv(nn.Conv2d):
+        def __init__(self) -> None:
+            super().__init__(2, 4, 3, stride=2)
+            self.static_padding = nn.ZeroPad2d((0, 1, 0, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(self.static_padding(x))
+
+    net = nn.Sequential(SameConv(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+    x = torch.randn(16, 2, 8, 8)
+    ref = net(x)
+    res = quantize_model(net, x, QuantConfig(w_bits=6, method="log_dynamic", batch_size=8), progress=False)
+    assert res.artifact.layers["0"].attrs["pre_pad"] == [0, 1, 0, 1]
+    with torch.no_grad():
+        assert (res.model(x) - ref).abs().max() < 0.25 * ref.abs().max()
+        set_quant(res.model, False)
+        torch.testing.assert_close(res.model(x), ref)

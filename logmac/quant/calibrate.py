@@ -225,12 +225,7 @@ def calibrate_chain(model: nn.Module, blocks: Sequence[nn.Module], batches: Sequ
         hessians = _observe_and_fit(block, layers, inputs, LLM_DAMP, keep=cfg.learn_rounding)
         for layer in layers:
             if cfg.learn_rounding and cfg.iters:
-                h = hessians[layer.name].to(layer.inner.weight.device)
-                w = layer.weight2d().float()
-
-                def loss_fn(_r: int, layer=layer, h=h, w=w) -> torch.Tensor:
-                    e = layer.rounding().float() - w
-                    return (e @ h[0] * e).sum() / e.shape[0]
+                loss_fn = _hessian_loss(layer, hessians[layer.name][0], cfg.hessian_rank)
                 losses[layer.name] = _run_rounding([layer], loss_fn, 1, cfg, rng)
         with torch.no_grad():
             for entry in inputs:
@@ -238,3 +233,28 @@ def calibrate_chain(model: nn.Module, blocks: Sequence[nn.Module], batches: Sequ
                 entry[0] = (first_tensor(out),) + tuple(entry[0][1:])
     set_quant(model, True)
     return losses
+
+
+def _hessian_loss(layer: QuantLayer, hess: torch.Tensor, rank: int) -> Callable[[int], torch.Tensor]:
+    """aespa's layer objective ``tr(E H E^T) / rows`` with ``E = W_soft - W``.
+
+    With ``rank > 0`` H is replaced by its top-``rank`` eigenpairs plus the leftover diagonal
+    (``E U sqrt(L)`` and ``E^2 . d``), which costs ``rank / K`` of the exact form on these CPUs.
+    """
+    w = layer.weight2d().float()
+    hess = hess.to(w.device)
+    if rank and rank < hess.shape[0]:
+        evals, evecs = torch.linalg.eigh(hess.double())
+        evals, evecs = evals[-rank:].clamp(min=0), evecs[:, -rank:]
+        factor = (evecs * evals.sqrt()).float()
+        resid = (torch.diagonal(hess).double() - (evecs ** 2 * evals).sum(1)).clamp(min=0).float()
+
+        def loss(_r: int) -> torch.Tensor:
+            e = layer.rounding().float() - w
+            return ((e @ factor) ** 2).sum() / e.shape[0] + (e * e * resid).sum() / e.shape[0]
+        return loss
+
+    def exact(_r: int) -> torch.Tensor:
+        e = layer.rounding().float() - w
+        return (e @ hess * e).sum() / e.shape[0]
+    return exact

@@ -1,5 +1,83 @@
-"""CLI for this room; the real command arrives with issue #4 (PTQ pipeline)."""
+"""``logmac quantize``: a thin CLI over :func:`logmac.quant.run.quantize_registry_model`."""
 
-from logmac.cli import not_built_yet
+from __future__ import annotations
 
-quantize = not_built_yet("quantize", "issue #4 (PTQ pipeline)", "Quantize a model to exponent-coded weights.")
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from logmac.codes import MAX_BITS, MIN_BITS
+from logmac.quant.config import METHODS, QuantConfig, QuantError
+
+
+def _config(**kw) -> QuantConfig:
+    try:
+        return QuantConfig(**kw)
+    except QuantError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.command()
+@click.option("--model", "model_name", required=True, help="Model name from `logmac models` (e.g. resnet18_fmnist).")
+@click.option("--path", default=None, help="Local weights for models that need them.")
+@click.option("--method", type=click.Choice(METHODS), default="log_dynamic", show_default=True)
+@click.option("--w-bits", type=click.IntRange(MIN_BITS, MAX_BITS), default=4, show_default=True)
+@click.option("--a-bits", type=int, default=8, show_default=True, help="Activation bits; 32 keeps them float.")
+@click.option("--granularity", type=click.Choice(["channel", "tensor"]), default="channel", show_default=True)
+@click.option("--no-dbs", is_flag=True, help="Disable dynamic base selection.")
+@click.option("--no-sfs", is_flag=True, help="Disable the scaling-factor search.")
+@click.option("--no-abs", is_flag=True, help="Disable the sign-asymmetric range.")
+@click.option("--learn-rounding", is_flag=True, help="LLR for log methods, AdaRound for linear ones.")
+@click.option("--hardware-approx", is_flag=True, help="Fit to the datapath's 1+1/2 levels instead of sqrt(2).")
+@click.option("--zero", type=click.Choice(["code", "flag", "none"]), default="code", show_default=True)
+@click.option("--act-init", type=click.Choice(["mse", "percentile"]), default="mse", show_default=True)
+@click.option("--calib-samples", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--iters", type=int, default=200, show_default=True, help="Rounding iterations per block (per layer on LLMs).")
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu", show_default=True)
+@click.option("--eval-limit", type=int, default=None, help="Evaluate on this many images/sentences only.")
+@click.option("--max-tokens", type=int, default=4096, show_default=True, help="LM evaluation tokens.")
+@click.option("--seq-len", type=int, default=256, show_default=True, help="LM calibration window.")
+@click.option("--data-path", default=None, help="ImageNet-style folder for evaluation/calibration.")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results/ptq_results.csv"), show_default=True)
+@click.option("--ablation", type=click.Path(path_type=Path), default=None,
+              help="Run the 16-row DBS/SFS/ABS/LLR table and write it (markdown) to this file; -o is not used.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the artifact here.")
+def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_abs: bool, eval_limit: int | None,
+             max_tokens: int, seq_len: int, data_path: str | None, results: Path, ablation: Path | None,
+             output: Path | None, **kw) -> None:
+    """Quantize a model to exponent-coded (or uniform) weights, evaluate it and export the artifact."""
+    from logmac import artifact as artifact_io
+    from logmac.quant.run import EvalOptions, ablation_configs, append_csv, markdown_table, quantize_registry_model
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = _config(dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs, **kw)
+    opts = EvalOptions(eval_limit=eval_limit, max_tokens=max_tokens, seq_len=seq_len, data_path=data_path)
+    configs = ablation_configs(cfg) if ablation else [cfg]
+    rows = []
+    for c in configs:
+        try:
+            res, row = quantize_registry_model(model_name, c, opts, path=path)
+        except (QuantError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        append_csv(row, results)
+        rows.append(row)
+        click.echo(f"{c.label()}: FP {json.dumps(res.artifact.meta['metrics']['fp'])} -> "
+                   f"quantized {json.dumps(res.artifact.meta['metrics']['quant'])}")
+        click.echo(f"time {res.seconds:.1f} s (quantization), peak memory {res.peak_mib:.0f} MiB")
+        for name, reason in res.float_modules.items():
+            click.echo(f"  float: {name}: {reason}")
+        if output and not ablation:
+            artifact_io.save(res.artifact, output)
+            click.echo(f"wrote {output}")
+        del res
+    if ablation:
+        metric = "perplexity" if "q_perplexity" in rows[0] else ("agreement" if "q_agreement" in rows[0] else "top1")
+        ablation.parent.mkdir(parents=True, exist_ok=True)
+        ablation.write_text(markdown_table(rows, metric) + "\n")
+        click.echo(f"wrote {ablation}")
+    click.echo(f"results appended to {results}")

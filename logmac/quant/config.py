@@ -42,6 +42,7 @@ class QuantConfig:
     round_weight: float = 0.01
     warmup: float = 0.2
     alpha_min: float = 0.5
+    hessian_rank: int = 64
     alpha_steps: int = 26
     seed: int = 0
     device: str = "cpu"

@@ -102,7 +102,8 @@ def export_layer(layer: QuantLayer, next_layer: QuantLayer | None, activation: s
     attrs: dict = {"module": layer.name, "folded_bn": folded_bn, "act_in": None, "requant": None}
     if layer.op == "conv2d":
         attrs.update(in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=list(m.kernel_size),
-                     stride=list(m.stride), padding=list(m.padding), dilation=list(m.dilation), groups=m.groups)
+                     stride=list(m.stride), padding=list(m.padding), dilation=list(m.dilation), groups=m.groups,
+                     pre_pad=list(layer.pre_pad) if layer.pre_pad is not None else None)
     else:
         attrs.update(in_features=m.in_features, out_features=m.out_features)
     bias = m.bias.detach().double().cpu().numpy() if m.bias is not None else np.zeros(shape[0])

@@ -30,6 +30,7 @@ class QuantLayer(nn.Module):
         self.name, self.inner, self.cfg = name, inner, cfg
         self.op = "conv2d" if isinstance(inner, nn.Conv2d) else "linear"
         self.groups = inner.groups if self.op == "conv2d" else 1
+        self.pre_pad = static_padding(inner)
         self.act = ActQuant(cfg.a_bits, cfg.act_init, seed) if cfg.quantize_acts else None
         self.quant_on = False
         self.rounding: SoftRounding | None = None
@@ -55,6 +56,8 @@ class QuantLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act is not None and (self.quant_on or self.act.observing):
             x = self.act(x)
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad)
         if self.collect:
             self._accumulate(x.detach())
         w = self.weight()
@@ -150,6 +153,26 @@ class QuantLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.name}: {self.op}, quant_on={self.quant_on}"
+
+
+def static_padding(conv: nn.Module) -> tuple[int, int, int, int] | None:
+    """The (left, right, top, bottom) zero padding a TF-'SAME' Conv2d subclass applies before its conv."""
+    pad = getattr(conv, "static_padding", None)
+    if isinstance(pad, nn.ZeroPad2d):
+        return tuple(int(p) for p in pad.padding)
+    return None
+
+
+def supported(mod: nn.Module) -> bool:
+    """Plain Conv2d/Linear, or a Conv2d subclass whose only extra is a static zero padding."""
+    if type(mod) is nn.Linear:
+        return True
+    if not isinstance(mod, nn.Conv2d) or mod.padding_mode != "zeros":
+        return False
+    if type(mod) is nn.Conv2d:
+        return True
+    pad = getattr(mod, "static_padding", None)
+    return pad is not None and (isinstance(pad, nn.ZeroPad2d) or type(pad).__name__ == "Identity")
 
 
 def set_quant(model: nn.Module, on: bool) -> None:

@@ -17,7 +17,7 @@ from logmac.quant.calibrate import Batch, calibrate_blocks, calibrate_chain
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.export import build_artifact
 from logmac.quant.fold import fold_batchnorm
-from logmac.quant.modules import QuantLayer
+from logmac.quant.modules import QuantLayer, supported
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def wrap_model(model: nn.Module, cfg: QuantConfig, scope: Sequence[nn.Module] | 
             continue
         if inside is not None and id(mod) not in inside:
             float_modules[path] = f"{type(mod).__name__} outside the quantized blocks, kept in float"
-        elif type(mod) in (nn.Conv2d, nn.Linear) and getattr(mod, "padding_mode", "zeros") == "zeros":
+        elif supported(mod):
             if not torch.isfinite(weight).all():
                 raise QuantError(f"layer {path} has NaN or Inf weights; fix the checkpoint before quantizing")
             targets.append((path, mod))

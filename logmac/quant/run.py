@@ -1,0 +1,132 @@
+"""Quantize a registry model end to end: load, FP metrics, calibrate, quantized metrics, results row.
+
+This is what ``logmac quantize`` and the benchmark scripts call; each step is a public function so a user
+can run the same flow from Python.  The FP reference is the same model with its QuantLayers switched to the
+FP path (:class:`FloatView`), so the network is never held twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from logmac.quant.config import QuantConfig, QuantError
+from logmac.quant.modules import set_quant
+from logmac.quant.pipeline import QuantResult, peak_memory_mib, quantize_model
+
+ABLATION = [(d, s, a, r) for r in (False, True) for d in (False, True) for s in (False, True) for a in (False, True)]
+
+
+class FloatView(nn.Module):
+    """The FP network inside a fake-quant model: runs it with every QuantLayer on its FP path."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        set_quant(self.model, False)
+        try:
+            return self.model(*args, **kwargs)
+        finally:
+            set_quant(self.model, True)
+
+
+@dataclass
+class EvalOptions:
+    """How much data evaluation and calibration use (kept small on shared CPUs)."""
+
+    eval_limit: int | None = None  # images / sentences
+    max_tokens: int = 4096  # LM evaluation tokens
+    seq_len: int = 256  # LM calibration window
+    data_path: str | None = None
+
+
+def decoder_blocks(model: nn.Module) -> list[nn.Module] | None:
+    """The decoder layers of a causal LM (the ModuleList of ``*DecoderLayer``), or None for other models."""
+    for mod in model.modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) and type(mod[0]).__name__.endswith("DecoderLayer"):
+            return list(mod)
+    return None
+
+
+def _metrics(model: nn.Module, name: str, opts: EvalOptions, tokenizer: Any, reference: nn.Module | None) -> dict:
+    from logmac.models import evaluate_model
+
+    out = evaluate_model(model, name, reference=reference, limit=opts.eval_limit, tokenizer=tokenizer,
+                         max_tokens=opts.max_tokens, data_path=opts.data_path)
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | None = None, *,
+                            path: str | None = None, progress: bool = True) -> tuple[QuantResult, dict]:
+    """Quantize ``logmac.models`` model ``name``; returns the result and one results-table row."""
+    from logmac.models import UnknownModelError, calibration_samples, load_model
+
+    opts = opts or EvalOptions()
+    start = time.perf_counter()
+    try:
+        loaded = load_model(name, path, device=cfg.device)
+    except UnknownModelError as exc:
+        raise QuantError(exc.args[0] if exc.args else f"unknown model {name!r}") from exc
+    model, tok = loaded.model, loaded.tokenizer
+    calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, seq_len=opts.seq_len, tokenizer=tok,
+                                model=model, device=cfg.device, data_path=opts.data_path)
+    blocks = decoder_blocks(model)
+    task = "lm" if blocks is not None else "classification"
+    res = quantize_model(model, calib, cfg, model_name=name, task=task, blocks=blocks, progress=progress)
+    del calib
+    fp = _metrics(FloatView(res.model), name, opts, tok, None)
+    quant = _metrics(res.model, name, opts, tok, FloatView(res.model))
+    res.artifact.meta["metrics"] = {"fp": fp, "quant": quant}
+    res.peak_mib = peak_memory_mib(cfg.device)
+    row = {"model": name, "label": cfg.label(), **{k: getattr(cfg, k) for k in (
+        "method", "w_bits", "a_bits", "granularity", "dbs", "sfs", "abs", "learn_rounding", "hardware_approx",
+        "zero", "calib_samples", "iters", "seed")}}
+    row.update({f"fp_{k}": v for k, v in fp.items()})
+    row.update({f"q_{k}": v for k, v in quant.items()})
+    row.update(quant_seconds=round(res.seconds, 1), total_seconds=round(time.perf_counter() - start, 1),
+               peak_mib=round(res.peak_mib, 1))
+    return res, row
+
+
+def append_csv(row: dict, path: str | Path) -> Path:
+    """Append ``row`` to a CSV, writing the header first if the file is new (columns may grow: rewrite)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if path.exists():
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    rows.append({k: str(v) for k, v in row.items()})
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def ablation_configs(base: QuantConfig) -> list[QuantConfig]:
+    """The 16 DBS/SFS/ABS/LLR combinations of ``base`` (LogART's ablation table)."""
+    settings = base.to_dict()
+    return [QuantConfig(**{**settings, "dbs": d, "sfs": s, "abs": a, "learn_rounding": r}) for d, s, a, r in ABLATION]
+
+
+def markdown_table(rows: list[dict], metric: str) -> str:
+    """Rows as a markdown table with check marks for the four components and the chosen metric."""
+    lines = [f"| DBS | SFS | ABS | LLR | method | {metric} | time (s) | peak MiB |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        marks = ["✓" if r.get(k) in (True, "True") else "–" for k in ("dbs", "sfs", "abs", "learn_rounding")]
+        is_log = str(r["method"]).startswith("log")
+        if not is_log:
+            marks = ["", "", "", "✓" if r.get("learn_rounding") in (True, "True") else "–"]
+        lines.append(f"| {' | '.join(marks)} | {r['label']} | {r.get('q_' + metric, '')} | "
+                     f"{r.get('quant_seconds', '')} | {r.get('peak_mib', '')} |")
+    return "\n".join(lines)
+
