@@ -21,7 +21,7 @@ API for the other rooms::
         Fashion-MNIST: top1/top5 (%); ImageNet: agreement (%) and kl (nats) vs reference on the photo views, or
         top1/top5 with data_path; causal LM: perplexity on Persuasion; encoders: cosine vs reference.
 
-    list_models() -> list[dict];  model_info(name) -> ModelInfo
+    list_models() -> list[dict];  model_info(name) -> ModelInfo;  measure_model(name) -> params, load_s, score
     Metrics on output tensors: topk_accuracy, fp_agreement, kl_divergence, perplexity, embedding_cosine.
     Data: fashion_mnist(split, limit=None), austen_text(split), austen_tokens(tokenizer, split, max_tokens),
     austen_sentences(split, n), photo_views(), photo_crops(n, seed=0), image_folder(path).
@@ -39,13 +39,13 @@ from logmac.models.data import DataMissingError, fashion_mnist, image_folder, ph
 from logmac.models.evaluate import embedding_cosine, fp_agreement, kl_divergence, perplexity, predict, topk_accuracy
 from logmac.models.pretrained import WeightsMissingError
 from logmac.models.registry import LoadedModel, ModelInfo, UnknownModelError, list_models, load_model, model_info
-from logmac.models.tasks import calibration_samples, evaluate_model, load_tokenizer
+from logmac.models.tasks import calibration_samples, evaluate_model, load_tokenizer, measure_model
 from logmac.models.text import austen_sentences, austen_text, austen_tokens
 
 __all__ = [
     "DataMissingError", "LoadedModel", "ModelInfo", "UnknownModelError", "WeightsMissingError",
     "austen_sentences", "austen_text", "austen_tokens", "calibration_samples", "embedding_cosine",
     "evaluate_model", "fashion_mnist", "fp_agreement", "image_folder", "kl_divergence", "list_models",
-    "load_model", "load_tokenizer", "model_info", "perplexity", "photo_crops", "photo_views", "predict",
+    "load_model", "load_tokenizer", "measure_model", "model_info", "perplexity", "photo_crops", "photo_views", "predict",
     "topk_accuracy",
 ]

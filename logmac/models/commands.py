@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import click
@@ -20,7 +19,7 @@ def models() -> None:
 @click.option("--max-tokens", default=16384, show_default=True, help="Perplexity tokens when measuring the LM.")
 def list_command(measure: bool, markdown: bool, max_tokens: int) -> None:
     """What is available on this machine, and which names need local weights."""
-    from logmac.models import list_models
+    from logmac.models import list_models, measure_model
 
     rows = list_models()
     if measure:
@@ -39,26 +38,6 @@ def list_command(measure: bool, markdown: bool, max_tokens: int) -> None:
     click.echo("By name, when you have the weights (--path or the standard caches):")
     for row in (r for r in rows if r["available"] is None):
         click.echo(f"  {row['name']:<44} {row['task']:<20} {row['source']}")
-
-
-def measure_model(name: str, max_tokens: int = 16384) -> dict[str, Any]:
-    """Params, load time and FP score of one model, as the docs table reports them."""
-    from logmac.models import evaluate_model, load_model
-
-    started = time.perf_counter()
-    loaded = load_model(name, device="cpu")
-    load_s = round(time.perf_counter() - started, 1)
-    scores = evaluate_model(loaded.model, name, tokenizer=loaded.tokenizer, max_tokens=max_tokens)
-    if loaded.info.dataset == "fashion-mnist":
-        score = f"top-1 {scores['top1']:.2f}%, top-5 {scores['top5']:.2f}% (10k test)"
-    elif loaded.info.dataset == "imagenet":
-        score = f"FP reference over {scores['views']} photo views (agreement 100%, KL 0 by definition)"
-    elif loaded.info.dataset == "austen-lm":
-        score = f"perplexity {scores['perplexity']:.2f} ({scores['tokens']} tokens, context {scores['context']})"
-    else:
-        score = f"FP reference over {scores['sentences']} sentences (cosine 1.0 by definition)"
-    params = sum(p.numel() for p in loaded.model.parameters())
-    return {"params": params, "load_s": load_s, "score": score}
 
 
 def _print_markdown(rows: list[dict[str, Any]]) -> None:

@@ -62,25 +62,24 @@ def perplexity(model: nn.Module, token_ids: torch.Tensor, *, context: int = 512,
                device: str | torch.device | None = None, desc: str = "perplexity") -> float:
     """Perplexity of a causal LM over one long token stream, by sliding window.
 
-    Windows of ``context`` tokens start every ``stride`` tokens; each window scores only the tokens that
-    earlier windows did not, so every token is predicted once with at least ``context - stride`` tokens of
-    history (except at the start). ``model(ids)`` must return logits ``[1, T, vocab]``.
+    Windows of at most ``context`` tokens end every ``stride`` tokens; each window scores only the tokens that
+    earlier windows did not, so every token but the first is predicted exactly once, with at least
+    ``context - stride`` tokens of history (fewer only at the very start). ``model(ids)`` must return logits
+    ``[1, T, vocab]``.
     """
-    if stride > context:
-        raise ValueError(f"stride {stride} exceeds context {context}: tokens between windows would go unscored")
+    if not 0 < stride < context:
+        raise ValueError(f"stride {stride} must be in [1, context={context}): otherwise tokens go unscored or lack history")
     if device is None:
         device = next(model.parameters()).device
     ids = token_ids.reshape(-1)
-    total_nll, scored, prev_end = 0.0, 0, 0
-    starts = range(0, max(1, len(ids) - 1), stride)
-    for start in tqdm(starts, desc=desc, disable=None, leave=False):
-        end = min(start + context, len(ids))
-        window = ids[start:end].to(device)[None]
-        new = end - max(prev_end, start + 1)  # tokens this window scores for the first time
+    if len(ids) < 2:
+        raise ValueError("perplexity needs at least 2 tokens")
+    total_nll, prev_end, end = 0.0, 1, min(context, len(ids))  # token 0 has no history: never scored
+    windows = 1 + -(-(len(ids) - end) // stride)
+    for _ in tqdm(range(windows), desc=desc, disable=None, leave=False):
+        window = ids[max(0, end - context):end].to(device)[None]
+        new = end - prev_end  # tokens this window scores for the first time
         logits = model(window)[0, -new - 1:-1].float()
         total_nll += F.cross_entropy(logits, window[0, -new:], reduction="sum").item()
-        scored += new
-        prev_end = end
-        if end == len(ids):
-            break
-    return math.exp(total_nll / scored)
+        prev_end, end = end, min(end + stride, len(ids))
+    return math.exp(total_nll / (len(ids) - 1))

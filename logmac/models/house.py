@@ -7,9 +7,9 @@ beside a ``NAME.json`` sidecar stating architecture, recipe and measured FP top-
 Each architecture is built from the upstream library's own building blocks, adapted to 28x28 grey input:
 
 - ``resnet18_fmnist``: torchvision's ``BasicBlock`` in the ResNet-18 layout (2-2-2-2 blocks), a 3x3 stride-1
-  stem without max-pool, and base width 16 instead of 64 (so ~1/16 of the compute) to train in minutes.
-- ``mobilenetv2_fmnist``: torchvision's ``MobileNetV2`` class with a 1-channel stride-1 stem and a
-  shortened inverted-residual table sized for 28x28.
+  stem and 2x2 max-pool, and base width 16 instead of 64 (~1/16 of the compute) to train in minutes.
+- ``mobilenetv2_fmnist``: torchvision's ``MobileNetV2`` class (width 0.5) with a 1-channel stride-2 stem and a
+  shortened inverted-residual table (14 blocks instead of 17) sized for 28x28.
 - ``vit_fmnist``: timm's ``VisionTransformer`` (DeiT-Tiny style: pre-norm, class token, 3 heads) with
   4x4 patches, shrunk from DeiT-Tiny's width 192 / depth 12 to width 96 / depth 6 for CPU training time.
 """

@@ -7,6 +7,7 @@ vs Persuasion); the ImageNet models' photos are the exception, stated in :func:`
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from logmac.models import data, evaluate, pretrained, text
-from logmac.models.registry import ModelInfo, model_info
+from logmac.models.registry import ModelInfo, load_model, model_info
 
 SENTENCE_TOKENS = 128  # sentence-encoder inputs are cut to this many tokens (MiniLM was trained on up to 128)
 
@@ -47,9 +48,7 @@ def calibration_samples(name: str, n: int = 128, *, seed: int = 0, seq_len: int 
         return data.photo_crops(n, seed=seed, mean=mean, std=std, device=device)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(info)
     if info.dataset == "austen-lm":
-        ids = text.austen_tokens(tokenizer, "calibration")
-        starts = torch.randint(0, len(ids) - seq_len, (n,), generator=generator)
-        return torch.stack([ids[s:s + seq_len] for s in starts.tolist()]).to(device)
+        return _text_windows(tokenizer, n, seq_len, generator).to(device)
     sentences = text.austen_sentences("calibration", 4 * n)
     picks = torch.randperm(len(sentences), generator=generator)[:n].tolist()
     return encode_sentences(tokenizer, [sentences[i] for i in picks]).to(device)
@@ -100,6 +99,39 @@ def evaluate_model(model: nn.Module, name: str, *, reference: nn.Module | None =
         ref = evaluate.predict(reference, ids, batch_size=batch_size, desc=f"{name} FP reference")
         scores["cosine"] = evaluate.embedding_cosine(ref, embeddings)
     return scores
+
+
+def _text_windows(tokenizer: Any, n: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` windows of ``seq_len`` tokens at random places in the calibration novels.
+
+    Tokenising the 3 MB of calibration text takes seconds, so each window tokenises only a chunk from a random
+    character offset, dropping the first token (the offset may cut a word).
+    """
+    corpus = text.austen_text("calibration")
+    chunk = 16 * seq_len  # characters; English averages ~4-5 characters a token
+    starts = torch.randint(0, len(corpus) - chunk, (n,), generator=generator).tolist()
+    windows = [tokenizer(corpus[s:s + chunk], add_special_tokens=False)["input_ids"][1:seq_len + 1] for s in starts]
+    if min(len(w) for w in windows) < seq_len:
+        raise ValueError(f"seq_len {seq_len} too long for a {chunk}-character chunk of text")
+    return torch.tensor(windows, dtype=torch.long)
+
+
+def measure_model(name: str, max_tokens: int = 16384) -> dict[str, Any]:
+    """Parameters, load time (s) and FP score (as text) of one model on CPU: the numbers in docs/models.md."""
+    started = time.perf_counter()
+    loaded = load_model(name, device="cpu")
+    load_s = round(time.perf_counter() - started, 1)
+    scores = evaluate_model(loaded.model, name, tokenizer=loaded.tokenizer, max_tokens=max_tokens)
+    if loaded.info.dataset == "fashion-mnist":
+        score = f"top-1 {scores['top1']:.2f}%, top-5 {scores['top5']:.2f}% (10k test)"
+    elif loaded.info.dataset == "imagenet":
+        score = f"FP reference over {scores['views']} photo views (agreement 100%, KL 0 by definition)"
+    elif loaded.info.dataset == "austen-lm":
+        score = f"perplexity {scores['perplexity']:.2f} ({scores['tokens']} tokens, context {scores['context']})"
+    else:
+        score = f"FP reference over {scores['sentences']} sentences (cosine 1.0 by definition)"
+    params = sum(p.numel() for p in loaded.model.parameters())
+    return {"params": params, "load_s": load_s, "score": score}
 
 
 def load_tokenizer(info: ModelInfo | str, path: str | Path | None = None) -> Any:

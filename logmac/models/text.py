@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import warnings
 import zlib
 from pathlib import Path
 
@@ -51,7 +52,10 @@ def _austen_lines(root: Path) -> dict[str, list[str]]:
             offset, length = (int(v) for v in index[name])
             # Each lazy-load record: 4-byte big-endian uncompressed length, then a zlib stream of an RDS object.
             blob = zlib.decompress(db[offset + 4: offset + length])
-            novels[name] = [str(line) for line in rdata.conversion.convert(rdata.parser.parse_data(blob))]
+            with warnings.catch_warnings():  # a lazy-load record has no RDS magic; rdata warns, then reads it fine
+                warnings.filterwarnings("ignore", message="Unknown file type")
+                parsed = rdata.parser.parse_data(blob)
+            novels[name] = [str(line) for line in rdata.conversion.convert(parsed)]
     except (KeyError, ValueError, zlib.error, EOFError) as err:
         raise ValueError(f"cannot read the Austen corpus in {root / 'data'} ({type(err).__name__}: {err}); "
                          "the files are corrupt: delete .data/janeaustenr and rerun scripts/setup.sh") from err
