@@ -1,0 +1,63 @@
+"""LogART ablation (DBS/SFS/ABS/LLR) plus the uniform round-to-nearest baseline, as a markdown table.
+
+    python benchmarks/ablation.py --model smollm2_135m --w-bits 3 --rows paper -o docs/ablation_smollm2.md
+
+``--rows full`` runs all 16 combinations (LogART's table); ``paper`` the 7 rows the LogART README lists;
+``core`` none / DBS+SFS+ABS / all four (what fits a shared 2-core CPU in minutes).
+Every row is also appended to the results CSV.  All settings are printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from logmac.quant import QuantConfig
+from logmac.quant.run import ABLATION, EvalOptions, append_csv, markdown_table, quantize_registry_model
+
+PAPER_ROWS = [(False, False, False, False), (False, False, False, True), (False, False, True, False),
+              (True, False, False, False), (False, True, False, False), (True, True, True, False),
+              (True, True, True, True)]
+CORE_ROWS = [(False, False, False, False), (True, True, True, False), (True, True, True, True)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2_135m")
+    ap.add_argument("--w-bits", type=int, default=3)
+    ap.add_argument("--a-bits", type=int, default=32)
+    ap.add_argument("--rows", choices=["core", "paper", "full"], default="paper")
+    ap.add_argument("--calib-samples", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--max-tokens", type=int, default=2048)
+    ap.add_argument("--eval-limit", type=int, default=None)
+    ap.add_argument("--hardware-approx", action="store_true")
+    ap.add_argument("--results", type=Path, default=Path("results/ptq_results.csv"))
+    ap.add_argument("-o", "--output", type=Path, required=True)
+    args = ap.parse_args()
+    common = dict(w_bits=args.w_bits, a_bits=args.a_bits, calib_samples=args.calib_samples, iters=args.iters,
+                  batch_size=min(8, args.calib_samples), hardware_approx=args.hardware_approx)
+    combos = {"full": ABLATION, "paper": PAPER_ROWS, "core": CORE_ROWS}[args.rows]
+    configs = [QuantConfig(method="linear_minmax", **common)]
+    configs += [QuantConfig(method="log_dynamic", dbs=d, sfs=s, abs=a, learn_rounding=r, **common) for d, s, a, r in combos]
+    opts = EvalOptions(eval_limit=args.eval_limit, max_tokens=args.max_tokens, seq_len=args.seq_len)
+    rows = []
+    for cfg in configs:
+        start = time.perf_counter()
+        _, row = quantize_registry_model(args.model, cfg, opts, progress=False)
+        append_csv(row, args.results)
+        rows.append(row)
+        print(f"{cfg.label()}: {row}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        metric = "perplexity" if "q_perplexity" in row else ("agreement" if "q_agreement" in row else "top1")
+        fp = row.get(f"fp_{metric}")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(
+            f"{args.model}, W{args.w_bits} per channel, activations {'float' if args.a_bits == 32 else args.a_bits}; "
+            f"FP {metric} {fp}; {args.calib_samples} calibration samples, LLR {args.iters} iterations/layer\n\n"
+            + markdown_table(rows, metric) + "\n")
+
+
+if __name__ == "__main__":
+    main()
