@@ -161,8 +161,10 @@ class LogFormat:
 
     @property
     def max_multiplier(self) -> int:
-        """Largest integer multiplier any table of this format can hold."""
-        return 1 << self.max_shift
+        """Largest integer multiplier any table of this format can hold (a half step at the top shift
+        on grids that have half steps)."""
+        half = 0 if self.grid is GridKind.LOG_2 else 1
+        return int(multipliers(np.int64(self.max_shift), np.int64(half)))
 
     def to_dict(self) -> dict:
         return {
