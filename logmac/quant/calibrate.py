@@ -229,8 +229,11 @@ def calibrate_chain(model: nn.Module, blocks: Sequence[nn.Module], batches: Sequ
                 losses[layer.name] = _run_rounding([layer], loss_fn, 1, cfg, rng)
         with torch.no_grad():
             for entry in inputs:
-                out = block(*entry[0], **entry[1])
-                entry[0] = (first_tensor(out),) + tuple(entry[0][1:])
+                out = first_tensor(block(*entry[0], **entry[1]))
+                if entry[0]:
+                    entry[0] = (out,) + tuple(entry[0][1:])
+                else:  # the hidden state was passed by keyword
+                    entry[1] = {**entry[1], "hidden_states": out}
     set_quant(model, True)
     return losses
 

@@ -22,7 +22,7 @@ def _config(**kw) -> QuantConfig:
 @click.command()
 @click.option("--model", "model_name", required=True, help="Model name from `logmac models` (e.g. resnet18_fmnist).")
 @click.option("--path", default=None, help="Local weights for models that need them.")
-@click.option("--method", type=click.Choice(METHODS), default="log_dynamic", show_default=True)
+@click.option("--method", type=click.Choice(METHODS + ("latticeq",)), default="log_dynamic", show_default=True)
 @click.option("--w-bits", type=click.IntRange(MIN_BITS, MAX_BITS), default=4, show_default=True)
 @click.option("--a-bits", type=int, default=8, show_default=True, help="Activation bits; 32 keeps them float.")
 @click.option("--granularity", type=click.Choice(["channel", "tensor"]), default="channel", show_default=True)
@@ -38,6 +38,9 @@ def _config(**kw) -> QuantConfig:
 @click.option("--iters", type=int, default=200, show_default=True, help="Rounding iterations per block (per layer on LLMs).")
 @click.option("--lr", type=float, default=0.05, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--basis-bits", type=int, default=8, show_default=True, help="LatticeQ basis bits (0: float basis).")
+@click.option("--search-steps", type=int, default=80, show_default=True, help="LatticeQ search steps per temperature.")
+@click.option("--restarts", type=int, default=5, show_default=True, help="LatticeQ search restarts.")
 @click.option("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu", show_default=True)
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many images/sentences only.")
 @click.option("--max-tokens", type=int, default=4096, show_default=True, help="LM evaluation tokens.")
@@ -55,6 +58,10 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
     from logmac.quant.run import EvalOptions, ablation_configs, append_csv, markdown_table, quantize_registry_model
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    lattice = {k: kw.pop(k) for k in ("basis_bits", "search_steps", "restarts")}
+    if kw["method"] == "latticeq":
+        from logmac.quant.lattice_run import lattice_cli
+        return lattice_cli(model_name, path, eval_limit, results, output, **kw, **lattice)
     cfg = _config(dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs, **kw)
     opts = EvalOptions(eval_limit=eval_limit, max_tokens=max_tokens, seq_len=seq_len, data_path=data_path)
     configs = ablation_configs(cfg) if ablation else [cfg]

@@ -72,6 +72,10 @@ class QuantLayer(nn.Module):
             rows = x.reshape(-1, x.shape[-1]).double()[None]
         else:
             m = self.inner
+            positions = max(1, x.shape[-1] * x.shape[-2] // (m.stride[0] * m.stride[1]))
+            keep = max(1, -(-HESSIAN_ROWS // positions))  # enough images for HESSIAN_ROWS patches
+            if x.shape[0] > keep:
+                x = x[torch.randperm(x.shape[0], generator=self._gen)[:keep].to(x.device)]
             cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, Cin*kh*kw, L)
             cols = cols.transpose(1, 2).reshape(-1, cols.shape[1]).double()
             rows = cols.reshape(cols.shape[0], self.groups, -1).transpose(0, 1)  # (G, N*L, Kg)
