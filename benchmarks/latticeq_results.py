@@ -1,0 +1,80 @@
+"""LatticeQ (fake-quant and integer-emulated) next to log_dynamic (+LLR) and linear AdaRound at equal bits.
+
+    nice python benchmarks/latticeq_results.py --model resnet18_fmnist --eval-limit 2000 -o results/latticeq.md
+
+Rows: W4A8 (basis 8 bits), W4A4 (basis 4 bits), W3A8 (basis 8 bits), as in the LatticeQ README.  Every
+method quantizes every layer at the same bits with the same per-tensor MSE activation quantizer
+(LatticeQ ``edge="same"``), so only the weight quantizer differs.  Search steps, restarts, rounding
+iterations and run times are printed with the table; rows are appended to the results CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from logmac.quant import QuantConfig
+from logmac.quant.lattice_model import LatticeConfig
+from logmac.quant.lattice_run import lattice_registry_model
+from logmac.quant.run import EvalOptions, append_csv, quantize_registry_model
+
+SETTINGS = {"W4A8": (4, 8, 8), "W4A4": (4, 4, 4), "W3A8": (3, 8, 8)}  # w bits, a bits, basis bits
+
+
+def _score(row: dict, prefix: str) -> str:
+    """Top-1 (Fashion-MNIST) or FP agreement / KL (ImageNet photos) from a results row."""
+    if f"{prefix}top1" in row:
+        return f"{row[f'{prefix}top1']:.2f}"
+    if f"{prefix}agreement" in row:
+        return f"{row[f'{prefix}agreement']:.1f} / {row[f'{prefix}kl']:.3f}"
+    return "–"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet18_fmnist")
+    ap.add_argument("--path", default=None, help="local weights (house models before their weights are shipped)")
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--steps", type=int, default=80, help="LatticeQ search steps per temperature")
+    ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=200, help="LLR / AdaRound iterations per block")
+    ap.add_argument("--baselines", nargs="*", default=["log_dynamic", "log_dynamic+LLR", "linear_mse+AdaRound"])
+    ap.add_argument("--calib-samples", type=int, default=256)
+    ap.add_argument("--eval-limit", type=int, default=2000)
+    ap.add_argument("--results", type=Path, default=Path("results/latticeq_results.csv"))
+    ap.add_argument("-o", "--output", type=Path, default=Path("results/latticeq_results.md"))
+    args = ap.parse_args()
+    metric = "top-1 %" if args.model.endswith("fmnist") else "FP agreement % / KL"
+    lines = [f"model {args.model}; eval {args.eval_limit} images; calibration {args.calib_samples} samples; "
+             f"LatticeQ {args.steps} steps x 9 temperatures x {args.restarts} restarts, per-channel basis, bias "
+             f"correction; LLR/AdaRound {args.iters} iterations per block; metric {metric}\n",
+             "| setting | method | fake-quant | integer path | quant time (s) |", "|---|---|---|---|---|"]
+    fp_line = None
+    for name in args.settings:
+        w, a, bb = SETTINGS[name]
+        cfg = LatticeConfig(w_bits=w, a_bits=a, basis_bits=bb, steps=args.steps, restarts=args.restarts,
+                            calib_samples=args.calib_samples, edge="same")
+        _, row = lattice_registry_model(args.model, cfg, eval_limit=args.eval_limit, path=args.path, progress=False)
+        append_csv(row, args.results)
+        print(row, flush=True)
+        fp_line = fp_line or f"FP: {_score(row, 'fp_')}"
+        lines.append(f"| {name} | LatticeQ B{bb} | {_score(row, 'q_')} | {_score(row, 'int_')} | {row['quant_seconds']} |")
+        for base in args.baselines:
+            method, _, extra = base.partition("+")
+            qcfg = QuantConfig(method=method, w_bits=w, a_bits=a, learn_rounding=bool(extra), iters=args.iters,
+                               calib_samples=args.calib_samples)
+            start = time.perf_counter()
+            _, brow = quantize_registry_model(args.model, qcfg, EvalOptions(eval_limit=args.eval_limit), path=args.path,
+                                              progress=False)
+            brow["wall_seconds"] = round(time.perf_counter() - start, 1)
+            append_csv(brow, args.results)
+            print(brow, flush=True)
+            lines.append(f"| {name} | {base} | {_score(brow, 'q_')} | – | {brow['quant_seconds']} |")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text("\n".join(lines[:1] + [fp_line + "\n"] + lines[1:]) + "\n")
+    print("\n".join(lines[:1] + [fp_line + "\n"] + lines[1:]))
+
+
+if __name__ == "__main__":
+    main()
