@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--calib-samples", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--alpha-steps", type=int, default=26, help="SFS candidates between 1.0 and 0.5")
     ap.add_argument("--max-tokens", type=int, default=2048)
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--hardware-approx", action="store_true")
@@ -38,7 +39,8 @@ def main() -> None:
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args()
     common = dict(w_bits=args.w_bits, a_bits=args.a_bits, calib_samples=args.calib_samples, iters=args.iters,
-                  batch_size=min(8, args.calib_samples), hardware_approx=args.hardware_approx)
+                  batch_size=min(8, args.calib_samples), hardware_approx=args.hardware_approx,
+                  alpha_steps=args.alpha_steps)
     combos = {"full": ABLATION, "paper": PAPER_ROWS, "core": CORE_ROWS}[args.rows]
     configs = [QuantConfig(method="linear_minmax", **common)]
     configs += [QuantConfig(method="log_dynamic", dbs=d, sfs=s, abs=a, learn_rounding=r, **common) for d, s, a, r in combos]
@@ -55,7 +57,8 @@ def main() -> None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(
             f"{args.model}, W{args.w_bits} per channel, activations {'float' if args.a_bits == 32 else args.a_bits}; "
-            f"FP {metric} {fp}; {args.calib_samples} calibration samples, LLR {args.iters} iterations/layer\n\n"
+            f"FP {metric} {fp}; {args.calib_samples} x {args.seq_len}-token calibration samples, "
+            f"{args.alpha_steps} SFS scales, LLR {args.iters} iterations/layer, {args.max_tokens} evaluation tokens\n\n"
             + markdown_table(rows, metric) + "\n")
 
 

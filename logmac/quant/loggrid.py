@@ -126,15 +126,19 @@ def quantize_rtn(w2d: torch.Tensor, levels: torch.Tensor, fmt: LogFormat) -> tup
     levels = levels.to(w2d.device, torch.float64)
     w = w2d.to(torch.float64)
     sign = (w < 0).long()
-    mag = w.abs()
-    lv = torch.where(sign[:, :, None] == 1, levels[:, 1:2, :], levels[:, 0:1, :])  # (C, K, n) per element
-    mid = torch.sqrt(lv[..., 1:] * lv[..., :-1])
-    index = (mag[..., None] > mid).sum(-1)
-    value = torch.gather(lv, 2, index[..., None])[..., 0]
+    mag = w.abs().contiguous()
+    mid = torch.sqrt(levels[:, :, 1:] * levels[:, :, :-1])  # (C, 2, n-1) geometric midpoints
+    index = torch.zeros_like(sign)
+    value = torch.zeros_like(w)
+    for s in (0, 1):  # one batched binary search per sign: no (C, K, n) temporaries
+        idx = torch.searchsorted(mid[:, s].contiguous(), mag)  # mids strictly below |w|
+        index = torch.where(sign == s, idx, index)
+        value = torch.where(sign == s, torch.gather(levels[:, s], 1, idx), value)
     if fmt.zero is ZeroMode.NONE:
         is_zero = torch.zeros_like(sign, dtype=torch.bool)
     else:
-        is_zero = mag < lv[..., 0] * zero_threshold_ratio(fmt)
+        bottom = torch.gather(levels[:, :, 0], 1, sign)  # smallest level of each element's sign
+        is_zero = mag < bottom * zero_threshold_ratio(fmt)
         value = torch.where(is_zero, torch.zeros_like(value), value)
         index = torch.where(is_zero, torch.zeros_like(index), index)
         sign = torch.where(is_zero, torch.zeros_like(sign), sign)
