@@ -206,3 +206,21 @@ def test_static_same_padding_conv_is_quantized() -> None:
         assert (res.model(x) - ref).abs().max() < 0.25 * ref.abs().max()
         set_quant(res.model, False)
         torch.testing.assert_close(res.model(x), ref)
+
+
+@pytest.mark.parametrize("method", ["log_dynamic", "linear_mse"])
+def test_emulator_runs_the_artifact_like_the_fake_quant_model(method: str) -> None:
+    """Cross-room contract: logmac.sim's integer Emulator on our artifact tracks our fake-quant model."""
+    from logmac.quant.fold import fold_batchnorm
+    from logmac.sim.emulator import Emulator
+
+    res = run(QuantConfig(method=method, w_bits=4, batch_size=16, hardware_approx=True))
+    fp = tiny_net()
+    fold_batchnorm(fp)
+    emu = Emulator(res.artifact, fp)
+    x = CALIB[:16]
+    with torch.no_grad():
+        fake = res.model(x)
+    out = emu(x)
+    assert (out - fake).abs().max() < 0.05 * fake.abs().max()
+    assert (out.argmax(1) == fake.argmax(1)).float().mean() >= 0.9
