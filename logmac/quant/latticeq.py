@@ -156,17 +156,21 @@ def babai(vectors: torch.Tensor, basis: torch.Tensor, coord_range: tuple[int, in
 
     Walks the Gram-Schmidt directions from the last to the first, rounding the projection of the
     residual and subtracting that multiple of the basis vector (unclamped, as the reference does);
-    ``coord_range`` clamps afterwards.  Returns float coordinates holding integers (NaN for a degenerate
-    basis, which callers reject).
+    ``coord_range`` clamps afterwards.  The residual's projections are kept as coefficients: removing
+    ``c_i b_i`` lowers the one on ``b~_j`` by ``c_i <b_i, b~_j> / |b~_j|^2``, so each step is a rank-1
+    update instead of a new projection.  Returns float coordinates holding integers (NaN for a
+    degenerate basis, which callers reject).
     """
     gs = gram_schmidt(basis)
-    norm2 = (gs * gs).sum(-1)
-    resid = vectors
-    cols: list[torch.Tensor] = [vectors[..., 0]] * basis.shape[-1]
+    norm2 = (gs * gs).sum(-1)[..., None, :]
+    proj = vectors @ gs.transpose(-1, -2) / norm2  # (..., G, n): <v, b~_j> / |b~_j|^2
+    mix = basis @ gs.transpose(-1, -2) / norm2  # (..., n, n): <b_i, b~_j> / |b~_j|^2, lower triangular
+    cols: list[torch.Tensor] = [proj[..., 0]] * basis.shape[-1]
     for i in reversed(range(basis.shape[-1])):
-        c = torch.round((resid * gs[..., i:i + 1, :]).sum(-1) / norm2[..., i:i + 1])
-        resid = resid - c[..., None] * basis[..., i:i + 1, :]
+        c = torch.round(proj[..., i])
         cols[i] = c
+        if i:
+            proj = proj[..., :i] - c[..., None] * mix[..., i:i + 1, :i]
     coords = torch.stack(cols, dim=-1)
     return coords if coord_range is None else coords.clamp(*coord_range)
 
