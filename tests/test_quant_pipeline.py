@@ -224,3 +224,17 @@ def test_emulator_runs_the_artifact_like_the_fake_quant_model(method: str) -> No
     out = emu(x)
     assert (out - fake).abs().max() < 0.05 * fake.abs().max()
     assert (out.argmax(1) == fake.argmax(1)).float().mean() >= 0.9
+
+
+def test_ablation_rows_and_results_files(tmp_path) -> None:
+    from logmac.quant.run import ablation_configs, append_csv, markdown_table
+
+    configs = ablation_configs(QuantConfig(w_bits=3))
+    assert len({(c.dbs, c.sfs, c.abs, c.learn_rounding) for c in configs}) == 16
+    rows = [{"label": c.label(), "method": c.method, "dbs": c.dbs, "sfs": c.sfs, "abs": c.abs,
+             "learn_rounding": c.learn_rounding, "q_perplexity": 10.0 + i} for i, c in enumerate(configs[:2])]
+    path = append_csv(rows[0], tmp_path / "r.csv")
+    append_csv({**rows[1], "extra": 1}, path)
+    assert path.read_text().splitlines()[0].endswith("extra") and len(path.read_text().splitlines()) == 3
+    table = markdown_table(rows, "perplexity").splitlines()
+    assert len(table) == 4 and "| – | – | – | – |" in table[2] and "11.0" in table[3]
