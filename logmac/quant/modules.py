@@ -44,7 +44,17 @@ class QuantLayer(nn.Module):
         self._gen = torch.Generator().manual_seed(seed)
 
     # -- forward --------------------------------------------------------------------------------
+    @property
     def weight(self) -> torch.Tensor:
+        """The FP weight, for code that reads ``layer.weight`` (dtype, device, tied embeddings)."""
+        return self.inner.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.inner.bias
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the forward pass uses: FP, learned-rounding (soft or hard) or the decoded codes."""
         if not self.quant_on:
             return self.inner.weight
         if self.rounding is not None:
@@ -60,7 +70,7 @@ class QuantLayer(nn.Module):
             x = F.pad(x, self.pre_pad)
         if self.collect:
             self._accumulate(x.detach())
-        w = self.weight()
+        w = self.effective_weight()
         if self.op == "linear":
             return F.linear(x, w, self.inner.bias)
         m = self.inner
