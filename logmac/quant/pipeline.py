@@ -7,6 +7,7 @@ import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -36,9 +37,24 @@ class QuantResult:
     peak_mib: float = 0.0
 
 
+def reset_peak_memory(device: str = "cpu") -> None:
+    """Start a new peak-memory window (Linux: clear VmHWM; CUDA: reset the allocator's peak). Best effort."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def peak_memory_mib(device: str = "cpu") -> float:
-    """Peak resident memory of this process (and the CUDA allocator's peak on a GPU), in MiB."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory since :func:`reset_peak_memory` (process lifetime if it could not reset), in MiB,
+    plus the CUDA allocator's peak on a GPU."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        rss = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda") and torch.cuda.is_available():
         return rss + torch.cuda.max_memory_allocated() / 2**20
     return rss
@@ -117,6 +133,7 @@ def quantize_model(
     BRECQ-style block reconstruction.  Same ``cfg.seed`` and inputs give the same codes.
     """
     start = time.perf_counter()
+    reset_peak_memory(cfg.device)
     torch.manual_seed(cfg.seed)
     model.eval().to(cfg.device)
     for p in model.parameters():

@@ -84,7 +84,7 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
     fp = _metrics(FloatView(res.model), name, opts, tok, None)
     quant = _metrics(res.model, name, opts, tok, FloatView(res.model))
     res.artifact.meta["metrics"] = {"fp": fp, "quant": quant}
-    res.peak_mib = peak_memory_mib(cfg.device)
+    res.peak_mib = peak_memory_mib(cfg.device)  # quantization and evaluation, after the model was loaded
     row = {"model": name, "label": cfg.label(), **{k: getattr(cfg, k) for k in (
         "method", "w_bits", "a_bits", "granularity", "dbs", "sfs", "abs", "learn_rounding", "hardware_approx",
         "zero", "calib_samples", "iters", "seed")}}
