@@ -73,7 +73,8 @@ def eval_command(name: str, path: str | None, data_path: str | None, limit: int 
 @click.option("--epochs", type=int, default=None, help="Override the recipe's epoch count.")
 @click.option("--out-dir", type=click.Path(), default=None, help="Where to write NAME.safetensors/.json "
               "(default: logmac/models/weights, the shipped copy).")
-@click.option("--threads", default=2, show_default=True, help="CPU threads (the machine is shared).")
+@click.option("--threads", default=1, show_default=True,
+              help="CPU threads; 1 reproduces the shipped weights and is fastest on a busy shared machine.")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when present).")
 def train_command(name: str, seed: int, epochs: int | None, out_dir: str | None, threads: int, device: str | None) -> None:
     """Train house model NAME on Fashion-MNIST and write its fp16 weights and JSON sidecar."""

