@@ -119,6 +119,16 @@ def test_quantized_basis_works_per_layer_and_per_channel(per_channel: bool, bias
     assert ((code.decode() - w.double()).norm() / w.norm()) < 0.5
 
 
+def test_channel_normalisation_fits_small_channels() -> None:
+    """Channels 1000x below the layer maximum: per-channel normalisation lets the search fit them."""
+    w = torch.randn(8, 12, generator=torch.Generator().manual_seed(5)) * torch.logspace(0, -3, 8)[:, None]
+    errs = {}
+    for norm in ("layer", "channel"):
+        code = quantize_weight(w, LatticeSpec(dim=2, normalize=norm, steps=10, restarts=2))
+        errs[norm] = ((code.decode().float() - w).norm(dim=1) / w.norm(dim=1))[-3:].mean()
+    assert errs["channel"] < 0.1 and 2 * errs["channel"] < errs["layer"]
+
+
 def test_bias_correction_restores_mean_and_spread() -> None:
     w = torch.randn(4, 30, dtype=torch.float64)
     w_hat = 0.8 * torch.round(w * 2) / 2 + 0.05
@@ -136,7 +146,8 @@ def test_float_basis_has_no_integer_form_but_decodes() -> None:
         code.integer_weights()
 
 
-@pytest.mark.parametrize("kw", [dict(bits=1), dict(bits=9), dict(basis_bits=1), dict(dim=0), dict(restarts=0)])
+@pytest.mark.parametrize("kw", [dict(bits=1), dict(bits=9), dict(basis_bits=1), dict(dim=0), dict(restarts=0),
+                                dict(normalize="row"), dict(normalize="channel", per_channel=False)])
 def test_bad_specs_are_rejected(kw: dict) -> None:
     with pytest.raises(LatticeError):
         LatticeSpec(**kw)
@@ -217,8 +228,18 @@ def test_same_seed_same_codes() -> None:
         assert torch.equal(la.code.coords, lb.code.coords) and torch.equal(la.qweight, lb.qweight)
 
 
+def test_per_channel_normalisation_in_a_model() -> None:
+    model = _small_cnn()
+    x = torch.randn(16, 3, 12, 12)
+    res = lattice_quantize_model(model, x, LatticeConfig(normalize="channel", **FAST), progress=False)
+    layers = lattice_layers(res.model)
+    assert len(set(layers[1].code.d.tolist())) > 1 and len(set(layers[-1].code.d.tolist())) == 1
+    emu, _ = emulate_lattice(res.model)
+    assert torch.allclose(emu(x), res.model(x), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kw", [dict(act_mode="abs"), dict(edge="none"), dict(granularity="row"), dict(a_bits=1),
-                                dict(w_bits=12)])
+                                dict(w_bits=12), dict(normalize="channel", granularity="tensor")])
 def test_bad_configs_are_rejected(kw: dict) -> None:
     with pytest.raises(LatticeError):
         LatticeConfig(**kw)

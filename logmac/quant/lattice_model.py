@@ -53,6 +53,7 @@ class LatticeConfig:
     steps: int = 80
     restarts: int = 5
     bias_corr: bool = True
+    normalize: str = "layer"
     act_mode: str = "mse"
     edge: str = "latticeq"
     calib_samples: int = 256
@@ -61,7 +62,8 @@ class LatticeConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        LatticeSpec(bits=self.w_bits, basis_bits=self.basis_bits, steps=self.steps, restarts=self.restarts)
+        LatticeSpec(bits=self.w_bits, basis_bits=self.basis_bits, steps=self.steps, restarts=self.restarts,
+                    per_channel=self.granularity == "channel", normalize=self.normalize)
         if self.granularity not in ("channel", "tensor"):
             raise LatticeError(f"granularity must be 'channel' or 'tensor', got {self.granularity!r}")
         if self.act_mode not in ACT_MODES:
@@ -78,7 +80,7 @@ class LatticeConfig:
     def label(self) -> str:
         basis = f"B{self.basis_bits}" if self.basis_bits else "Bfp"
         acts = self.a_bits if self.a_bits != 32 else "fp"
-        return f"latticeq W{self.w_bits}A{acts}{basis}"
+        return f"latticeq W{self.w_bits}A{acts}{basis}" + ("" if self.normalize == "layer" else " norm/ch")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -228,12 +230,12 @@ def layer_spec(cfg: LatticeConfig, mod: nn.Module, role: str, seed: int) -> tupl
     a_bits = None if cfg.a_bits == 32 else cfg.a_bits
     base = dict(bits=cfg.w_bits, basis_bits=cfg.basis_bits, dim=pick_dim(mod, cfg.dim),
                 per_channel=cfg.granularity == "channel", steps=cfg.steps, restarts=cfg.restarts,
-                bias_corr=cfg.bias_corr, seed=seed)
+                bias_corr=cfg.bias_corr, normalize=cfg.normalize, seed=seed)
     if cfg.edge == "latticeq" and role == "first":
         base["dim"] = 1
         a_bits = None if a_bits is None else max(a_bits, EDGE_BITS)
     elif cfg.edge == "latticeq" and role == "last":
-        base.update(bits=EDGE_BITS, per_channel=False, steps=LAST_LAYER_STEPS, bias_corr=False)
+        base.update(bits=EDGE_BITS, per_channel=False, steps=LAST_LAYER_STEPS, bias_corr=False, normalize="layer")
         a_bits = None if a_bits is None else max(a_bits, EDGE_BITS)
     return LatticeSpec(**base), a_bits
 

@@ -36,6 +36,9 @@ class LatticeSpec:
     ``dim`` is the vector length n (it must divide the weights per output channel); ``basis_bits=None``
     keeps a float basis (fake-quant only: no integer path).  ``steps`` per temperature and ``restarts``
     set the search budget; a scalar layer (``dim == 1``) uses the short scalar schedule instead.
+    ``normalize="channel"`` divides each channel by its own max|w| instead of the layer's (not in the
+    reference: it lets the fixed search temperatures fit channels far smaller than the layer maximum, as
+    in depthwise convs; the factor joins the per-channel scale, so it is free on the datapath).
     """
 
     bits: int = 4
@@ -45,9 +48,14 @@ class LatticeSpec:
     steps: int = 80
     restarts: int = 5
     bias_corr: bool = True
+    normalize: str = "layer"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.normalize not in ("layer", "channel"):
+            raise LatticeError(f"normalize must be 'layer' (LatticeQ) or 'channel', got {self.normalize!r}")
+        if self.normalize == "channel" and not self.per_channel:
+            raise LatticeError("per-channel normalisation needs a per-channel basis")
         if not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:
             raise LatticeError(f"lattice coordinate bits must be an integer in {MIN_BITS}..{MAX_BITS}, got {self.bits!r}")
         if self.basis_bits is not None and not 2 <= self.basis_bits <= MAX_BASIS_BITS:
@@ -77,7 +85,7 @@ class LatticeCode:
     ``coords`` (C, G, n) int64 b-bit coordinates; ``basis`` (P, n, n) float64 rows = basis vectors in the
     normalised domain (P = C per channel, 1 per layer); ``lsb`` (P,) the basis step when quantized (then
     ``basis / lsb`` are odd integers), else None; ``mu`` (C,) the bias-correction offset (a multiple of
-    ``lsb`` when quantized) and ``eta`` (C,) its gain; ``d`` the layer's normalisation.
+    ``lsb`` when quantized) and ``eta`` (C,) its gain; ``d`` (C,) the normalisation (the layer's max|w| or each channel's).
     """
 
     coords: torch.Tensor
@@ -85,7 +93,7 @@ class LatticeCode:
     lsb: torch.Tensor | None
     mu: torch.Tensor
     eta: torch.Tensor
-    d: float
+    d: torch.Tensor
     shape: tuple[int, ...]
     bits: int
     basis_bits: int | None
@@ -260,10 +268,9 @@ def quantize_weight(weight: torch.Tensor, spec: LatticeSpec) -> LatticeCode:
     w = weight.detach().reshape(C, -1).double()
     if w.shape[1] % spec.dim:
         raise LatticeError(f"{w.shape[1]} weights per output channel do not split into vectors of {spec.dim}")
-    d = float(w.abs().max())
-    if d == 0.0:
-        d = 1.0  # an all-zero layer: any basis gives zero coordinates
-    w_n = w / d
+    d = w.abs().amax(1) if spec.normalize == "channel" else w.abs().max().expand(C)
+    d = torch.where(d > 0, d, torch.ones_like(d))  # an all-zero channel: any basis gives zero coordinates
+    w_n = w / d[:, None]
     search = search_basis(w_n.float(), spec).double()
     lsb = None
     if spec.basis_bits is not None:
