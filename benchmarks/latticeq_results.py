@@ -23,12 +23,11 @@ SETTINGS = {"W4A8": (4, 8, 8), "W4A4": (4, 4, 4), "W3A8": (3, 8, 8)}  # w bits, 
 
 
 def _score(row: dict, prefix: str) -> str:
-    """Top-1 (Fashion-MNIST) or FP agreement / KL (ImageNet photos) from a results row."""
-    if f"{prefix}top1" in row:
-        return f"{row[f'{prefix}top1']:.2f}"
-    if f"{prefix}agreement" in row:
-        return f"{row[f'{prefix}agreement']:.1f} / {row[f'{prefix}kl']:.3f}"
-    return "–"
+    """Top-1 % (Fashion-MNIST only) and FP agreement % / KL (nats) from a results row."""
+    top1 = f"{row[f'{prefix}top1']:.2f}" if f"{prefix}top1" in row else "–"
+    if f"{prefix}agreement" not in row:
+        return f"{top1} | –"
+    return f"{top1} | {row[f'{prefix}agreement']:.2f} / {row[f'{prefix}kl']:.4f}"
 
 
 def main() -> None:
@@ -38,6 +37,7 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--steps", type=int, default=80, help="LatticeQ search steps per temperature")
     ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--normalize", choices=["layer", "channel"], default="layer", help="LatticeQ normalisation")
     ap.add_argument("--iters", type=int, default=200, help="LLR / AdaRound iterations per block")
     ap.add_argument("--baselines", nargs="*", default=["log_dynamic", "log_dynamic+LLR", "linear_mse+AdaRound"])
     ap.add_argument("--calib-samples", type=int, default=256)
@@ -45,21 +45,22 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("results/latticeq_results.csv"))
     ap.add_argument("-o", "--output", type=Path, default=Path("results/latticeq_results.md"))
     args = ap.parse_args()
-    metric = "top-1 %" if args.model.endswith("fmnist") else "FP agreement % / KL"
     lines = [f"model {args.model}; eval {args.eval_limit} images; calibration {args.calib_samples} samples; "
              f"LatticeQ {args.steps} steps x 9 temperatures x {args.restarts} restarts, per-channel basis, bias "
-             f"correction; LLR/AdaRound {args.iters} iterations per block; metric {metric}\n",
-             "| setting | method | fake-quant | integer path | quant time (s) |", "|---|---|---|---|---|"]
+             f"correction; LLR/AdaRound {args.iters} iterations per block\n",
+             "| setting | method | top-1 fake-quant | agreement % / KL fake-quant | top-1 integer | "
+             "agreement % / KL integer | quant time (s) |", "|---|---|---|---|---|---|---|"]
     fp_line = None
     for name in args.settings:
         w, a, bb = SETTINGS[name]
         cfg = LatticeConfig(w_bits=w, a_bits=a, basis_bits=bb, steps=args.steps, restarts=args.restarts,
-                            calib_samples=args.calib_samples, edge="same")
+                            calib_samples=args.calib_samples, edge="same",
+                            normalize=args.normalize)
         _, row = lattice_registry_model(args.model, cfg, eval_limit=args.eval_limit, path=args.path, progress=False)
         append_csv(row, args.results)
         print(row, flush=True)
-        fp_line = fp_line or f"FP: {_score(row, 'fp_')}"
-        lines.append(f"| {name} | LatticeQ B{bb} | {_score(row, 'q_')} | {_score(row, 'int_')} | {row['quant_seconds']} |")
+        fp_line = fp_line or f"FP top-1: {row.get('fp_top1', '–')}"
+        lines.append(f"| {name} | {cfg.label()} | {_score(row, 'q_')} | {_score(row, 'int_')} | {row['quant_seconds']} |")
         for base in args.baselines:
             method, _, extra = base.partition("+")
             qcfg = QuantConfig(method=method, w_bits=w, a_bits=a, learn_rounding=bool(extra), iters=args.iters,
@@ -70,7 +71,7 @@ def main() -> None:
             brow["wall_seconds"] = round(time.perf_counter() - start, 1)
             append_csv(brow, args.results)
             print(brow, flush=True)
-            lines.append(f"| {name} | {base} | {_score(brow, 'q_')} | – | {brow['quant_seconds']} |")
+            lines.append(f"| {name} | {base} | {_score(brow, 'q_')} | – | – | {brow['quant_seconds']} |")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(lines[:1] + [fp_line + "\n"] + lines[1:]) + "\n")
     print("\n".join(lines[:1] + [fp_line + "\n"] + lines[1:]))
