@@ -22,6 +22,7 @@ from logmac.models import (
     topk_accuracy,
 )
 from logmac.models.commands import models as models_cli
+from logmac.models.data import sample_photos
 from logmac.models.train import train_house
 
 HOUSE = sorted(house.HOUSE_BUILDERS)
@@ -63,8 +64,13 @@ def test_train_writes_loadable_fp16_weights_and_sidecar(tmp_path) -> None:
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_efficientnet_lite0_recognises_the_cat_photo() -> None:
-    loaded = load_model("efficientnet_lite0", device="cpu")
+@pytest.fixture(scope="module")
+def efficientnet():
+    return load_model("efficientnet_lite0", device="cpu")
+
+
+def test_efficientnet_lite0_recognises_the_cat_photo(efficientnet) -> None:
+    loaded = efficientnet
     x, names = photo_views()
     picks = [names.index("chelsea@1"), names.index("coffee@1")]
     with torch.no_grad():
@@ -74,6 +80,29 @@ def test_efficientnet_lite0_recognises_the_cat_photo() -> None:
     scores = evaluate_model(loaded.model, "efficientnet_lite0", reference=loaded.model, limit=8)
     assert scores == {"views": 8, "agreement": 100.0, "kl": pytest.approx(0.0, abs=1e-6)}
     assert calibration_samples("efficientnet_lite0", 2).shape == (2, 3, 224, 224)
+
+
+def test_efficientnet_lite0_top1_on_an_image_folder(efficientnet, tmp_path) -> None:
+    from PIL import Image
+
+    # 1000 class folders sorted like ImageNet's; two hold a photo: tabby cat (281) and espresso (967).
+    for index in range(1000):
+        (tmp_path / f"class{index:04d}").mkdir()
+    images = sample_photos()
+    Image.fromarray(images["chelsea"]).save(tmp_path / "class0281" / "chelsea.png")
+    Image.fromarray(images["coffee"]).save(tmp_path / "class0967" / "coffee.png")
+    scores = evaluate_model(efficientnet.model, "efficientnet_lite0", data_path=tmp_path, reference=efficientnet.model)
+    assert scores["images"] == 2 and scores["agreement"] == 100.0
+    assert scores["top5"] == 100.0 and scores["top1"] >= 50.0
+
+
+def test_image_folder_with_too_few_classes_is_refused(efficientnet, tmp_path) -> None:
+    from PIL import Image
+
+    (tmp_path / "n02123045").mkdir()
+    Image.fromarray(sample_photos()["chelsea"]).save(tmp_path / "n02123045" / "chelsea.png")
+    with pytest.raises(ValueError, match="1 class folders but the model has 1000 outputs"):
+        evaluate_model(efficientnet.model, "efficientnet_lite0", data_path=tmp_path)
 
 
 @pytest.fixture(scope="module")

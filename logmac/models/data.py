@@ -182,7 +182,8 @@ def image_folder(path: str | Path, *, size: int = 224, resize: int = 256, mean: 
                  std: tuple[float, ...] = IMAGENET_STD):
     """A torchvision ``ImageFolder`` over ``path`` (one sub-folder per class) with the standard ImageNet eval
     transform (resize ``resize``, centre-crop ``size``, normalise). Class indices follow sorted folder names,
-    which matches the ImageNet checkpoints when the folders are the 1000 WordNet ids (n01440764, ...)."""
+    which matches the ImageNet checkpoints when the folders are the 1000 WordNet ids (n01440764, ...); empty
+    class folders are allowed, so a subset of images keeps the full class list."""
     from logmac.models.tv_compat import import_torchvision
 
     root = Path(path)
@@ -195,6 +196,6 @@ def image_folder(path: str | Path, *, size: int = 224, resize: int = 256, mean: 
         tv.transforms.Normalize(mean, std),
     ])
     try:
-        return tv.datasets.ImageFolder(str(root), transform=transform)
+        return tv.datasets.ImageFolder(str(root), transform=transform, allow_empty=True)
     except (FileNotFoundError, RuntimeError) as err:
         raise DataMissingError(f"--data-path {root} is not an ImageFolder layout: {err}") from err

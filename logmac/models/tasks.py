@@ -163,6 +163,7 @@ def _evaluate_folder(model: nn.Module, data_path: str | Path, *, reference: nn.M
                      batch_size: int) -> dict[str, float]:
     mean, std = _image_stats(model)
     folder = data.image_folder(data_path, mean=mean, std=std)
+    classes = folder.classes
     if limit is not None:
         folder = torch.utils.data.Subset(folder, range(min(limit, len(folder))))
     loader = torch.utils.data.DataLoader(folder, batch_size=batch_size, num_workers=2)
@@ -174,6 +175,10 @@ def _evaluate_folder(model: nn.Module, data_path: str | Path, *, reference: nn.M
         if reference is not None:
             refs.append(reference(x.to(device)).float().cpu())
     logits, labels = torch.cat(logits), torch.cat(labels)
+    if logits.shape[1] != len(classes):
+        raise ValueError(f"--data-path {data_path} has {len(classes)} class folders but the model has {logits.shape[1]} "
+                         "outputs; labels are folder indices in sorted order, so give all class folders (ImageNet: "
+                         "the 1000 wnid folders n01440764 ... n15075141; empty ones are allowed)")
     scores = evaluate.topk_accuracy(logits, labels) | {"images": len(labels)}
     if reference is not None:
         ref = torch.cat(refs)

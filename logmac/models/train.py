@@ -30,7 +30,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mobilenetv2_fmnist": {"kwargs": {"width_mult": 0.5}, "optimizer": "sgd", "lr": 0.1, "weight_decay": 4e-5,
                            "epochs": 3, "batch_size": 128, "label_smoothing": 0.0},
     "vit_fmnist": {"kwargs": {"embed_dim": 96, "depth": 6, "num_heads": 3, "patch_size": 7}, "optimizer": "adamw", "lr": 2e-3,
-                   "weight_decay": 0.05, "epochs": 4, "batch_size": 128, "label_smoothing": 0.1},
+                   "weight_decay": 0.05, "epochs": 10, "batch_size": 128, "label_smoothing": 0.1},
 }
 AUGMENTATION = "random shift of up to 2 pixels (zero padding) and horizontal flip, per image"
 
