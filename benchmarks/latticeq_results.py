@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=80, help="LatticeQ search steps per temperature")
     ap.add_argument("--restarts", type=int, default=5)
     ap.add_argument("--normalize", choices=["layer", "channel"], default="layer", help="LatticeQ normalisation")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="other LatticeConfig fields, e.g. granularity=tensor act_mode=quantile edge=latticeq")
     ap.add_argument("--iters", type=int, default=200, help="LLR / AdaRound iterations per block")
     ap.add_argument("--baselines", nargs="*", default=["log_dynamic", "log_dynamic+LLR", "linear_mse+AdaRound"])
     ap.add_argument("--calib-samples", type=int, default=256)
@@ -55,12 +57,13 @@ def main() -> None:
         w, a, bb = SETTINGS[name]
         cfg = LatticeConfig(w_bits=w, a_bits=a, basis_bits=bb, steps=args.steps, restarts=args.restarts,
                             calib_samples=args.calib_samples, edge="same",
-                            normalize=args.normalize)
+                            normalize=args.normalize, **dict(kv.split("=", 1) for kv in args.set))
         _, row = lattice_registry_model(args.model, cfg, eval_limit=args.eval_limit, path=args.path, progress=False)
         append_csv(row, args.results)
         print(row, flush=True)
         fp_line = fp_line or f"FP top-1: {row.get('fp_top1', '–')}"
-        lines.append(f"| {name} | {cfg.label()} | {_score(row, 'q_')} | {_score(row, 'int_')} | {row['quant_seconds']} |")
+        extra = f" ({', '.join(args.set)})" if args.set else ""
+        lines.append(f"| {name} | {cfg.label()}{extra} | {_score(row, 'q_')} | {_score(row, 'int_')} | {row['quant_seconds']} |")
         for base in args.baselines:
             method, _, extra = base.partition("+")
             qcfg = QuantConfig(method=method, w_bits=w, a_bits=a, learn_rounding=bool(extra), iters=args.iters,
