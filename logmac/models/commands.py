@@ -43,10 +43,10 @@ def list_command(measure: bool, markdown: bool, max_tokens: int) -> None:
 def _print_markdown(rows: list[dict[str, Any]]) -> None:
     click.echo("| model | params | data | metric | FP score | load time here |")
     click.echo("| --- | --- | --- | --- | --- | --- |")
-    for row in rows:
+    for row in (r for r in rows if r["available"] is not None):
         params = f"{row['params'] / 1e6:.2f} M" if "params" in row else ""
         load = f"{row['load_s']} s" if "load_s" in row else ""
-        click.echo(f"| {row['name']} | {params} | {row['source']} | {row['metric']} | {row.get('score', '')} | {load} |")
+        click.echo(f"| `{row['name']}` | {params} | {row['data']} | {row['metric']} | {row.get('score', '')} | {load} |")
 
 
 @models.command(name="eval")

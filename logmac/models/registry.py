@@ -157,10 +157,18 @@ def is_available(name: str) -> bool:
     return False
 
 
+DATASETS = {  # ModelInfo.dataset -> what the evaluation runs on, for tables
+    "fashion-mnist": "Fashion-MNIST test (10k)",
+    "imagenet": "16 sample photos, 96 views (--data-path: ImageFolder)",
+    "austen-lm": "Persuasion (Austen), first 16,384 tokens",
+    "austen-sentences": "256 Persuasion sentences",
+}
+
+
 def list_models() -> list[dict[str, Any]]:
     """Rows for ``logmac models list``: every shipped model with its status, then the local-path patterns."""
     rows = [{"name": name, "available": is_available(name), "task": info.task, "metric": info.metric,
-             "source": info.source} for name, (info, _) in SHIPPED.items()]
-    rows += [{"name": pattern, "available": None, "task": task, "metric": "", "source": f"needs local weights: {where}"}
-             for pattern, task, where in LOCAL_PATTERNS]
+             "data": DATASETS[info.dataset], "source": info.source} for name, (info, _) in SHIPPED.items()]
+    rows += [{"name": pattern, "available": None, "task": task, "metric": "", "data": "",
+              "source": f"needs local weights: {where}"} for pattern, task, where in LOCAL_PATTERNS]
     return rows
