@@ -144,3 +144,16 @@ def test_fold_batchnorm_keeps_output_and_catches_misordered_pairs() -> None:
 
     with pytest.raises(FoldError):
         fold_batchnorm(Swapped().eval(), torch.randn(2, 4, 3, 3))
+
+
+@pytest.mark.parametrize("zero", ["code", "flag", "none"])
+def test_sorted_scorer_equals_the_rounding_error(zero: str) -> None:
+    """The O(n log K) search score is the diagonal-weighted error of quantize_rtn."""
+    from logmac.quant.loggrid import SortedScorer
+
+    fmt = LogFormat(4, grid="log_dynamic", zero=zero)
+    w = _weights(7)
+    d = torch.rand(w.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    levels = _search(w, fmt).levels()
+    ref = ((quantize_rtn(w, levels, fmt)[0] - w) ** 2 * d).sum(1)
+    torch.testing.assert_close(SortedScorer(w, d, fmt)(levels), ref, rtol=1e-10, atol=1e-12)

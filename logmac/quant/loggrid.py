@@ -193,17 +193,15 @@ def search_grid(
         d = torch.diagonal(hess, dim1=1, dim2=2)  # (G, K)
         diag = d.repeat_interleave(C // groups, dim=0).double()
     w = w2d.double()
+    scorer = SortedScorer(w, diag, fmt)
     cands, scores = [], []
     for n2 in choices:
         n2v = np.full(C, n2)
         grid = LogGrid(fmt, n2v, tops_for(fmt, n2v, pos, neg, asym), np.ones(C))
         base = grid.levels().to(w.device)
         for a in alphas:
-            value = quantize_rtn(w, base * a, fmt)[0]
-            err = value - w
-            s = (err * err * diag).sum(1) if diag is not None else (err * err).sum(1)
             cands.append((n2, a, grid.top_k))
-            scores.append(s)
+            scores.append(scorer(base * a))
     score = torch.stack(scores)  # (candidates, C)
     if per_tensor:
         score = score.sum(1, keepdim=True).expand(-1, C)
@@ -214,6 +212,61 @@ def search_grid(
     alpha = np.array([cands[b][1] for b in best], dtype=np.float64)
     top_k = np.stack([cands[b][2][c] for c, b in enumerate(best)])
     return LogGrid(fmt, n_base2, top_k, alpha)
+
+
+class SortedScorer:
+    """Per-channel weighted squared error of nearest-level rounding, in O(n log K) per candidate grid.
+
+    Magnitudes are sorted once per channel with prefix sums of d, d|w| and d w^2 for each sign (d = Hessian
+    diagonal or 1).  A grid's thresholds (zero threshold, geometric midpoints) cut the sorted magnitudes into
+    segments that all round to one value v, whose error is ``S0 v^2 - 2 v S1 + S2``.  Same decision rule as
+    :func:`quantize_rtn`, so the score equals its error up to float summation order.
+    """
+
+    def __init__(self, w: torch.Tensor, diag: torch.Tensor | None, fmt: LogFormat) -> None:
+        self.fmt = fmt
+        mag, order = w.abs().sort(dim=1)
+        self.mag = mag
+        # One flat sorted key per layer, row c in [c, c + 1): numpy's searchsorted on it is ~50x faster than
+        # torch's batched one.  Rows are scaled by a power of two (exact) so every level stays below c + 1.
+        top = mag[:, -1].clamp(min=1e-300).cpu().numpy()
+        self.row_scale = np.exp2(np.ceil(np.log2(top)) + 1)[:, None]
+        self.row = np.arange(mag.shape[0], dtype=np.float64)[:, None]
+        self.keys = (self.row + mag.cpu().numpy() / self.row_scale).ravel()
+        d = torch.ones_like(w) if diag is None else diag.to(w)
+        neg = torch.gather(w < 0, 1, order)
+        d = torch.gather(d, 1, order)
+        zero = torch.zeros(w.shape[0], 1, dtype=w.dtype, device=w.device)
+        self.prefix = []
+        for s in (0, 1):
+            ds = torch.where(neg == bool(s), d, torch.zeros_like(d))
+            self.prefix.append([torch.cat([zero, torch.cumsum(t, 1)], 1) for t in (ds, ds * mag, ds * mag * mag)])
+
+    def __call__(self, levels: torch.Tensor) -> torch.Tensor:
+        levels = levels.to(self.mag)
+        total = torch.zeros(self.mag.shape[0], dtype=self.mag.dtype, device=self.mag.device)
+        K = self.mag.shape[1]
+        for s in (0, 1):
+            lv = levels[:, s]  # (C, n)
+            mid = torch.sqrt(lv[:, 1:] * lv[:, :-1])
+            ends = self._search(mid, "right")  # |w| <= mid rounds to the lower level
+            if self.fmt.zero is ZeroMode.NONE:
+                start = torch.zeros_like(ends[:, :1])
+            else:
+                start = self._search(lv[:, :1] * zero_threshold_ratio(self.fmt), "left")
+            bounds = torch.cat([start, ends, torch.full_like(start, K)], 1)  # (C, n + 1)
+            p0, p1, p2 = self.prefix[s]
+            seg = [torch.gather(p, 1, bounds[:, 1:]) - torch.gather(p, 1, bounds[:, :-1]) for p in (p0, p1, p2)]
+            total += (seg[0] * lv * lv - 2 * seg[1] * lv + seg[2]).sum(1)
+            total += torch.gather(p2, 1, start)[:, 0]  # weights that round to zero
+        return total
+
+    def _search(self, values: torch.Tensor, side: str) -> torch.Tensor:
+        """Per row, how many sorted magnitudes lie below ``values`` (``side`` as in numpy.searchsorted)."""
+        K = self.mag.shape[1]
+        q = self.row + values.cpu().numpy() / self.row_scale
+        pos = np.searchsorted(self.keys, q.ravel(), side=side).reshape(q.shape) - (self.row * K).astype(np.int64)
+        return torch.from_numpy(np.clip(pos, 0, K)).to(self.mag.device)
 
 
 def _rerank(w, fmt, cands, score, hess, groups, per_tensor) -> torch.Tensor:
