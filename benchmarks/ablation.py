@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=2048)
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--hardware-approx", action="store_true")
+    ap.add_argument("--no-uniform", action="store_true", help="Skip the uniform round-to-nearest row.")
+    ap.add_argument("--no-llr", action="store_true", help="Only the rows without LLR (quicker).")
     ap.add_argument("--results", type=Path, default=Path("results/ptq_results.csv"))
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args()
@@ -42,7 +44,8 @@ def main() -> None:
                   batch_size=min(8, args.calib_samples), hardware_approx=args.hardware_approx,
                   alpha_steps=args.alpha_steps)
     combos = {"full": ABLATION, "paper": PAPER_ROWS, "core": CORE_ROWS}[args.rows]
-    configs = [QuantConfig(method="linear_minmax", **common)]
+    combos = [c for c in combos if not (args.no_llr and c[3])]
+    configs = [] if args.no_uniform else [QuantConfig(method="linear_minmax", **common)]
     configs += [QuantConfig(method="log_dynamic", dbs=d, sfs=s, abs=a, learn_rounding=r, **common) for d, s, a, r in combos]
     opts = EvalOptions(eval_limit=args.eval_limit, max_tokens=args.max_tokens, seq_len=args.seq_len)
     rows = []
