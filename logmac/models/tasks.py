@@ -73,8 +73,9 @@ def evaluate_model(model: nn.Module, name: str, *, reference: nn.Module | None =
         elif data_path is not None:
             return _evaluate_folder(model, data_path, reference=reference, limit=limit, batch_size=batch_size)
         else:
-            inputs, labels = data.photo_views(mean=_image_stats(model)[0], std=_image_stats(model)[1])
-            inputs = inputs[:limit]
+            mean, std = _image_stats(model)
+            inputs = data.photo_views(mean=mean, std=std)[0][:limit]
+            labels = None
         logits = evaluate.predict(model, inputs, batch_size=batch_size, desc=f"{name} eval")
         scores = evaluate.topk_accuracy(logits, labels) if info.dataset == "fashion-mnist" else {"views": len(inputs)}
         if reference is not None:
