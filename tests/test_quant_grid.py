@@ -120,6 +120,12 @@ def test_fixed_point_multiplier(real: float) -> None:
         fixed_point_multiplier(0.0)
 
 
+def test_fixed_point_multiplier_of_a_dead_channel() -> None:
+    m, s = fixed_point_multiplier(1.846e-11)  # seen on an EfficientNet-Lite0 channel
+    assert s == 62 and m == round(1.846e-11 * 2**62) and m < 1 << 30
+    assert fixed_point_multiplier(1e-30) == (0, 62)
+
+
 def test_fold_batchnorm_keeps_output_and_catches_misordered_pairs() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU())

@@ -26,7 +26,10 @@ _RELU_FN = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6"}
 
 
 def fixed_point_multiplier(real: float) -> tuple[int, int]:
-    """``real = M * 2**-S`` with ``M`` in [2**30, 2**31) (gemmlowp's normalised 31-bit mantissa), S in 0..62."""
+    """``real = M * 2**-S`` with ``M`` in [2**30, 2**31) (gemmlowp's normalised 31-bit mantissa), S in 0..62.
+
+    Multipliers below 2**-32 (dead channels) keep ``S = 62`` with a smaller, possibly zero, ``M``.
+    """
     if not math.isfinite(real) or real <= 0:
         raise ValueError(f"requantization multiplier must be finite and positive, got {real}")
     frac, exp = math.frexp(real)  # real = frac * 2**exp, frac in [0.5, 1)
@@ -34,8 +37,10 @@ def fixed_point_multiplier(real: float) -> tuple[int, int]:
     if m == 1 << 31:
         m, exp = m // 2, exp + 1
     shift = 31 - exp
-    if not 0 <= shift <= 62:
-        raise ValueError(f"requantization multiplier {real:.3e} needs shift {shift}, outside 0..62")
+    if shift > 62:  # a (near-)dead channel: keep the largest shift and a denormalised (possibly zero) M
+        return round(real * 2.0**62), 62
+    if shift < 0:
+        raise ValueError(f"requantization multiplier {real:.3e} needs a left shift; not supported by the datapath")
     return m, shift
 
 
