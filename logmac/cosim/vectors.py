@@ -11,7 +11,7 @@ and optionally ``requant_multiplier``, ``requant_shift``, ``bias_int``, ``out_ze
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,22 @@ class Vectors:
     @property
     def macs(self) -> int:
         return self.rows * self.k * self.channels
+
+    def tile(self, rows: np.ndarray, channels: np.ndarray, name: str | None = None) -> Vectors:
+        """The sub-problem of the given input rows and output channels (expectations sliced alike)."""
+        rows, channels = np.asarray(rows), np.asarray(channels)
+
+        def per_channel(a):
+            return None if a is None else np.asarray(a)[channels]
+
+        table = None
+        if self.table is not None:
+            table = DecodeTable(self.table.u[channels], self.table.h[channels], self.table.scale[channels])
+        expected = {k: np.asarray(a)[np.ix_(rows, channels)] for k, a in self.trace_expected.items()}
+        return replace(self, x=self.x[rows], codes=self.codes[channels], table=table,
+                       multiplier=per_channel(self.multiplier), shift=per_channel(self.shift),
+                       bias=per_channel(self.bias), weight_zero_point=per_channel(self.weight_zero_point),
+                       name=name or self.name, trace_expected=expected)
 
 
 @dataclass

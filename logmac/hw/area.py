@@ -8,6 +8,9 @@ any iCE40 package; the wrapper adds the same shift chain to every design and lea
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import subprocess
 import tempfile
@@ -104,9 +107,29 @@ def comparison_configs(bits: tuple[int, ...] = (3, 4), lanes: tuple[int, ...] = 
             for b in bits for n in lanes for kind in ("log", "int")]
 
 
-def area_report(configs: list[HwConfig] | None = None, fmax: bool = True) -> list[AreaRow]:
-    """Synthesise each build (default: ``comparison_configs()``) and return one row each."""
-    return [synthesise(hw, fmax) for hw in (configs or comparison_configs())]
+def area_cache_dir() -> Path:
+    return Path(os.environ.get("LOGMAC_BUILD_DIR", Path.home() / ".cache" / "logmac")) / "area"
+
+
+def area_report(configs: list[HwConfig] | None = None, fmax: bool = True, cache: bool = True) -> list[AreaRow]:
+    """Synthesise each build (default: ``comparison_configs()``) and return one row each.
+
+    Results are cached under the hash of the exact Verilog synthesised (and the tool versions' outputs
+    cannot change without the sources changing here), so a repeated report costs no synthesis.
+    """
+    rows = []
+    for hw in configs or comparison_configs():
+        key = hashlib.sha256(f"{engine_verilog(hw)}|{_wrapper(hw)}|fmax={fmax}".encode()).hexdigest()[:20]
+        path = area_cache_dir() / f"{key}.json"
+        if cache and path.is_file():
+            rows.append(AreaRow(**json.loads(path.read_text())))
+            continue
+        row = synthesise(hw, fmax)
+        if cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(row.as_dict()))
+        rows.append(row)
+    return rows
 
 
 def format_table(rows: list[AreaRow]) -> str:

@@ -202,8 +202,12 @@ class Emulator:
         return rows
 
     @torch.no_grad()
-    def capture(self, layer: str, inputs: torch.Tensor, path: str | Path, *, max_rows: int = 256, group: int = 0) -> Path:
-        """Run ``inputs`` and write a trace of ``layer`` (first ``max_rows`` MAC rows of one group) for the RTL suite."""
+    def capture(self, layer: str, inputs: torch.Tensor, path: str | Path, *, max_rows: int = 256, group: int = 0,
+                seed: int | None = None) -> Path:
+        """Run ``inputs`` and write a trace of ``layer`` (``max_rows`` MAC rows of one group) for the RTL suite.
+
+        The rows are the first ones, or with ``seed`` a random sample (in order) of all of them.
+        """
         if layer not in self.layers:
             raise EmulatorError(f"no quantized layer {layer!r}; layers are {sorted(self.layers)}")
         target = self.layers[layer]
@@ -221,6 +225,9 @@ class Emulator:
             rows = cols.reshape(-1, w.groups, w.k)[:, group]
         else:
             rows = q.reshape(-1, w.k)
+        if seed is not None and len(rows) > max_rows:
+            pick = np.sort(np.random.default_rng(seed).choice(len(rows), max_rows, replace=False))
+            rows = rows[torch.as_tensor(pick, device=rows.device)]
         rows = rows[:max_rows].to(torch.int64).cpu().numpy()
         per = w.mult.shape[1]
         sl = slice(group * per, (group + 1) * per)
