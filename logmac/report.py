@@ -75,12 +75,14 @@ def plot_layer_errors(layers: list[dict[str, Any]]) -> bytes:
 
 
 def plot_area(area: list[dict[str, Any]]) -> bytes:
+    """LUTs against weight bits for each engine kind and lane count (rows of ``logmac.hw.area_report``)."""
     def draw(ax):
         for engine, marker in (("log", "o"), ("int", "s")):
             for lanes in sorted({r["lanes"] for r in area}):
-                rows = sorted((r for r in area if r["engine"] == engine and r["lanes"] == lanes), key=lambda r: r["w_bits"])
+                rows = sorted((r for r in area if r["kind"] == engine and r["lanes"] == lanes),
+                              key=lambda r: r["weight_bits"])
                 if rows:
-                    ax.plot([r["w_bits"] for r in rows], [r["luts"] for r in rows], marker=marker,
+                    ax.plot([r["weight_bits"] for r in rows], [r["luts"] for r in rows], marker=marker,
                             label=f"{engine} engine, {lanes} lane(s)")
         ax.set_xlabel("weight bits")
         ax.set_ylabel("iCE40 LUTs")

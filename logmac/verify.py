@@ -215,7 +215,7 @@ def run_verify(opts: VerifyOptions) -> VerifyResult:
         t = time.perf_counter()
         from logmac.hw.area import area_report, comparison_configs
 
-        result.area = [r.as_dict() for r in area_report(comparison_configs(bits=(opts.w_bits,)))]
+        result.area = [r.as_dict() for r in area_report(comparison_configs(bits=tuple(sorted({3, 4, opts.w_bits}))))]
         seconds["area"] = time.perf_counter() - t
     if opts.sweep_bits:
         t = time.perf_counter()
