@@ -40,6 +40,7 @@ def plot_metric_vs_bits(sweep: list[dict[str, Any]], metric: str, fp_value: floa
         if fp_value is not None:
             ax.axhline(fp_value, color="black", linestyle="--", linewidth=1, label="FP")
         ax.set_xlabel("weight bits")
+        ax.set_xticks(sorted({row["w_bits"] for row in sweep}))
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} vs weight bits")
         ax.grid(alpha=0.3)

@@ -236,7 +236,9 @@ def write_verify_report(result: VerifyResult, art: Artifact, float_model: torch.
             result.sweep, "top-1 (%)", result.metrics.get("fp_top1"))
     modules = dict(float_model.named_modules())
     log_layers = [n for n, layer in art.layers.items() if isinstance(layer.fmt, LogFormat)]
-    for name in [log_layers[0], log_layers[len(log_layers) // 2], log_layers[-1]] if log_layers else []:
+    # the three layers with the most weights per channel give histograms worth looking at
+    widest = sorted(log_layers, key=lambda n: -art.layers[n].num_weights // art.layers[n].weight_shape[0])[:3]
+    for name in sorted(widest, key=log_layers.index):
         layer = art.layers[name]
         w = modules[name].weight.detach().double().cpu().numpy().reshape(layer.weight_shape[0], -1)
         ch = int(np.argmax(np.abs(w).max(axis=1)))
