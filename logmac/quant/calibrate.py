@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from logmac.quant.config import QuantConfig
+from logmac.quant.fold import first_tensor
 from logmac.quant.modules import QuantLayer, quant_layers, set_quant
 from logmac.quant.rounding import beta_schedule, reconstruction_lr
 
@@ -39,16 +40,6 @@ class _Stop(Exception):
 
 def call(model: nn.Module, batch: Batch):
     return model(**batch) if isinstance(batch, dict) else model(batch)
-
-
-def first_tensor(out) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        return first_tensor(out[0])
-    if hasattr(out, "logits"):
-        return out.logits
-    raise TypeError(f"no tensor in a unit output of type {type(out).__name__}")
 
 
 def find_units(model: nn.Module, batch: Batch) -> list[tuple[str, nn.Module]]:

@@ -60,7 +60,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, atol: 
         folded[prefix + bname] = prefix + cname
     if before is not None:
         after = model(example)
-        b, a = _first_tensor(before), _first_tensor(after)
+        b, a = first_tensor(before), first_tensor(after)
         err = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-12)
         if err > atol:
             raise FoldError(f"batch-norm folding changed the output by {err:.2e} (relative); "
@@ -69,11 +69,12 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, atol: 
     return folded
 
 
-def _first_tensor(out):
+def first_tensor(out) -> torch.Tensor:
+    """The main tensor of a module's output: itself, the first of a tuple, or a HF output's logits."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (tuple, list)):
-        return _first_tensor(out[0])
+        return first_tensor(out[0])
     if hasattr(out, "logits"):
         return out.logits
-    raise TypeError(f"cannot compare model output of type {type(out).__name__}")
+    raise TypeError(f"no tensor in a module output of type {type(out).__name__}")
