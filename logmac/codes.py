@@ -77,12 +77,15 @@ def base2_counts(grid: GridKind, n_levels: int) -> range:
 
 def grid_span(n_levels: int, n_base2: int) -> int:
     """Largest shift u a channel with this grid needs, whatever the parity of its top exponent."""
-    widest = 1
-    for top_k in (0, 1):
-        k = grid_half_exponents(n_levels, top_k, n_base2)
-        octave = k // 2
-        widest = max(widest, int(octave.max() - (octave - k % 2).min()))
-    return widest
+    return max(1, *(shift_span(grid_half_exponents(n_levels, top_k, n_base2)) for top_k in (0, 1)))
+
+
+def shift_span(half_exponents: np.ndarray) -> int:
+    """Largest shift u that levels at these half-octave exponents need once e_ref keeps every shift a
+    left shift (the same e_ref rule as :func:`table_from_exponents`)."""
+    k = np.asarray(half_exponents, dtype=np.int64)
+    octave = k // 2
+    return int(octave.max() - (octave - k % 2).min())
 
 
 def grid_half_exponents(n_levels: int, top_k: int, n_base2: int) -> np.ndarray:
@@ -310,7 +313,7 @@ class DecodeTable:
         if levels.shape[-1] > 1 and np.any(np.diff(levels, axis=-1) <= 0):
             raise FormatError("decode table levels must increase strictly with the index")
 
-    def max_multiplier(self, fmt: LogFormat) -> int:
+    def max_multiplier(self) -> int:
         """Largest integer multiplier this table can produce (for the accumulator rule)."""
         return int(multipliers(self.u, self.h).max(initial=1))
 
@@ -395,10 +398,7 @@ def encode(weights: torch.Tensor | np.ndarray, table: DecodeTable, fmt: LogForma
     index = index + first
     bottom = torch.gather(levels[:, :, 0], 1, sign)  # smallest level of each element's sign
     is_zero = (mag < bottom * zero_threshold_ratio(fmt)) if fmt.zero is not ZeroMode.NONE else None
-    if fmt.zero is ZeroMode.CODE:
-        index = torch.where(is_zero, torch.zeros_like(index), index)
-        sign = torch.where(is_zero, torch.zeros_like(sign), sign)
-    elif fmt.zero is ZeroMode.FLAG:
+    if is_zero is not None:  # canonical zero: sign 0, index 0 (plus the flag bit in 'flag' mode)
         index = torch.where(is_zero, torch.zeros_like(index), index)
         sign = torch.where(is_zero, torch.zeros_like(sign), sign)
     zero_np = None if is_zero is None else is_zero.cpu().numpy()
@@ -519,9 +519,7 @@ def random_table(fmt: LogFormat, channels: int, rng: np.random.Generator) -> Dec
         # ABS: the other sign's top sits lower, as far as the shift field allows.
         for offset in range(int(rng.integers(0, 4)), -1, -1):
             other = grid_half_exponents(n, top - offset, n_base2)
-            both = np.stack([exps[c, 0], other])
-            octave = both // 2
-            if int(octave.max() - (octave - both % 2).min()) <= fmt.max_shift:
+            if shift_span(np.stack([exps[c, 0], other])) <= fmt.max_shift:
                 exps[c, 1] = other
                 break
     exps = exps[:, rng.permutation(2), :]  # either sign may be the larger one

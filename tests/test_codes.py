@@ -225,7 +225,7 @@ def test_format_dict_round_trip_and_errors():
 @given(fmt=formats(), seed=st.integers(0, 2**32 - 1))
 def test_format_max_multiplier_bounds_every_table(fmt, seed):
     table = random_table(fmt, 4, np.random.default_rng(seed))
-    assert table.max_multiplier(fmt) <= fmt.max_multiplier
+    assert table.max_multiplier() <= fmt.max_multiplier
     if fmt.grid is not GridKind.LOG_2:
         # a half step at the very top is legal, and the format's bound must still hold it
         assert multipliers(np.int64(fmt.max_shift), np.int64(1)) == fmt.max_multiplier
