@@ -152,13 +152,19 @@ def check_hardware(emu, art: Artifact, inputs: torch.Tensor, opts: VerifyOptions
         return Report(opts.sim, {}, mismatches=1, first_mismatch=str(exc))
 
 
-def metric_sweep(opts: VerifyOptions) -> list[dict[str, Any]]:
-    """Round-to-nearest top-1 at each (method, bits): the curve the report plots next to this run."""
+def metric_sweep(opts: VerifyOptions, known: dict[tuple[str, int], float] | None = None) -> list[dict[str, Any]]:
+    """Round-to-nearest top-1 at each (method, bits): the curve the report plots next to this run.
+
+    ``known`` holds cells already measured with the same settings (this run's own), which are not redone.
+    """
     from logmac.quant.run import EvalOptions, quantize_registry_model
 
     rows = []
     for method in opts.sweep_methods:
         for bits in opts.sweep_bits:
+            if known and (method, bits) in known:
+                rows.append({"method": method, "w_bits": bits, "metric": known[(method, bits)]})
+                continue
             cfg = _quant_config(opts, method=method, w_bits=bits, learn_rounding=False, iters=0,
                                 hardware_approx=opts.hardware_approx and method.startswith("log"))
             _, row = quantize_registry_model(opts.model, cfg, EvalOptions(eval_limit=opts.eval_limit), progress=False)
@@ -219,7 +225,9 @@ def run_verify(opts: VerifyOptions) -> VerifyResult:
         seconds["area"] = time.perf_counter() - t
     if opts.sweep_bits:
         t = time.perf_counter()
-        result.sweep = metric_sweep(opts)
+        # this run is itself a sweep cell when it used round to nearest on a freshly quantized model
+        own = {} if opts.learn_rounding or opts.artifact else {(opts.method, opts.w_bits): metrics["fake_quant_top1"]}
+        result.sweep = metric_sweep(opts, own)
         seconds["sweep"] = time.perf_counter() - t
     result.seconds = {k: round(v, 1) for k, v in seconds.items()}
     result.report = {k: str(v) for k, v in write_verify_report(result, art, float_model, out).items()}
