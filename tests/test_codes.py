@@ -215,7 +215,7 @@ def test_overflow_contract_saturates_wraps_and_flags():
 def test_format_dict_round_trip_and_errors():
     for fmt in (LogFormat(3, GridKind.LOG_SQRT2, False, ZeroMode.FLAG), UniformFormat(4, symmetric=False)):
         assert format_from_dict(fmt.to_dict()) == fmt
-    with pytest.raises(FormatError, match="unknown weight format kind"):
+    with pytest.raises(FormatError, match="unknown format kind"):
         format_from_dict({"kind": "float"})
     with pytest.raises(FormatError, match="bad log format fields"):
         format_from_dict({"kind": "log", "bits": 3, "colour": "red"})
