@@ -134,6 +134,16 @@ class LogActVectors:
     def macs(self) -> int:
         return self.rows * self.k * self.channels
 
+    @property
+    def x(self) -> np.ndarray:
+        """The activation words, under the name the scoreboard's mismatch message prints."""
+        return self.act_words
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The weights, under the name the scoreboard's mismatch message prints."""
+        return self.weights
+
     def levels(self) -> np.ndarray:
         """The unsigned integer activation levels the MAC multiplies (N, K)."""
         return adalog_decode_int(self.act_words, self.act_format)

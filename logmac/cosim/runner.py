@@ -23,9 +23,10 @@ import numpy as np
 from logmac.cosim import tbgen, toolchain
 from logmac.cosim.scoreboard import Check, compare
 from logmac.cosim.stream import build_commands, read_capture, write_hex
-from logmac.cosim.vectors import Vectors, golden
+from logmac.cosim.vectors import Expected, Vectors, golden
 from logmac.hw.config import HwConfig
 from logmac.hw.export import engine_verilog
+from logmac.hw.logact_engine import LogActConfig, logact_verilog
 
 TEST_MODULE = "logmac.cosim.tb_cocotb"
 CMD_DEPTH = 1 << 17
@@ -40,10 +41,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("LOGMAC_BUILD_DIR", Path.home() / ".cache" / "logmac" / "cosim"))
 
 
-def _source_hash(hw: HwConfig, sim: str, waves: bool) -> str:
+def _dut_verilog(hw: HwConfig | LogActConfig) -> str:
+    """The engine under test: the weight engine for a ``HwConfig``, the AdaLog-activation engine for a ``LogActConfig``."""
+    if isinstance(hw, LogActConfig):
+        return logact_verilog(hw, tbgen.ENGINE)
+    return engine_verilog(hw, tbgen.ENGINE)
+
+
+def _source_hash(hw: HwConfig | LogActConfig, sim: str, waves: bool) -> str:
     h = hashlib.sha256(json.dumps([hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH]).encode())
     here = Path(__file__).resolve().parent
     rtl = [here.parent / "hw" / f for f in ("config.py", "engine.py", "lanes.py", "export.py")]
+    if isinstance(hw, LogActConfig):
+        rtl.append(here.parent / "hw" / "logact_engine.py")
     for path in rtl + [here / "tbgen.py", here / "stream.py"]:  # the files that shape the built model
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -86,7 +96,7 @@ def _save_runtime(bdir: Path, waves: bool) -> None:
                 shutil.copy2(bdir / (name + ext), dst / (name + ext))
 
 
-def build(hw: HwConfig, sim: str, waves: bool = False) -> tuple[Path, float]:
+def build(hw: HwConfig | LogActConfig, sim: str, waves: bool = False) -> tuple[Path, float]:
     """Build the bench for ``hw`` on ``sim`` unless a cached build exists; return (build dir, seconds)."""
     from cocotb_tools.runner import get_runner
 
@@ -102,7 +112,7 @@ def build(hw: HwConfig, sim: str, waves: bool = False) -> tuple[Path, float]:
         shutil.rmtree(bdir, ignore_errors=True)
         src = bdir / "src"
         src.mkdir(parents=True)
-        (src / "engine.v").write_text(engine_verilog(hw, tbgen.ENGINE))
+        (src / "engine.v").write_text(_dut_verilog(hw))
         (src / "tb.v").write_text(tbgen.bench_verilog(hw, CMD_DEPTH, CAP_DEPTH))
         args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast"] \
             if sim == "verilator" else []
@@ -148,7 +158,8 @@ class JobResult:
     capture: Path | None
 
 
-def run_jobs(hw: HwConfig, sim: str, jobs: list[Job], waves: bool = False, keep: bool = False) -> tuple[list[JobResult], Path]:
+def run_jobs(hw: HwConfig | LogActConfig, sim: str, jobs: list[Job], waves: bool = False,
+             keep: bool = False) -> tuple[list[JobResult], Path]:
     """Run ``jobs`` in one simulator process; return their results and the run directory."""
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -276,6 +287,14 @@ def run_vectors(vectors: Vectors | list[Vectors], sim: str = "verilator", config
         cmds = build_commands(hw, v, rng, gap_prob=gap_prob)
         jobs.append(Job(cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
                         expected_beats=v.rows * v.channels))
+    return score_jobs(hw, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start)
+
+
+def score_jobs(hw: HwConfig | LogActConfig, sim: str, vs: list, exps: list[Expected], jobs: list[Job], *,
+               waves_on_failure: bool = True, t_start: float | None = None) -> Report:
+    """Run one job per vector set in one simulator process and compare every capture with its expected arrays
+    (and the sticky flag); on a mismatch re-run the first failing job with waves and keep its directory."""
+    t_start = time.perf_counter() if t_start is None else t_start
     results, rdir = run_jobs(hw, sim, jobs)
     rep = Report(sim, hw.to_dict())
     for v, exp, res in zip(vs, exps, results, strict=True):

@@ -1,0 +1,115 @@
+"""Run AdaLog-activation vectors (``logact_vectors``) through ``LogActEngine`` on Icarus or Verilator.
+
+Same bench, build cache, job runner and scoreboard as the weight engine (``logmac.cosim.runner``); only the
+command stream differs: each channel's block writes the accumulator/requant registers and the channel's
+weight decode table, the first block also loads the activation table, then the data beats carry ``lanes``
+AdaLog words, ``lanes`` weight words and ``last``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from logmac.cosim.logact_vectors import LogActVectors, golden
+from logmac.cosim.runner import Job, Report, score_jobs
+from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, _bits
+from logmac.hw import config as C
+from logmac.hw.logact_engine import LogActConfig, act_table_image
+from logmac.hw.regmap import Requant, channel_writes, int_words, table_image
+
+
+def logact_config_for(vectors: list[LogActVectors], lanes: int = 16) -> LogActConfig:
+    """A build that runs all ``vectors``: their widest codes and shifts, their longest K, their widest accumulator."""
+    kinds = {"log" if v.is_log else "int" for v in vectors}
+    if len(kinds) != 1:
+        raise ValueError("one run takes either log-weight or uniform-weight vectors, not both")
+    kind = kinds.pop()
+    return LogActConfig(kind=kind, act_code_bits=max(max(v.act_format.bits for v in vectors), 2),
+                        act_max_shift=max(v.act_format.top_shift for v in vectors),
+                        weight_bits=max(v.weight_format.bits for v in vectors), lanes=lanes,
+                        max_k=max(v.k for v in vectors), acc_bits=max(32, max(v.acc_bits for v in vectors)))
+
+
+def check_fits(hw: LogActConfig, v: LogActVectors) -> None:
+    """Raise ValueError if ``v`` cannot run on the build ``hw`` (names the limit)."""
+    if v.k > hw.max_k:
+        raise ValueError(f"{v.name}: K={v.k} exceeds the build's max_k={hw.max_k} (guard bits would not be exact)")
+    if v.is_log != (hw.kind == "log"):
+        raise ValueError(f"{v.name}: {'log' if v.is_log else 'uniform'} weights on a {hw.kind}-weight build")
+    if v.weight_format.bits > hw.weight_bits:
+        raise ValueError(f"{v.name}: {v.weight_format.bits}-bit weights on a build for {hw.weight_bits}-bit weights")
+
+
+def _config_rows(hw: LogActConfig, lay: TbLayout, writes: list[tuple[int, int]]) -> np.ndarray:
+    """Config-write commands (bit rows): data in the low 64 bits, the address above, kind 1."""
+    rows = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
+    addr = np.array([a for a, _ in writes], dtype=np.int64)
+    data = np.array([d & ((1 << 63) - 1) for _, d in writes], dtype=np.int64)
+    rows[:, :63] = _bits(data, 63)
+    rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = _bits(addr, hw.cfg_addr_bits)
+    rows[:, lay.payload_bits + GAP_BITS:] = _bits(np.full(len(writes), KIND_CFG), 2)
+    return rows
+
+
+def logact_commands(hw: LogActConfig, v: LogActVectors, rng: np.random.Generator | None = None,
+                    gap_prob: float = 0.0, max_gap: int = 4, act_image: np.ndarray | None = None) -> np.ndarray:
+    """The command stream (bit matrix, one row per command) that runs every channel of ``v``.
+
+    ``act_image`` overrides the activation table loaded (default: ``act_table_image`` of ``v``'s format);
+    the failure test uses it to load a corrupted table.
+    """
+    lay = TbLayout.of(hw)
+    beats = -(-v.k // hw.lanes)
+    pad = beats * hw.lanes - v.k
+    acts = np.pad(v.act_words, ((0, 0), (0, pad))).reshape(v.rows, beats, hw.lanes)
+    words = v.weights if v.is_log else int_words(hw, v.weights)
+    words = np.pad(words, ((0, 0), (0, pad))).reshape(v.channels, beats, hw.lanes)  # padding: zero weights
+    a_bits = _bits(acts, hw.act_bits).reshape(v.rows, beats, -1)
+    last = (np.arange(beats) == beats - 1).astype(np.uint8)[None, :, None].repeat(v.rows, 0)
+    image = act_table_image(hw, v.act_format) if act_image is None else act_image
+    blocks = []
+    for c in range(v.channels):
+        rq = None
+        if v.multiplier is not None and hw.requant:
+            rq = Requant(int(v.multiplier[c]), int(v.shift[c]), int(v.bias[c]), v.zero_point, v.lo, v.hi)
+        writes = channel_writes(hw, v.acc_bits, v.overflow, rq)
+        if v.is_log:
+            entries = table_image(hw, v.weight_format, v.table, c)
+            writes += [(hw.weight_table_base + a, int(e)) for a, e in enumerate(entries)]
+        if c == 0:
+            writes += [(hw.act_table_base + a, int(e)) for a, e in enumerate(image)]
+        w_bits = _bits(words[c], hw.word_bits).reshape(1, beats, -1).repeat(v.rows, 0)
+        beat = np.concatenate([a_bits, w_bits, last], axis=2).reshape(v.rows * beats, lay.in_bits)
+        dat = np.zeros((beat.shape[0], lay.cmd_bits), dtype=np.uint8)
+        dat[:, :lay.in_bits] = beat
+        blocks += [_config_rows(hw, lay, writes), dat]
+    cmds = np.concatenate(blocks)
+    if rng is not None and gap_prob > 0:
+        gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
+        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = _bits(gaps, GAP_BITS)
+    return cmds
+
+
+def run_logact_vectors(vectors: LogActVectors | list[LogActVectors], sim: str = "verilator",
+                       config: LogActConfig | None = None, *, bp: int = 0, gap_prob: float = 0.0,
+                       reset_at: int | None = None, seed: int = 0, waves_on_failure: bool = True,
+                       act_image: np.ndarray | None = None) -> Report:
+    """Run AdaLog vector sets through ``LogActEngine`` on ``sim``; score every transaction against ``logmac.sim``.
+
+    Arguments and report as :func:`logmac.cosim.runner.run_vectors`; ``act_image`` replaces the activation
+    table of every set (for the failure test).
+    """
+    t_start = time.perf_counter()
+    vs = [vectors] if isinstance(vectors, LogActVectors) else list(vectors)
+    hw = config or logact_config_for(vs)
+    rng = np.random.default_rng(seed)
+    jobs, exps = [], []
+    for v in vs:
+        check_fits(hw, v)
+        exps.append(golden(v))
+        cmds = logact_commands(hw, v, rng, gap_prob=gap_prob, act_image=act_image)
+        jobs.append(Job(cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
+                        expected_beats=v.rows * v.channels))
+    return score_jobs(hw, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start)
