@@ -149,6 +149,14 @@ def _hard_loss(layers: list[QuantLayer], loss_fn: Callable[[int], torch.Tensor],
     return total
 
 
+def needs_hessian(cfg: QuantConfig) -> bool:
+    """Whether any step uses the layer Hessians: the DBS/SFS grid score, or the LLM rounding objective.
+
+    Round-to-nearest with a fixed grid (uniform, or log without DBS and SFS) skips the costly accumulation.
+    """
+    return cfg.learn_rounding or (cfg.is_log and (cfg.dbs or cfg.sfs))
+
+
 def _observe_and_fit(unit: nn.Module, layers: list[QuantLayer], inputs: list, damp: float,
                      keep: bool = False) -> dict[str, torch.Tensor]:
     """One pass over the unit's inputs measures activation ranges and Hessians; then every grid is fitted.
@@ -156,7 +164,7 @@ def _observe_and_fit(unit: nn.Module, layers: list[QuantLayer], inputs: list, da
     Returns the (damped) Hessians when ``keep`` (the LLM rounding objective needs them)."""
     for layer in layers:
         layer.quant_on = False
-        layer.collect = True
+        layer.collect = needs_hessian(layer.cfg)
         if layer.act is not None:
             layer.act.observing = True
     with torch.no_grad():

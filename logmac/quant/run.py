@@ -64,8 +64,13 @@ def _metrics(model: nn.Module, name: str, opts: EvalOptions, tokenizer: Any, ref
 
 
 def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | None = None, *,
-                            path: str | None = None, progress: bool = True) -> tuple[QuantResult, dict]:
-    """Quantize ``logmac.models`` model ``name``; returns the result and one results-table row."""
+                            path: str | None = None, progress: bool = True,
+                            fp_metrics: dict | None = None) -> tuple[QuantResult, dict]:
+    """Quantize ``logmac.models`` model ``name``; returns the result and one results-table row.
+
+    ``fp_metrics`` (the ``fp_*`` scores of an earlier row with the same model and ``opts``) skips the FP
+    evaluation, which is a large share of a sweep's time on an LLM.
+    """
     from logmac.models import UnknownModelError, calibration_samples, load_model
 
     opts = opts or EvalOptions()
@@ -81,7 +86,7 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
     task = "lm" if blocks is not None else "classification"
     res = quantize_model(model, calib, cfg, model_name=name, task=task, blocks=blocks, progress=progress)
     del calib
-    fp = _metrics(FloatView(res.model), name, opts, tok, None)
+    fp = dict(fp_metrics) if fp_metrics is not None else _metrics(FloatView(res.model), name, opts, tok, None)
     quant = _metrics(res.model, name, opts, tok, FloatView(res.model))
     res.artifact.meta["metrics"] = {"fp": fp, "quant": quant}
     res.peak_mib = peak_memory_mib(cfg.device)  # quantization and evaluation, after the model was loaded
