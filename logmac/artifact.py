@@ -87,6 +87,8 @@ class QuantizedLayer:
             lo, hi = self.fmt.qmin, self.fmt.qmax
             if self.codes.size and (self.codes.min() < lo or self.codes.max() > hi):
                 raise FormatError(f"layer {self.name}: uniform codes outside [{lo}, {hi}]")
+        if self.op in LATTICE_OPS:
+            _validate_lattice(self)
 
     def storage_words(self) -> np.ndarray:
         """The codes as unsigned words of ``fmt.storage_bits`` bits (two's complement for uniform)."""
@@ -94,6 +96,33 @@ class QuantizedLayer:
         if isinstance(self.fmt, UniformFormat):
             words = words & ((1 << self.fmt.bits) - 1)
         return words
+
+
+LATTICE_OPS = ("lattice_conv2d", "lattice_linear")
+
+
+def _validate_lattice(layer: QuantizedLayer) -> None:
+    """A LatticeQ layer (docs/artifact-schema.md): b-bit coordinates, integer basis, offsets, one zero point."""
+    info, ex, name = layer.attrs.get("lattice"), layer.extras, layer.name
+    if not isinstance(info, dict) or not {"bits", "basis_bits", "dim"} <= set(info):
+        raise FormatError(f"layer {name}: a lattice layer needs attrs.lattice with bits, basis_bits and dim")
+    if "basis_int" not in ex or "offset_int" not in ex:
+        raise FormatError(f"layer {name}: a lattice layer needs extras basis_int and offset_int")
+    channels, n, bits = layer.weight_shape[0], int(info["dim"]), int(info["bits"])
+    basis, offset = ex["basis_int"], ex["offset_int"]
+    if not isinstance(layer.fmt, UniformFormat) or layer.fmt.symmetric or layer.fmt.bits != bits:
+        raise FormatError(f"layer {name}: lattice coordinates must be unsigned {bits}-bit uniform codes")
+    if n < 1 or (layer.num_weights // channels) % n:
+        raise FormatError(f"layer {name}: {layer.num_weights // channels} weights per channel do not split into {n}-vectors")
+    if basis.ndim != 3 or basis.shape[0] not in (1, channels) or basis.shape[1:] != (n, n):
+        raise FormatError(f"layer {name}: basis_int shape {basis.shape}, expected (1 or {channels}, {n}, {n})")
+    limit = (1 << int(info["basis_bits"])) - 1
+    if not np.issubdtype(basis.dtype, np.integer) or np.any(np.abs(basis) > limit) or np.any(basis % 2 == 0):
+        raise FormatError(f"layer {name}: basis_int entries must be odd integers within +-{limit}")
+    if offset.shape != (channels,) or not np.issubdtype(offset.dtype, np.integer):
+        raise FormatError(f"layer {name}: offset_int must be ({channels},) integers")
+    if layer.zero_point is None or np.any(layer.zero_point != (1 << (bits - 1)) - 1):
+        raise FormatError(f"layer {name}: lattice coordinate zero point must be {(1 << (bits - 1)) - 1}")
 
 
 @dataclass
@@ -245,6 +274,11 @@ def summary(artifact: Artifact) -> dict[str, Any]:
                  if isinstance(fmt, LogFormat) else f"uniform W{fmt.bits} {'sym' if fmt.symmetric else 'asym'}")
         code_bytes = (layer.num_weights * fmt.storage_bits + 7) // 8
         meta_bytes = layer.scale.nbytes // 2  # channel scales as fp32 on device
+        if layer.op in LATTICE_OPS:  # 2^bB odd basis entries fit bB bits each; one 32-bit offset per channel
+            info = layer.attrs["lattice"]
+            per = "channel" if info.get("per_channel") else "layer"
+            label = f"lattice W{fmt.bits} n={info['dim']} B{info['basis_bits']} basis per {per}"
+            meta_bytes += (layer.extras["basis_int"].size * int(info["basis_bits"]) + 7) // 8 + 4 * len(layer.scale)
         if layer.table is not None:
             meta_bytes += (layer.table.u.size * (fmt.shift_bits + 1) + 7) // 8
         rows.append({

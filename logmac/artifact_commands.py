@@ -38,10 +38,11 @@ def inspect(file: Path, as_json: bool) -> None:
     if art.settings:
         click.echo("settings: " + ", ".join(f"{k}={v}" for k, v in sorted(art.settings.items())))
     name_w = max([len("layer")] + [len(r["name"]) for r in info["layers"]])
-    click.echo(f"{'layer':<{name_w}}  {'op':<8} {'shape':<18} {'format':<44} {'bits':>4} {'stored':>10}")
+    op_w = max([8] + [len(r["op"]) for r in info["layers"]])
+    click.echo(f"{'layer':<{name_w}}  {'op':<{op_w}} {'shape':<18} {'format':<44} {'bits':>4} {'stored':>10}")
     for r in info["layers"]:
         shape = "x".join(str(d) for d in r["shape"])
-        click.echo(f"{r['name']:<{name_w}}  {r['op']:<8} {shape:<18} {r['format']:<44} "
+        click.echo(f"{r['name']:<{name_w}}  {r['op']:<{op_w}} {shape:<18} {r['format']:<44} "
                    f"{r['bits_per_weight']:>4} {_human(r['code_bytes'] + r['table_bytes']):>10}")
     click.echo(f"{len(info['layers'])} layers, {info['weights']:,} weights: {_human(info['stored_bytes'])} stored "
                f"vs {_human(info['fp32_bytes'])} fp32 ({info['compression_vs_fp32']:.2f}x smaller)")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from click.testing import CliRunner
+from dataclasses import replace
 
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from logmac import artifact as artifact_io
 from logmac.cli import main
 from logmac.quant import lattice_run
+from logmac.quant.lattice_model import lattice_quantize_model
 
 
 def test_cli_passes_lattice_options(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -29,10 +35,32 @@ def test_cli_passes_lattice_options(monkeypatch: pytest.MonkeyPatch, tmp_path) -
 @pytest.mark.parametrize("args, message", [
     (["--basis-bits", "1"], "basis_bits"),
     (["--restarts", "0"], "restarts"),
-    (["-o", "x.lmq"], "no artifact export"),
+    (["--basis-bits", "0", "-o", "x.lmq"], "float basis"),
     (["--model", "no_such_model"], "no_such_model"),
 ])
 def test_cli_rejects_bad_lattice_input(args: list[str], message: str) -> None:
     base = ["quantize", "--method", "latticeq"] + ([] if "--model" in args else ["--model", "resnet18_fmnist"])
     out = CliRunner().invoke(main, base + args)
     assert out.exit_code != 0 and message in out.output, out.output
+
+
+def test_cli_writes_an_artifact_that_inspect_shows(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """``-o`` writes the LatticeQ artifact (a tiny model stands in for the registry run); inspect lists it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)).eval()
+    x = torch.randn(8, 3, 6, 6)
+
+    def fake(name, cfg, **_):
+        res = lattice_quantize_model(model, x, replace(cfg, edge="same"), progress=False)  # no 300-step head
+        return res, {"fp_top1": 90.0, "q_top1": 89.0, "int_top1": 89.0, "quant_seconds": 1.0}
+
+    monkeypatch.setattr(lattice_run, "lattice_registry_model", fake)
+    out_file = tmp_path / "m.lmq"
+    out = CliRunner().invoke(main, ["quantize", "--model", "resnet18_fmnist", "--method", "latticeq", "--w-bits", "4",
+                                    "--search-steps", "1", "--restarts", "1", "--calib-samples", "8",
+                                    "--results", str(tmp_path / "r.csv"), "-o", str(out_file)])
+    assert out.exit_code == 0, out.output
+    art = artifact_io.load(out_file)
+    assert art.meta["metrics"]["integer"] == {"top1": 89.0} and art.settings["steps"] == 1
+    shown = CliRunner().invoke(main, ["inspect", str(out_file)])
+    assert shown.exit_code == 0 and "lattice W4 n=3 B8 basis per channel" in shown.output, shown.output

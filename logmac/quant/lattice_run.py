@@ -71,16 +71,31 @@ def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, resul
     from logmac.quant.latticeq import LatticeError
     from logmac.quant.run import append_csv
 
-    if output:
-        raise click.ClickException("LatticeQ has no artifact export yet (-o); its integer path is logmac.sim.lattice")
     try:
         cfg = LatticeConfig(w_bits=kw["w_bits"], a_bits=kw["a_bits"], basis_bits=kw["basis_bits"] or None,
                             granularity=kw["granularity"], steps=kw["search_steps"], restarts=kw["restarts"],
-                            calib_samples=kw["calib_samples"], seed=kw["seed"], device=kw["device"])
-        _, row = lattice_registry_model(model_name, cfg, eval_limit=eval_limit, path=path)
+                            calib_samples=kw["calib_samples"], seed=kw["seed"], device=kw["device"],
+                            recon_iters=kw["iters"] if kw["learn_rounding"] else 0)
+        if output and cfg.basis_bits is None:
+            raise LatticeError("a float basis (--basis-bits 0) has no integer form; export needs --basis-bits >= 2")
+        res, row = lattice_registry_model(model_name, cfg, eval_limit=eval_limit, path=path)
     except (LatticeError, UnknownModelError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     append_csv(row, results)
     scores = {k: v for k, v in row.items() if k.startswith(("fp_", "q_", "int_"))}
     click.echo(f"{cfg.label()}: {scores}")
     click.echo(f"time {row['quant_seconds']} s (quantization); results appended to {results}")
+    if output:
+        from logmac import artifact as artifact_io
+        from logmac.quant.lattice_export import build_lattice_artifact
+
+        metrics = {"fp": _strip(row, "fp_"), "quant": _strip(row, "q_"), "integer": _strip(row, "int_")}
+        try:
+            artifact_io.save(build_lattice_artifact(res, cfg, model_name, metrics), output)
+        except LatticeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"wrote {output}")
+
+
+def _strip(row: dict, prefix: str) -> dict:
+    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}

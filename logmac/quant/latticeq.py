@@ -98,6 +98,19 @@ class LatticeCode:
     bits: int
     basis_bits: int | None
 
+    @classmethod
+    def from_integers(cls, coords: torch.Tensor, basis_int: torch.Tensor, offset_int: torch.Tensor,
+                      scale: torch.Tensor, shape: tuple[int, ...], bits: int, basis_bits: int) -> LatticeCode:
+        """The code as an artifact stores it: integers plus one float scale per channel.
+
+        The search-time factors (normalisation ``d``, gain ``eta``, basis step) are already folded into
+        ``scale``, so here ``lsb = 1`` and ``eta = 1``; ``integer_weights()`` and ``decode()`` give the same
+        numbers as the code that was exported.
+        """
+        ones = torch.ones(basis_int.shape[0], dtype=torch.float64)
+        return cls(coords.to(torch.int64), basis_int.double(), ones, offset_int.double(),
+                   torch.ones_like(scale, dtype=torch.float64), scale.double(), tuple(shape), bits, basis_bits)
+
     @property
     def out_channels(self) -> int:
         return self.coords.shape[0]
@@ -206,7 +219,8 @@ def bias_correction(w: torch.Tensor, w_hat: torch.Tensor) -> tuple[torch.Tensor,
     mu = (w - w_hat).mean(-1)
     spread = (w - w.mean(-1, keepdim=True)).norm(dim=-1)
     eta = spread / ((w_hat - w_hat.mean(-1, keepdim=True)).norm(dim=-1) + BIAS_CORR_EPS)
-    return eta, mu
+    # a constant (or all-zero) channel has no spread to restore: eta = 0 would erase it, keep the gain 1
+    return torch.where(spread > 0, eta, torch.ones_like(eta)), mu
 
 
 def _reconstruct(vectors: torch.Tensor, basis: torch.Tensor, spec: LatticeSpec, channels: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from logmac.artifact import Artifact
 from logmac.codes import OverflowMode, accumulator_bits
 from logmac.quant.lattice_model import LatticeLayer, lattice_layers
 from logmac.quant.latticeq import LatticeCode
@@ -137,3 +138,12 @@ def emulate_lattice(model: nn.Module, acc_bits: int | None = None, overflow: Ove
         swap_module(emu, layer.name, new)
         stats[layer.name] = new.stats
     return emu, stats
+
+
+def emulate_lattice_artifact(artifact: Artifact, model: nn.Module | None = None, acc_bits: int | None = None,
+                             overflow: OverflowMode = "saturate") -> tuple[nn.Module, dict[str, IntStats]]:
+    """:func:`emulate_lattice` on a loaded LatticeQ artifact (``model``: the BN-folded FP network, rebuilt
+    from ``artifact.meta['model']`` when None).  Bit-identical to emulating the model that was exported."""
+    from logmac.quant.lattice_export import load_lattice_model
+
+    return emulate_lattice(load_lattice_model(artifact, model), acc_bits, overflow)
