@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from test_sim_support import activations, log_formats, make_table, random_words
 
@@ -115,6 +115,66 @@ def test_conv2d_matches_loop_reference(fmt, groups, cin_per, cout_per, ksize, st
     got = sim.conv2d(x, w, ksize, acc_bits, mode, stride=stride, padding=padding, pad_value=zp, act_bits=8)
     np.testing.assert_array_equal(got.acc, ref)
     np.testing.assert_array_equal(got.overflow, ref_flag)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cin=st.integers(1, 12), cout=st.integers(1, 4), ksize=st.integers(1, 3), stride=st.integers(1, 2),
+       padding=st.integers(0, 2), dilation=st.integers(1, 2), hw=st.integers(3, 9), a_bits=st.sampled_from([8, 12, 16]),
+       m_bits=st.sampled_from([4, 11, 12, 20, 31]), seed=st.integers(0, 2**32 - 1))
+@example(cin=8, cout=3, ksize=3, stride=1, padding=1, dilation=1, hw=9, a_bits=8, m_bits=11, seed=1)  # taps, 3 chunks
+@example(cin=8, cout=3, ksize=3, stride=2, padding=1, dilation=1, hw=9, a_bits=8, m_bits=11, seed=1)  # im2col, 3 chunks
+@example(cin=8, cout=3, ksize=3, stride=1, padding=1, dilation=1, hw=9, a_bits=16, m_bits=31, seed=1)  # int64
+def test_channels_last_conv_paths_are_exact(cin, cout, ksize, stride, padding, dilation, hw, a_bits, m_bits, seed):
+    """Per-tap GEMMs and channels-last im2col, in one or several float32 tap chunks, float64 or the int64
+    fallback (wide activations and multipliers push the bound across each limit), equal exact int64 sums."""
+    rng = np.random.default_rng(seed)
+    mult = rng.integers(-(2**m_bits), 2**m_bits + 1, size=(cout, cin, ksize, ksize))
+    mult[0] = 2**m_bits  # the bound is reached
+    x = rng.integers(0, 2**a_bits, size=(2, cin, hw, hw))
+    x[0] = 2**a_bits - 1
+    zp = int(rng.integers(0, 2**a_bits))
+    span = dilation * (ksize - 1) + 1
+    assume(hw + 2 * padding >= span)
+    w = IntWeights(torch.as_tensor(mult.reshape(cout, -1)))
+    x_absmax = max(int(x.max()), zp)
+    got = sim.ops.conv_exact(torch.as_tensor(x), w, ksize, x_absmax, stride=stride, padding=padding, dilation=dilation,
+                             pad_value=zp).to(torch.int64).numpy()
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=zp).astype(object)
+    Ho = (xp.shape[2] - span) // stride + 1
+    want = np.zeros((2, cout, Ho, Ho), dtype=object)
+    for i in range(ksize):
+        for j in range(ksize):
+            patch = xp[:, :, i * dilation:i * dilation + stride * (Ho - 1) + 1:stride,
+                       j * dilation:j * dilation + stride * (Ho - 1) + 1:stride]
+            want += np.einsum("nchw,oc->nohw", patch, mult[:, :, i, j].astype(object))
+    np.testing.assert_array_equal(got, want.astype(np.int64))
+
+
+@SETTINGS
+@given(c=st.integers(1, 6), acc_bits=st.integers(1, 40), m_bits=st.integers(0, 31), s_max=st.integers(0, 62),
+       zp=st.integers(-128, 255), seed=st.integers(0, 2**32 - 1))
+def test_requant_affine_equals_int64_requantization(c, acc_bits, m_bits, s_max, zp, seed):
+    """The float64 multiply-add requantization equals the reference wherever it claims to be exact."""
+    rng = np.random.default_rng(seed)
+    m = rng.integers(0, 2**m_bits + 1, size=c)
+    s = rng.integers(0, s_max + 1, size=c)
+    bias = rng.integers(-(2**acc_bits), 2**acc_bits, size=c)
+    acc = rng.integers(-(2**acc_bits), 2**acc_bits, size=(50, c))
+    acc[0] = 2**acc_bits - 1  # the bound is reached
+    acc[1] = -(2**acc_bits)
+    acc[2] = (-bias * m + (np.ldexp(1.0, s) / 2).astype(np.int64)) // np.maximum(m, 1)  # near rounding ties
+    acc = np.clip(acc, -(2**acc_bits), 2**acc_bits)
+    bound = 2.0**acc_bits + np.abs(bias)
+    affine = sim.ops.requant_affine(m, s, zp, bias, bound)
+    if m_bits + acc_bits + 1 < 50 and s_max < 40:
+        assert affine is not None
+    if affine is None:
+        return
+    lo, hi = sorted(rng.integers(-300, 300, size=2).tolist())
+    got = torch.addcmul(affine[1], torch.as_tensor(acc, dtype=torch.float32 if acc_bits < 24 else torch.float64),
+                        affine[0]).floor_().clamp_(lo, hi)
+    want = sim.requantize_reference(acc, m, s, zp, lo, hi, bias)
+    np.testing.assert_array_equal(got.to(torch.int64).numpy(), want)
 
 
 @SETTINGS

@@ -57,12 +57,17 @@ class IntLayer(nn.Module):
         shape = (-1, 1, 1) if spec.is_conv else (-1,)
         self.out_scale = torch.as_tensor(ex["out_scale"], dtype=torch.float64, device=device).reshape(shape)
         self.bias_t = torch.as_tensor(self.bias_int, device=device).reshape(shape)
+        # |acc + bias_int| per channel: x_absmax * sum_k |M[c, k]| bounds the exact sum and any register value
+        # narrower hardware leaves (float64 here is only a bound, compared with a factor-2 margin)
+        row_abs = self.weights.mult.abs().sum(dim=2).reshape(-1).cpu().numpy().astype(np.float64)
+        sum_bound = self.x_absmax * row_abs + np.abs(self.bias_int)
+        # the float boundary runs in float32 when acc + bias_int is an exact float32 integer (below 2**24)
+        self.float_out_fits = bool((sum_bound < 2**23).all())
+        self.bias_f32, self.out_scale_f32 = self.bias_t.to(torch.float32), self.out_scale.to(torch.float32)
         if spec.requant:
-            self.rq_m = torch.as_tensor(np.asarray(ex["requant_multiplier"], dtype=np.int64), device=device).reshape(shape)
-            self.rq_s = torch.as_tensor(np.asarray(ex["requant_shift"], dtype=np.int64), device=device).reshape(shape)
-            self.rq_round = torch.where(self.rq_s > 0, torch.ones_like(self.rq_s) << (self.rq_s - 1).clamp(min=0), 0)
-            bias_max = int(np.abs(self.bias_int).max(initial=0))
-            self.rq_fits = (2 ** (self.need_bits - 1) + bias_max) * int(self.rq_m.max()) + int(self.rq_round.max()) < 2**62
+            self.rq_affine = ops.requant_affine(ex["requant_multiplier"], ex["requant_shift"],
+                                                int(spec.requant["out_zero_point"]), self.bias_int, sum_bound, shape,
+                                                device)
         self.stats = LayerStats()
         self.next: tuple[IntLayer, ...] = ()  # a tuple, so the next layer is not registered as a submodule
         self.expect: torch.Tensor | None = None  # integers the previous layer requantized into this one
@@ -132,13 +137,14 @@ class IntLayer(nn.Module):
         acc = self.accumulate(q)
         self.stats.outputs += acc.numel()
         rq = self.spec.requant
-        if rq is None:  # the float boundary: one LSB is worth out_scale
+        if rq is None:  # the float boundary: one LSB is worth out_scale; (acc + bias_int) * out_scale in float32
+            if self.float_out_fits:  # acc is a fresh buffer of exact sums: reuse it
+                return acc.to(torch.float32).add_(self.bias_f32).mul_(self.out_scale_f32)
             return ((acc.to(torch.float64) + self.bias_t) * self.out_scale).to(torch.float32)
         lo, hi = (int(v) for v in rq["clamp"])
         zp_out = int(rq["out_zero_point"])
-        if self.rq_fits:  # ops.requantize's arithmetic, in place: the bound above proves int64 never overflows
-            y = acc.to(torch.int64).add_(self.bias_t).mul_(self.rq_m).add_(self.rq_round)
-            y = y.bitwise_right_shift_(self.rq_s).add_(zp_out).clamp_(lo, hi).to(torch.float32)
+        if self.rq_affine is not None:  # ops.requantize's arithmetic as one exact float64 multiply-add
+            y = torch.addcmul(self.rq_affine[1], acc, self.rq_affine[0]).floor_().clamp_(lo, hi).to(torch.float32)
         else:
             ex = self.spec.layer.extras
             y = ops.requantize(acc.to(torch.int64), ex["requant_multiplier"], ex["requant_shift"], zp_out, lo, hi,

@@ -96,6 +96,21 @@ class IntWeights:
             self._float[key] = self.mult.transpose(1, 2).contiguous().to(device=device, dtype=dtype)
         return self._float[key]
 
+    def tap_major(self, taps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A conv kernel's multipliers as (taps, C_in, C_out) in ``dtype`` (cached): one GEMM operand per
+        kernel tap, for :func:`logmac.sim.ops.conv_exact`'s per-tap path (one group only)."""
+        if self.groups != 1 or self.k % taps:
+            raise FormatError(f"per-tap weights need one group and K divisible by {taps} taps, got {tuple(self.mult.shape)}")
+        key = ("taps", taps, dtype, str(device))
+        if key not in self._float:
+            per_tap = self.mult[0].reshape(self.out_channels, self.k // taps, taps).permute(2, 1, 0)
+            self._float[key] = per_tap.contiguous().to(device=device, dtype=dtype)
+        return self._float[key]
+
+    def tap_absmax(self, taps: int) -> np.ndarray:
+        """Per kernel tap, sum over input channels of the column bound: what one tap adds to a partial sum."""
+        return self.col_absmax.astype(np.float64).reshape(-1, taps).sum(axis=0)
+
     def row_sums(self) -> torch.Tensor:
         """sum_k M[c, k] per output channel (C,): what an activation zero point costs the accumulator."""
         return self.mult.sum(dim=2).reshape(-1)
@@ -146,6 +161,18 @@ def gemm_plan(weights: IntWeights, x_absmax: int, device: torch.device) -> tuple
     if total >= 2.0**63:
         raise FormatError(f"a sum of products can reach {total:.3g}, beyond int64; no exact path exists")
     return "int64", []
+
+
+def tap_plan(weights: IntWeights, taps: int, x_absmax: int, device: torch.device) -> tuple[str, list[tuple[int, int]]]:
+    """:func:`gemm_plan` for a convolution summed tap by tap: ("float32", chunks of consecutive taps whose
+    bound is below 2**24), ("float64", []) or ("int64", []) when no float accumulation is exact."""
+    tap_bound = weights.tap_absmax(taps)
+    total = float(tap_bound.sum()) * x_absmax
+    if float32_exact_ok(device) and total < EXACT_LIMIT[torch.float64]:
+        chunks = k_chunks(tap_bound, x_absmax, EXACT_LIMIT[torch.float32])
+        if chunks is not None and len(chunks) <= MAX_FLOAT32_CHUNKS:
+            return "float32", chunks
+    return ("float64", []) if total < EXACT_LIMIT[torch.float64] else ("int64", [])
 
 
 def exact_matmul(weights: IntWeights, rows: torch.Tensor, x_absmax: int | None = None) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from logmac.codes import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, apply_accumulator
-from logmac.sim.gemm import IntWeights, exact_matmul
+from logmac.sim.gemm import IntWeights, exact_matmul, tap_plan
 from logmac.sim.mac import MacResult, check_activations
 from logmac.sim.mac import requantize as requantize_reference
 
@@ -121,13 +121,21 @@ def conv_exact(x: torch.Tensor, weights: IntWeights, kernel_size: int | tuple[in
                dilation: int | tuple[int, int] = 1, pad_value: int = 0) -> torch.Tensor:
     """Exact convolution sums (N, C_out, H', W') of integer-valued ``x`` with ``|x|, |pad_value| <= x_absmax``.
 
-    One GEMM over all images and positions, (N*H'*W', K) @ (K, C_out) per group; the result holds exact
-    integers in the dtype :func:`exact_matmul` chose, in channels-last memory order.
+    Ungrouped convolutions run on the zero-point-padded channels-last input (:func:`_conv_channels_last`);
+    grouped ones, and sums only int64 holds, run one GEMM over NCHW im2col rows per group.  The result holds
+    exact integers in the dtype the bound check chose, in channels-last memory order.
     """
-    kh, kw = _pair(kernel_size)
+    (kh, kw), (sh, sw) = _pair(kernel_size), _pair(stride)
+    (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
     if x.ndim != 4 or x.shape[1] * kh * kw != weights.k * weights.groups:
         raise FormatError(f"shape mismatch: input {tuple(x.shape)} vs weights {tuple(weights.mult.shape)} "
                           f"with a {kh}x{kw} kernel (need (N, C_in, H, W), C_in = groups * K / (kh*kw))")
+    Ho = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if weights.groups == 1 and Ho > 0 and Wo > 0:
+        plan = tap_plan(weights, kh * kw, x_absmax, x.device)
+        if plan[0] != "int64":
+            return _conv_channels_last(x, weights, plan, (kh, kw), (sh, sw), (ph, pw), (dh, dw), pad_value)
     dtype = torch.float64 if x_absmax >= (1 << 24) else torch.float32
     rows, (Ho, Wo) = im2col(x, (kh, kw), stride=stride, padding=padding, dilation=dilation, pad_value=pad_value, dtype=dtype)
     N, G = x.shape[0], weights.groups
@@ -136,6 +144,68 @@ def conv_exact(x: torch.Tensor, weights: IntWeights, kernel_size: int | tuple[in
     if G > 1:
         exact = exact[0].permute(1, 0, 2)
     return exact.reshape(N, Ho, Wo, weights.out_channels).permute(0, 3, 1, 2)
+
+
+def _padded_channels_last(x: torch.Tensor, padding: tuple[int, int], pad_value: int, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` (N, C, H, W) as a contiguous (N, H + 2 ph, W + 2 pw, C) tensor, padded with ``pad_value``
+    (no copy when ``x`` is already channels-last in ``dtype`` and there is no padding)."""
+    (ph, pw), (N, C, H, W) = padding, x.shape
+    if not (ph or pw):
+        return x.permute(0, 2, 3, 1).to(dtype).contiguous()
+    xp = torch.full((N, H + 2 * ph, W + 2 * pw, C), float(pad_value), dtype=dtype, device=x.device)
+    xp[:, ph:ph + H, pw:pw + W] = x.permute(0, 2, 3, 1)
+    return xp
+
+
+def _conv_channels_last(x: torch.Tensor, weights: IntWeights, plan: tuple[str, list[tuple[int, int]]],
+                        kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                        dilation: tuple[int, int], pad_value: int) -> torch.Tensor:
+    """An ungrouped convolution on the padded channels-last input, summed in the tap-major order (kh, kw, C_in).
+
+    ``plan`` (:func:`logmac.sim.gemm.tap_plan`) cuts the taps into chunks whose float32 bound holds; several
+    chunks are added in float64, so every partial sum is exact.  Two ways to form the sums, picked by speed:
+
+    - per tap (stride 1, at least 8 input channels, padding adding at most half the positions): the padded
+      input is one row matrix (N*Hp*Wp, C_in) and output position ``p`` reads tap (i, j) from row
+      ``p + i*dh*Wp + j*dw``, so each tap is one GEMM on a contiguous slice of the same buffer (no copy);
+      sums are formed for every padded position and the valid (H', W') corner is returned;
+    - otherwise channels-last im2col rows (N*H'*W', kh*kw*C_in) copied in contiguous runs of C_in, one GEMM.
+    """
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    path, chunks = plan
+    dtype = torch.float32 if path == "float32" else torch.float64
+    xp = _padded_channels_last(x, padding, pad_value, dtype)
+    N, Hp, Wp, C = xp.shape
+    Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
+    taps, C_out = kh * kw, weights.out_channels
+    w = weights.tap_major(taps, dtype, x.device)  # (taps, C_in, C_out)
+    chunks = chunks or [(0, taps)]
+    acc_dtype = dtype if len(chunks) == 1 else torch.float64
+    if (sh, sw) == (1, 1) and C >= 8 and Hp * Wp <= 1.5 * Ho * Wo:
+        rows = xp.reshape(N * Hp * Wp, C)
+        n_out = rows.shape[0] - (kh - 1) * dh * Wp - (kw - 1) * dw
+        acc = torch.zeros(rows.shape[0], C_out, dtype=acc_dtype, device=x.device)
+        for first, last in chunks:
+            part = acc[:n_out] if len(chunks) == 1 else torch.empty(n_out, C_out, dtype=dtype, device=x.device)
+            for t in range(first, last):
+                offset = (t // kw) * dh * Wp + (t % kw) * dw
+                if t == first:
+                    torch.mm(rows[offset:offset + n_out], w[t], out=part)
+                else:
+                    part.addmm_(rows[offset:offset + n_out], w[t])
+            if len(chunks) > 1:
+                acc[:n_out] += part
+        return acc.view(N, Hp, Wp, C_out)[:, :Ho, :Wo].permute(0, 3, 1, 2)
+    sN, sH, sW, sC = xp.stride()
+    rows = xp.as_strided((N, Ho, Wo, kh, kw, C), (sN, sH * sh, sW * sw, sH * dh, sW * dw, sC)).reshape(N * Ho * Wo, taps * C)
+    w = w.reshape(taps * C, C_out)
+    if len(chunks) == 1:
+        acc = torch.mm(rows, w)
+    else:
+        acc = torch.zeros(rows.shape[0], C_out, dtype=acc_dtype, device=x.device)
+        for first, last in chunks:
+            acc += torch.mm(rows[:, first * C:last * C], w[first * C:last * C])
+    return acc.view(N, Ho, Wo, C_out).permute(0, 3, 1, 2)
 
 
 def conv2d(x_int: Array, weights: IntWeights, kernel_size: int | tuple[int, int], acc_bits: int,
@@ -193,6 +263,31 @@ def requantize(acc: Array, multiplier: np.ndarray, shift: np.ndarray, zero_point
         rounding = torch.where(s > 0, torch.ones_like(s) << (s - 1).clamp(min=0), torch.zeros_like(s))
         y = torch.clamp(((total * m + rounding) >> s) + zero_point, lo, hi)
     return _like(y, acc)
+
+
+def requant_affine(multiplier: np.ndarray, shift: np.ndarray, zero_point: int, bias: np.ndarray, acc_bound: np.ndarray,
+                   shape: tuple[int, ...] = (-1,), device: torch.device | str | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`requantize` as one float64 multiply-add, ``clamp(floor(acc * a + b), lo, hi)``, or None when not exact.
+
+    ``a = M * 2**-S`` and ``b = ((bias * M + 2**(S-1)) * 2**-S) + zp`` per channel (reshaped to ``shape``).
+    With ``|acc| + |bias| <= acc_bound`` per channel, every intermediate is an integer below 2**53 times a
+    power of two, so float64 holds it exactly and floor() is the arithmetic shift: the result equals the
+    int64 requantization bit for bit, in one fused pass instead of six int64 ones.
+    """
+    m = np.asarray(multiplier, dtype=np.int64).reshape(-1)
+    s = np.asarray(shift, dtype=np.int64).reshape(-1)
+    bias = np.broadcast_to(np.asarray(bias, dtype=np.int64).reshape(-1), m.shape)
+    if (m < 0).any() or (s < 0).any() or (s > 62).any():
+        raise FormatError("requantization needs multipliers >= 0 and shifts in 0..62")
+    numerator = np.asarray(acc_bound, dtype=np.float64) * m + np.ldexp(1.0, s) * (abs(zero_point) + 1)
+    if not (numerator < 2**52).all():  # a factor-2 margin over 2**53 covers the float64 rounding of this bound
+        return None
+    step = np.ldexp(1.0, -s)
+    a = m * step
+    b = (bias * m + np.where(s > 0, np.ldexp(1.0, s - 1), 0.0)) * step + zero_point
+    return (torch.as_tensor(a, dtype=torch.float64, device=device).reshape(shape),
+            torch.as_tensor(b, dtype=torch.float64, device=device).reshape(shape))
 
 
 def clamp(x_int: Array, lo: int, hi: int) -> Array:
