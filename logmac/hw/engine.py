@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from logmac.hw import config as C
 from logmac.hw.config import HwConfig
 from logmac.hw.lanes import IntLane, LogLane, act_shape, entry_layout
+from logmac.hw.regmap import NEST_FIELDS, REG_NEST
 
 
 def input_layout(cfg: HwConfig) -> data.StructLayout:
@@ -141,14 +142,26 @@ class MacEngine(wiring.Component):
             top = cfg.cfg_addr_bits - 1
             m.d.comb += [wp.en.eq(self.cfg.we & self.cfg.addr[top]), wp.addr.eq(self.cfg.addr[:cfg.weight_bits]),
                          wp.data.eq(self.cfg.data[:len(wp.data.as_value())])]
+            # Precision register (multi-bit codes, logmac.hw.regmap.nest_writes): code indices below
+            # ``floor`` decode to zero and ``or_mask`` is OR'ed into the index before the table read.
+            # Reset (all zero) leaves every word as it is.
+            floor, or_mask, index_mask = (Signal(cfg.weight_bits, name=f"nest_{n}") for n in ("floor", "or", "mask"))
+            with m.If(self.cfg.we & (self.cfg.addr == REG_NEST)):
+                m.d.sync += [reg.eq(self.cfg.data[off:off + cfg.weight_bits])
+                             for reg, off in zip((floor, or_mask, index_mask), NEST_FIELDS, strict=True)]
         products = []
         for n in range(cfg.lanes):
             lane = LogLane(cfg) if cfg.kind == "log" else IntLane(cfg)
             m.submodules[f"lane{n}"] = lane
-            m.d.comb += [lane.x.eq(self.i.payload.x[n]), lane.word.eq(self.i.payload.w[n])]
+            word = self.i.payload.w[n]
+            m.d.comb += lane.x.eq(self.i.payload.x[n])
             if cfg.kind == "log":
+                m.d.comb += lane.word.eq(word | or_mask)
                 rp = table.read_port(domain="comb")
-                m.d.comb += [rp.addr.eq(lane.table_addr), lane.entry.eq(rp.data)]
+                m.d.comb += [rp.addr.eq(lane.table_addr), lane.entry.eq(rp.data),
+                             lane.entry.zero.eq(rp.data.zero | ((word[:cfg.weight_bits] & index_mask) < floor))]
+            else:
+                m.d.comb += lane.word.eq(word)
             products.append(lane.product)
         return products
 

@@ -17,6 +17,9 @@ from logmac.codes import DecodeTable, FormatError, LogFormat, OverflowMode, accu
 from logmac.hw import config as C
 from logmac.hw.config import HwConfig
 
+REG_NEST = 9  # precision register of multi-bit (PTMQ) codes: floor | or_mask << 16 | index_mask << 32
+NEST_FIELDS = (0, 16, 32)  # bit offsets of floor, or_mask and index_mask in the REG_NEST data word
+
 
 @dataclass(frozen=True)
 class Requant:
@@ -97,3 +100,18 @@ def int_words(hw: HwConfig, weights: np.ndarray) -> np.ndarray:
     if w.size and (w.min() < lo or w.max() > hi):
         raise FormatError(f"integer weights span [{w.min()}, {w.max()}], outside {hw.weight_bits}-bit [{lo}, {hi}]")
     return w & ((1 << hw.weight_bits) - 1)
+
+
+def nest_writes(hw: HwConfig, floor: int, or_mask: int, index_mask: int) -> list[tuple[int, int]]:
+    """The (address, data) write that selects a precision of multi-bit log codes on a log engine.
+
+    The values come from ``logmac.quant.ptmq_nest.nest_register``; ``(0, 0, 0)`` is the reset state (every
+    word decoded as stored).  Write it only while the engine is idle, like every other setting.
+    """
+    if hw.kind != "log":
+        raise FormatError("the precision register exists on log engines only")
+    for what, value in (("floor", floor), ("or_mask", or_mask), ("index_mask", index_mask)):
+        if not 0 <= value < (1 << hw.weight_bits):
+            raise FormatError(f"precision {what} {value} does not fit the build's {hw.weight_bits}-bit code index")
+    data = sum(v << off for v, off in zip((floor, or_mask, index_mask), NEST_FIELDS, strict=True))
+    return [(REG_NEST, data)]

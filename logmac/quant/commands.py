@@ -22,7 +22,14 @@ def _config(**kw) -> QuantConfig:
 @click.command()
 @click.option("--model", "model_name", required=True, help="Model name from `logmac models` (e.g. resnet18_fmnist).")
 @click.option("--path", default=None, help="Local weights for models that need them.")
-@click.option("--method", type=click.Choice(METHODS + ("latticeq",)), default="log_dynamic", show_default=True)
+@click.option("--method", type=click.Choice(METHODS + ("latticeq", "ptmq")), default="log_dynamic", show_default=True)
+@click.option("--bits", "ptmq_bits", default="3,4,6", show_default=True,
+              help="PTMQ: weight bit-widths calibrated together into one artifact.")
+@click.option("--ptmq-a-bits", default=None, help="PTMQ: activation bits per width (default: --a-bits for all).")
+@click.option("--ptmq-codes", type=click.Choice(METHODS), default="log_dynamic", show_default=True,
+              help="PTMQ: the code family of every width.")
+@click.option("--nest", type=click.Choice(["coarsen", "prefix"]), default="coarsen", show_default=True,
+              help="PTMQ: how lower-width log codes are read out of the top code (docs/ptmq.md).")
 @click.option("--w-bits", type=click.IntRange(MIN_BITS, MAX_BITS), default=4, show_default=True)
 @click.option("--a-bits", type=int, default=8, show_default=True, help="Activation bits; 32 keeps them float.")
 @click.option("--granularity", type=click.Choice(["channel", "tensor"]), default="channel", show_default=True)
@@ -59,6 +66,12 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     lattice = {k: kw.pop(k) for k in ("basis_bits", "search_steps", "restarts")}
+    ptmq_opts = {k: kw.pop(k) for k in ("ptmq_bits", "ptmq_a_bits", "ptmq_codes", "nest")}
+    if kw["method"] == "ptmq":
+        from logmac.quant.ptmq_run import ptmq_cli, ptmq_settings
+        cfg, ptmq = ptmq_settings(dict(kw, dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs), **ptmq_opts)
+        opts = EvalOptions(eval_limit=eval_limit, max_tokens=max_tokens, seq_len=seq_len, data_path=data_path)
+        return ptmq_cli(model_name, path, cfg, ptmq, opts, results, output)
     if kw["method"] == "latticeq":
         from logmac.quant.lattice_run import lattice_cli
         return lattice_cli(model_name, path, eval_limit, results, output, **kw, **lattice)
