@@ -149,7 +149,8 @@ class AdaLogAttention(Recording, nn.Module):
         a = self.probs(q, k)
         self.keep("a", a)
         self.keep("v", v)
-        return self.output(self.attn_quant(a) @ self.v_quant(v))
+        # float64 products and sums: the exact integer emulation (logmac.sim.adalog) then agrees to float32 rounding
+        return self.output((self.attn_quant(a).double() @ self.v_quant(v).double()).to(a.dtype))
 
 
 class AdaLogMlp(Recording, nn.Module):
@@ -193,7 +194,9 @@ class AdaLogMlp(Recording, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.hidden(x)
         if self.shifted:
-            return F.linear(self.hid_quant(h), self.fc2.effective_weight(), self.fc2_shifted_bias)
+            w = self.fc2.effective_weight()
+            y = F.linear(self.hid_quant(h).double(), w.double(), self.fc2_shifted_bias.double())  # see AdaLogAttention
+            return y.to(h.dtype)
         return self.fc2(self.hid_quant(h) if isinstance(self.hid_quant, UniformQuant) else h)
 
 
@@ -351,7 +354,7 @@ def quantize_vit(model: nn.Module, calib: torch.Tensor, cfg: AdaLogConfig) -> Ad
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    rewrite_vit(model, cfg)
+    rewrite_vit(model, cfg).eval()  # the new modules start in training mode (exact 2**-x, no mantissa table)
     record_fp(model, calib)
     if cfg.repq:
         for block in model.blocks:
