@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from logmac.codes import adalog_words
 from logmac.cosim.logact_vectors import LogActVectors, golden
 from logmac.cosim.runner import Job, Report, score_jobs
 from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, _bits
@@ -63,9 +64,11 @@ def logact_commands(hw: LogActConfig, v: LogActVectors, rng: np.random.Generator
     lay = TbLayout.of(hw)
     beats = -(-v.k // hw.lanes)
     pad = beats * hw.lanes - v.k
-    acts = np.pad(v.act_words, ((0, 0), (0, pad))).reshape(v.rows, beats, hw.lanes)
+    zero_word = int(adalog_words(np.array([v.act_format.nonzero_levels]), v.act_format)[0])
+    acts = np.pad(v.act_words, ((0, 0), (0, pad)), constant_values=zero_word)  # padding: zero activations, since
+    acts = acts.reshape(v.rows, beats, hw.lanes)  # log formats without a zero code have no zero weight word
     words = v.weights if v.is_log else int_words(hw, v.weights)
-    words = np.pad(words, ((0, 0), (0, pad))).reshape(v.channels, beats, hw.lanes)  # padding: zero weights
+    words = np.pad(words, ((0, 0), (0, pad))).reshape(v.channels, beats, hw.lanes)
     a_bits = _bits(acts, hw.act_bits).reshape(v.rows, beats, -1)
     last = (np.arange(beats) == beats - 1).astype(np.uint8)[None, :, None].repeat(v.rows, 0)
     image = act_table_image(hw, v.act_format) if act_image is None else act_image

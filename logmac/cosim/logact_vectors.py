@@ -271,3 +271,30 @@ def random_logact_vectors(act_format: AdaLogFormat, weight_format: LogFormat | U
     rq = random_requant(channels, acc_bits, out_bits, rng) if requant else {}
     return LogActVectors(act_words=acts, act_format=act_format, weights=weights, weight_format=weight_format,
                          table=table, acc_bits=acc_bits, overflow=overflow, name=style, **rq)
+
+
+def vectors_from_attention_tiles(tiles: dict[str, np.ndarray] | str | Path, name: str = "attn") -> list[LogActVectors]:
+    """Real attn@V tiles (``logmac.sim.adalog.capture_attention_tiles`` output, or its saved ``.npz``) as vectors.
+
+    Each tile is one (image, head): the post-Softmax AdaLog words (T, T) are the activation rows, the V
+    multipliers ``v_code - zp_v`` (T, D) the uniform weights (transposed to (D, T)); the tile's own exact
+    accumulators and overflow flags become the file expectations, so a run checks tile == logmac.sim == RTL.
+    """
+    if not isinstance(tiles, dict):
+        with np.load(tiles, allow_pickle=False) as npz:
+            tiles = {k: npz[k] for k in npz.files}
+    missing = [k for k in ("a_words", "v_mult", "acc", "overflow", "bits", "q", "zero", "max_shift", "acc_bits")
+               if k not in tiles]
+    if missing:
+        raise FormatError(f"attention tiles lack {missing}")
+    fmt = AdaLogFormat(int(tiles["bits"]), int(tiles["q"]), zero=str(tiles["zero"]), max_shift=int(tiles["max_shift"]))
+    v_mult = np.asarray(tiles["v_mult"], dtype=np.int64)
+    weight_bits = max(2, int(np.abs(v_mult).max(initial=1)).bit_length() + 1)
+    where = tiles.get("tile_image_head")
+    out = []
+    for n in range(len(tiles["a_words"])):
+        label = f"{name}{n}" if where is None else f"{name}_image{int(where[n][0])}_head{int(where[n][1])}"
+        out.append(LogActVectors(act_words=tiles["a_words"][n], act_format=fmt, weights=v_mult[n].T,
+                                 weight_format=UniformFormat(weight_bits), table=None, acc_bits=int(tiles["acc_bits"]),
+                                 name=label, file_expected={"acc": tiles["acc"][n], "overflow": tiles["overflow"][n]}))
+    return out
