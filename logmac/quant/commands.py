@@ -36,7 +36,8 @@ def _config(**kw) -> QuantConfig:
 @click.option("--no-dbs", is_flag=True, help="Disable dynamic base selection.")
 @click.option("--no-sfs", is_flag=True, help="Disable the scaling-factor search.")
 @click.option("--no-abs", is_flag=True, help="Disable the sign-asymmetric range.")
-@click.option("--learn-rounding", is_flag=True, help="LLR for log methods, AdaRound for linear ones.")
+@click.option("--learn-rounding", is_flag=True,
+              help="LLR for log methods, AdaRound for linear ones, block reconstruction (--iters steps) for latticeq.")
 @click.option("--hardware-approx", is_flag=True, help="Fit to the datapath's 1+1/2 levels instead of sqrt(2).")
 @click.option("--zero", type=click.Choice(["code", "flag", "none"]), default="code", show_default=True)
 @click.option("--act-init", type=click.Choice(["mse", "percentile"]), default="mse", show_default=True)

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from logmac.quant.fold import fold_batchnorm
-from logmac.quant.latticeq import LatticeCode, LatticeError, LatticeSpec, quantize_weight
+from logmac.quant.latticeq import LatticeCode, LatticeError, LatticeSpec, babai, quantize_weight
 from logmac.quant.modules import static_padding, supported
 from logmac.quant.uniform import uniform_range
 
@@ -58,6 +58,8 @@ class LatticeConfig:
     edge: str = "latticeq"
     calib_samples: int = 256
     batch_size: int = 64
+    recon_iters: int = 0
+    recon_lr: float = 3e-3
     seed: int = 0
     device: str = "cpu"
 
@@ -76,11 +78,16 @@ class LatticeConfig:
             raise LatticeError(f"dim must be in 1..8 or None, got {self.dim}")
         if self.calib_samples < 1 or self.batch_size < 1:
             raise LatticeError("calib_samples and batch_size must be >= 1")
+        if self.recon_iters < 0 or not self.recon_lr > 0:
+            raise LatticeError(f"need recon_iters >= 0 and recon_lr > 0, got {self.recon_iters}, {self.recon_lr}")
+        if self.recon_iters and self.basis_bits is None:
+            raise LatticeError("block reconstruction needs a quantized basis (basis_bits)")
 
     def label(self) -> str:
         basis = f"B{self.basis_bits}" if self.basis_bits else "Bfp"
         acts = self.a_bits if self.a_bits != 32 else "fp"
-        return f"latticeq W{self.w_bits}A{acts}{basis}" + ("" if self.normalize == "layer" else " norm/ch")
+        return (f"latticeq W{self.w_bits}A{acts}{basis}" + ("" if self.normalize == "layer" else " norm/ch")
+                + (f" +recon {self.recon_iters}" if self.recon_iters else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,7 +127,12 @@ class ActQuantizer(nn.Module):
             self._samples.append(rows.cpu())
             return x
         shape = [] if self.per_tensor else self._shape(x)
-        return ((self.codes(x) - self.zero_point.reshape(shape)) * self.scale.reshape(shape)).to(x.dtype)
+        scale, zp = self.scale.reshape(shape), self.zero_point.reshape(shape)
+        out = ((self.codes(x) - zp) * scale).to(x.dtype)
+        if x.requires_grad:  # block reconstruction: straight-through inside the clipping range (adds exactly 0)
+            inside = (x >= -zp * scale) & (x <= (self.qmax - zp) * scale)
+            out = out + (x - x.detach()) * inside
+        return out
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """``clamp(round(x / s) + z, 0, 2^b - 1)`` in float32: the integers the MAC sees."""
@@ -157,6 +169,42 @@ class LatticeLayer(nn.Module):
         self.pre_pad = static_padding(inner)
         self.register_buffer("qweight", code.decode().to(inner.weight.device, inner.weight.dtype))
         self.quant_on = True
+        self.latent: nn.Parameter | None = None
+
+    def start_latent(self) -> nn.Parameter:
+        """Block reconstruction: latent FP weights (divided by the code's ``d``), rounded by Babai in the
+        forward pass with a straight-through gradient; the basis, ``eta`` and offset stay fixed.  They start
+        at the FP weights, whose Babai coordinates are exactly the current code's."""
+        w = self.inner.weight.detach().double().reshape(self.code.out_channels, -1)
+        self.latent = nn.Parameter(w / self.code.d[:, None].to(w.device))
+        return self.latent
+
+    def latent_coords(self) -> torch.Tensor:
+        """Babai coordinates (C, G, n) of the latent weights in the code's fixed basis."""
+        code = self.code
+        half = 1 << (code.bits - 1)
+        units = code.basis.shape[0]
+        vectors = self.latent.detach().reshape(units, -1, code.dim)
+        coords = babai(vectors, code.basis.to(vectors.device), (-half + 1, half))
+        return coords.reshape(code.out_channels, -1, code.dim).to(torch.int64)
+
+    def finish_latent(self, keep: bool) -> None:
+        """Leave reconstruction: with ``keep`` the latent weights' coordinates become the code."""
+        if keep:
+            self.code.coords = self.latent_coords().to(self.code.coords.device)
+            self.qweight = self.code.decode().to(self.qweight.device, self.qweight.dtype)
+        self.latent = None
+
+    def _latent_weight(self) -> torch.Tensor:
+        """The hard lattice weight of the latent weights, with the gradient of the identity (STE)."""
+        code, dtype = self.code, self.qweight.dtype
+        with torch.no_grad():
+            coords = self.latent_coords().double()
+            per = code.basis.shape[0]
+            w_n = (coords.reshape(per, -1, code.dim) @ code.basis).reshape(code.out_channels, -1) + code.mu[:, None]
+            hard = ((code.eta * code.d)[:, None] * w_n).to(dtype)
+        soft = (self.latent * code.d[:, None]).to(dtype)
+        return (soft + (hard - soft).detach()).reshape(self.qweight.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act is not None and (self.quant_on or self.act.observing):
@@ -164,6 +212,8 @@ class LatticeLayer(nn.Module):
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad)
         w = self.qweight if self.quant_on else self.inner.weight
+        if self.quant_on and self.latent is not None:
+            w = self._latent_weight()
         if self.op == "linear":
             return F.linear(x, w, self.inner.bias)
         m = self.inner
@@ -182,6 +232,7 @@ class LatticeResult:
     float_modules: dict[str, str] = field(default_factory=dict)
     folded_bn: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    recon: dict[str, tuple[float, float]] = field(default_factory=dict)  # unit: (block MSE before, after)
 
     def layers(self) -> list[LatticeLayer]:
         return lattice_layers(self.model)
@@ -270,7 +321,12 @@ def lattice_quantize_model(model: nn.Module, calib: torch.Tensor, cfg: LatticeCo
         setattr(parent, child, LatticeLayer(name, mod, quantize_weight(mod.weight, spec), act))
         specs[name] = spec
     _calibrate_acts(model, calib, cfg.batch_size)
-    return LatticeResult(model, specs, float_modules, folded, time.perf_counter() - start)
+    recon = {}
+    if cfg.recon_iters:
+        from logmac.quant.lattice_recon import reconstruct_blocks
+
+        recon = reconstruct_blocks(model, calib, cfg, progress=progress)
+    return LatticeResult(model, specs, float_modules, folded, time.perf_counter() - start, recon)
 
 
 @torch.no_grad()
