@@ -13,7 +13,10 @@ from logmac.codes import FormatError
 @click.argument("artifact_path", type=click.Path(dir_okay=False))
 @click.option("--data", type=click.Choice(["fashion-mnist"]), default="fashion-mnist", show_default=True,
               help="Evaluation data (the test split).")
-@click.option("--limit", type=int, default=None, help="Use only the first N test samples.")
+@click.option("--limit", type=int, default=None,
+              help="Use only the first N test samples (causal LMs: N evaluation tokens, default 1024).")
+@click.option("--context", type=int, default=512, show_default=True, help="Causal LMs: perplexity window.")
+@click.option("--stride", type=int, default=256, show_default=True, help="Causal LMs: perplexity window step.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--acc-bits", type=click.IntRange(2, 63), default=None,
               help="Hardware accumulator width; default: per layer, wide enough never to overflow.")
@@ -23,9 +26,12 @@ from logmac.codes import FormatError
 @click.option("--trace", "trace_layer", default=None, help="Also write a trace of this layer for the RTL suite.")
 @click.option("--trace-out", type=click.Path(dir_okay=False), default="trace.npz", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
-def emulate(artifact_path, data, limit, batch_size, acc_bits, overflow, device, placement, trace_layer, trace_out,
-            as_json) -> None:
-    """Run an exported artifact on the bit-exact integer emulator and compare it with the fake-quant model."""
+def emulate(artifact_path, data, limit, context, stride, batch_size, acc_bits, overflow, device, placement, trace_layer,
+            trace_out, as_json) -> None:
+    """Run an exported artifact on the bit-exact integer emulator and compare it with the fake-quant model.
+
+    Causal LMs (artifact ``meta.task`` = ``lm``) are scored by perplexity on the Austen evaluation text instead.
+    """
     import torch
 
     from logmac.artifact import ArtifactError, load
@@ -37,6 +43,8 @@ def emulate(artifact_path, data, limit, batch_size, acc_bits, overflow, device, 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         artifact = load(artifact_path)
+        if artifact.meta.get("task") == "lm":
+            return _emulate_lm(artifact, artifact_path, limit or 1024, context, stride, device, placement, as_json)
         inputs, labels = fashion_mnist("test", limit=limit)
         result, emu = compare(artifact, inputs, labels, batch_size=batch_size, acc_bits=acc_bits, overflow=overflow,
                               device=device)
@@ -60,3 +68,28 @@ def emulate(artifact_path, data, limit, batch_size, acc_bits, overflow, device, 
             click.echo(f"  {row['where']:8s} {row['op']:30s} {row['kind']:18s} {row['detail']}")
     if trace_layer:
         click.echo(f"trace of {trace_layer} written to {path}")
+
+
+def _emulate_lm(artifact, artifact_path, tokens: int, context: int, stride: int, device: str, placement: bool,
+                as_json: bool) -> None:
+    """FP, fake-quant and emulator perplexity of a causal LM on the first ``tokens`` tokens of Persuasion."""
+    from logmac.models import load_model
+    from logmac.models.text import austen_tokens
+    from logmac.sim.lm import compare_lm
+
+    loaded = load_model(artifact.meta["model"], device=device)
+    ids = austen_tokens(loaded.tokenizer, "evaluation", max_tokens=tokens)
+    result, emu = compare_lm(artifact, loaded.model, ids, context=context, stride=stride, device=device)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        r = result
+        click.echo(f"Persuasion, first {r.tokens} tokens (context {r.context}, stride {r.stride}), {artifact_path}")
+        click.echo(f"  perplexity   FP {r.fp_ppl:.3f}   fake-quant {r.fake_quant_ppl:.3f}   emulator {r.emulator_ppl:.3f}   "
+                   f"(emulator {100 * r.margin:.2f} % from fake-quant)")
+        click.echo(f"  time (s)     FP {r.seconds['fp']:.1f}   fake-quant {r.seconds['fake_quant']:.1f}   "
+                   f"emulator {r.seconds['emulator']:.1f}   peak RSS {max(r.peak_mib.values()):.0f} MiB")
+        click.echo(f"  {r.int_layers} Linear layers on the integer MAC; float: {', '.join(r.float_linears)}")
+    if placement:
+        for row in emu.placement(ids[:64][None]):
+            click.echo(f"  {row['where']:8s} {row['op']:45s} {row['kind']:22s} {row['detail']}")

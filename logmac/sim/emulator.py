@@ -10,6 +10,8 @@ lists which ops ran where.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from logmac.artifact import Artifact
 from logmac.codes import DecodeTable, OverflowMode, accumulator_bits
@@ -39,11 +42,11 @@ class IntLayer(nn.Module):
     """One quantized layer on the integer datapath (see the module docstring)."""
 
     def __init__(self, spec: LayerSpec, acc_bits: int | None, overflow: OverflowMode, device: torch.device,
-                 engine: str = "fast") -> None:
+                 engine: str = "fast", stream: bool = False) -> None:
         super().__init__()
         if engine not in ("fast", "reference"):
             raise EmulatorError(f"engine must be 'fast' or 'reference', got {engine!r}")
-        self.spec, self.overflow, self.engine = spec, overflow, engine
+        self.spec, self.overflow, self.engine, self.stream = spec, overflow, engine, stream
         self.weights = spec.int_weights(device)
         act = spec.act_in
         self.act_bits, self.zp = int(act["bits"]), int(act["zero_point"])
@@ -135,6 +138,8 @@ class IntLayer(nn.Module):
         if self.tap is not None:
             self.tap.append(q)
         acc = self.accumulate(q)
+        if self.stream:  # keep only the narrow integer weights between calls
+            self.weights.drop_cache()
         self.stats.outputs += acc.numel()
         rq = self.spec.requant
         if rq is None:  # the float boundary: one LSB is worth out_scale; (acc + bias_int) * out_scale in float32
@@ -162,18 +167,20 @@ class Emulator:
     ``acc_bits=None`` sizes each layer's accumulator by ``codes.accumulator_bits`` (never overflows);
     a number emulates that hardware register width, and overflows are counted per layer.
     ``engine="reference"`` runs every MAC through the int64 reference instead of the BLAS path.
+    ``stream=True`` keeps only each layer's narrow integer weights (int8 for 4-bit codes) between calls and
+    makes the float GEMM operand when the layer runs, which is how a large LM fits in memory.
     """
 
     def __init__(self, artifact: Artifact, model: nn.Module | None = None, *, acc_bits: int | None = None,
                  overflow: OverflowMode = "saturate", device: torch.device | str | None = None,
-                 engine: str = "fast") -> None:
+                 engine: str = "fast", stream: bool = False) -> None:
         self.artifact = artifact
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.model = (model if model is not None else build_float_model(artifact)).to(self.device).eval()
         self.layers: dict[str, IntLayer] = {}
         for name, spec in layer_specs(artifact).items():
             check_module(spec, self.model.get_submodule(name))
-            self.layers[name] = IntLayer(spec, acc_bits, overflow, self.device, engine)
+            self.layers[name] = IntLayer(spec, acc_bits, overflow, self.device, engine, stream)
             swap_module(self.model, name, self.layers[name])
         for layer in self.layers.values():
             if layer.spec.requant:
@@ -193,8 +200,12 @@ class Emulator:
     def overflow_report(self) -> dict[str, LayerStats]:
         return {name: layer.stats for name, layer in self.layers.items()}
 
-    def placement(self) -> list[dict[str, str]]:
-        """Every op of the network and where it runs: ``int`` (the log MAC datapath) or ``float32``."""
+    def placement(self, inputs: torch.Tensor | None = None) -> list[dict[str, str]]:
+        """Every op of the network and where it runs: ``int`` (the log MAC datapath) or ``float32``.
+
+        Functional ops come from ``torch.fx``; with ``inputs`` they are instead recorded while the emulator
+        runs them (:func:`recorded_float_ops`), which also covers networks fx cannot trace (HF transformers).
+        """
         rows = []
         for name, module in self.model.named_modules():
             if isinstance(module, IntLayer):
@@ -204,7 +215,7 @@ class Emulator:
                              "detail": f"{spec.format_label()} x A{module.act_bits}, acc {module.acc_bits} bits, {out}"})
             elif not list(module.children()) and not isinstance(module, nn.Identity) and name:
                 rows.append({"op": name, "kind": type(module).__name__, "where": "float32", "detail": ""})
-        rows.extend(_functional_ops(self.model))
+        rows.extend(_functional_ops(self.model) if inputs is None else recorded_float_ops(self, inputs))
         return rows
 
     @torch.no_grad()
@@ -272,19 +283,82 @@ def _functional_ops(model: nn.Module) -> list[dict[str, str]]:
     return rows
 
 
+# Ops that only move, view or inspect data; the placement lists the ops that compute.
+_LAYOUT_OPS = frozenset({
+    "__get__", "__set__", "__getitem__", "__setitem__", "__len__", "__bool__", "__index__", "__iter__", "__format__",
+    "__contains__", "size", "dim", "numel", "view", "reshape", "transpose", "permute", "expand", "unsqueeze",
+    "squeeze", "contiguous", "flatten", "unflatten", "chunk", "split", "to", "float", "type_as", "clone", "detach",
+    "is_floating_point", "get_device", "element_size", "is_contiguous", "stride", "storage_offset", "data_ptr",
+    "new_empty", "new_zeros", "new_ones", "new_full", "expand_as", "view_as", "dtype", "device", "shape",
+})
+
+
+class _OpRecorder(TorchFunctionMode):
+    """Counts the torch functions each module runs itself, outside the integer layers."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, str]] = []
+        self.int_depth = 0
+        self.calls: dict[tuple[str, str], Counter] = {}
+        self.hooks = []
+        for name, module in model.named_modules():
+            self.hooks.append(module.register_forward_pre_hook(self._enter(name, module)))
+            self.hooks.append(module.register_forward_hook(self._leave(module)))
+
+    def _enter(self, name: str, module: nn.Module):
+        def hook(*_):
+            self.int_depth += isinstance(module, IntLayer)
+            self.stack.append((re.sub(r"\.\d+(?=\.|$)", ".*", name) or "<model>", type(module).__name__))
+        return hook
+
+    def _leave(self, module: nn.Module):
+        def hook(*_):
+            self.int_depth -= isinstance(module, IntLayer)
+            self.stack.pop()
+        return hook
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", str(func))
+        if not self.int_depth and name not in _LAYOUT_OPS:
+            owner = self.stack[-1] if self.stack else ("<model>", "")
+            self.calls.setdefault(owner, Counter())[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def recorded_float_ops(emu: Emulator, inputs: torch.Tensor) -> list[dict[str, str]]:
+    """Run ``inputs`` once and list, per module (decoder layers folded into ``layers.*``), the float32 ops it
+    ran outside the integer layers: norms, activations, RoPE, attention scores and softmax, residual adds."""
+    recorder = _OpRecorder(emu.model)
+    try:
+        with recorder:
+            emu(inputs)
+    finally:
+        for hook in recorder.hooks:
+            hook.remove()
+    return [{"op": path, "kind": kind, "where": "float32",
+             "detail": ", ".join(f"{op} x{n}" for op, n in sorted(counts.items()))}
+            for (path, kind), counts in recorder.calls.items()]
+
+
 def build_float_model(artifact: Artifact) -> nn.Module:
     """The float network named in ``artifact.meta['model']`` with BatchNorm folded as the artifact records."""
     name = artifact.meta.get("model")
     if not name:
         raise EmulatorError("the artifact names no model (meta.model); pass the float model to Emulator(model=...)")
+    from logmac.models import UnknownModelError, load_model
     from logmac.models.house import HOUSE_BUILDERS, load_house
     from logmac.quant.fold import fold_batchnorm
 
-    if name not in HOUSE_BUILDERS:
-        raise EmulatorError(f"cannot rebuild model {name!r} here; pass the float model to Emulator(model=...)")
-    model = load_house(name).eval()
-    folded = fold_batchnorm(model)
     recorded: dict[str, Any] = artifact.meta.get("folded_bn", {})
+    if name in HOUSE_BUILDERS:
+        model = load_house(name).eval()
+    else:
+        try:
+            model = load_model(name, device="cpu").model
+        except (UnknownModelError, FileNotFoundError) as exc:
+            raise EmulatorError(f"cannot rebuild model {name!r} ({exc}); pass the float model to Emulator(model=...)") from exc
+    folded = fold_batchnorm(model) if recorded or name in HOUSE_BUILDERS else {}
     if recorded and folded != recorded:
         raise EmulatorError(f"BatchNorm folding of {name} differs from the artifact's record: {folded} vs {recorded}")
     return model

@@ -35,19 +35,20 @@ class IntWeights:
     needs and the per-column bound used to prove each call exact.
     """
 
-    mult: torch.Tensor
+    mult: torch.Tensor  # stored in the narrowest signed dtype holding +-max|M| (int8 for 4-bit log codes)
     col_absmax: np.ndarray = field(init=False)
     _float: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.mult.dtype != torch.int64:
-            raise FormatError(f"integer weights must be int64, got {self.mult.dtype}")
+        if self.mult.dtype.is_floating_point or self.mult.dtype.is_complex or self.mult.dtype == torch.bool:
+            raise FormatError(f"integer weights must have an integer dtype, got {self.mult.dtype}")
+        self.mult = _narrowest(self.mult)
         if self.mult.ndim == 2:
             self.mult = self.mult.unsqueeze(0)
         if self.mult.ndim != 3:
             raise FormatError(f"integer weights must be (C, K) or (G, C/G, K/G), got shape {tuple(self.mult.shape)}")
         # max over every output channel of |M[c, k]|: sum over a K-range bounds any row's partial sum.
-        self.col_absmax = self.mult.abs().amax(dim=(0, 1)).cpu().numpy()
+        self.col_absmax = self.mult.abs().amax(dim=(0, 1)).to(torch.int64).cpu().numpy()
 
     @classmethod
     def from_log(cls, codes: np.ndarray, table: DecodeTable, fmt: LogFormat, groups: int = 1,
@@ -111,9 +112,22 @@ class IntWeights:
         """Per kernel tap, sum over input channels of the column bound: what one tap adds to a partial sum."""
         return self.col_absmax.astype(np.float64).reshape(-1, taps).sum(axis=0)
 
+    def drop_cache(self) -> None:
+        """Forget the float copies (a model streamed layer by layer keeps only the narrow integers)."""
+        self._float.clear()
+
     def row_sums(self) -> torch.Tensor:
         """sum_k M[c, k] per output channel (C,): what an activation zero point costs the accumulator."""
         return self.mult.sum(dim=2).reshape(-1)
+
+
+def _narrowest(mult: torch.Tensor) -> torch.Tensor:
+    """``mult`` in the narrowest of int8/16/32/64 holding every |value| (so abs() cannot overflow)."""
+    absmax = int(mult.abs().max()) if mult.numel() else 0
+    for dtype in (torch.int8, torch.int16, torch.int32, torch.int64):
+        if absmax <= torch.iinfo(dtype).max:
+            return mult.to(dtype)
+    raise FormatError(f"integer weights reach {absmax}, beyond int64")
 
 
 def _grouped(mult: np.ndarray, groups: int, device: torch.device | str | None) -> torch.Tensor:
@@ -202,4 +216,4 @@ def exact_matmul(weights: IntWeights, rows: torch.Tensor, x_absmax: int | None =
     if path == "float64":
         return torch.matmul(rows.to(torch.float64), weights.as_float(torch.float64, device))
     # int64 GEMM: exact for every width codes.py allows (|M| < 2**32, 16-bit activations); CPU only.
-    return torch.matmul(rows.cpu().to(torch.int64), weights.mult.transpose(1, 2).cpu()).to(device)
+    return torch.matmul(rows.cpu().to(torch.int64), weights.mult.transpose(1, 2).cpu().to(torch.int64)).to(device)
