@@ -22,7 +22,7 @@ def _config(**kw) -> QuantConfig:
 @click.command()
 @click.option("--model", "model_name", required=True, help="Model name from `logmac models` (e.g. resnet18_fmnist).")
 @click.option("--path", default=None, help="Local weights for models that need them.")
-@click.option("--method", type=click.Choice(METHODS + ("latticeq", "ptmq")), default="log_dynamic", show_default=True)
+@click.option("--method", type=click.Choice(METHODS + ("latticeq", "ptmq", "adalog")), default="log_dynamic", show_default=True)
 @click.option("--bits", "ptmq_bits", default="3,4,6", show_default=True,
               help="PTMQ: weight bit-widths calibrated together into one artifact.")
 @click.option("--ptmq-a-bits", default=None, help="PTMQ: activation bits per width (default: --a-bits for all).")
@@ -36,8 +36,7 @@ def _config(**kw) -> QuantConfig:
 @click.option("--no-dbs", is_flag=True, help="Disable dynamic base selection.")
 @click.option("--no-sfs", is_flag=True, help="Disable the scaling-factor search.")
 @click.option("--no-abs", is_flag=True, help="Disable the sign-asymmetric range.")
-@click.option("--learn-rounding", is_flag=True,
-              help="LLR for log methods, AdaRound for linear ones, block reconstruction (--iters steps) for latticeq.")
+@click.option("--learn-rounding", is_flag=True, help="LLR for log methods, AdaRound for linear ones.")
 @click.option("--hardware-approx", is_flag=True, help="Fit to the datapath's 1+1/2 levels instead of sqrt(2).")
 @click.option("--zero", type=click.Choice(["code", "flag", "none"]), default="code", show_default=True)
 @click.option("--act-init", type=click.Choice(["mse", "percentile"]), default="mse", show_default=True)
@@ -49,6 +48,10 @@ def _config(**kw) -> QuantConfig:
 @click.option("--basis-bits", type=int, default=8, show_default=True, help="LatticeQ basis bits (0: float basis).")
 @click.option("--search-steps", type=int, default=80, show_default=True, help="LatticeQ search steps per temperature.")
 @click.option("--restarts", type=int, default=5, show_default=True, help="LatticeQ search restarts.")
+@click.option("--adalog-weights", type=click.Choice(["uniform", "log"]), default="uniform", show_default=True,
+              help="AdaLog: uniform per-channel weights, or LogART log_dynamic weights (1+1/2 levels).")
+@click.option("--adalog-acts", type=click.Choice(["adalog", "uniform"]), default="adalog", show_default=True,
+              help="AdaLog: AdaLog codes after Softmax/GELU, or uniform ones (the equal-bits baseline).")
 @click.option("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu", show_default=True)
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many images/sentences only.")
 @click.option("--max-tokens", type=int, default=4096, show_default=True, help="LM evaluation tokens.")
@@ -68,6 +71,10 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     lattice = {k: kw.pop(k) for k in ("basis_bits", "search_steps", "restarts")}
     ptmq_opts = {k: kw.pop(k) for k in ("ptmq_bits", "ptmq_a_bits", "ptmq_codes", "nest")}
+    adalog_opts = {k: kw.pop(k) for k in ("adalog_weights", "adalog_acts")}
+    if kw["method"] == "adalog":
+        from logmac.quant.adalog_run import adalog_cli
+        return adalog_cli(model_name, path, eval_limit, results, output, **kw, **adalog_opts)
     if kw["method"] == "ptmq":
         from logmac.quant.ptmq_run import ptmq_cli, ptmq_settings
         cfg, ptmq = ptmq_settings(dict(kw, dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs), **ptmq_opts)

@@ -1,0 +1,87 @@
+"""AdaLog end to end on a registry model: load, calibrate, score FP / fake-quant (/ emulator), one results row.
+
+``logmac quantize --method adalog`` is a thin layer over :func:`adalog_registry_model`.  Supported models:
+timm ViTs (``vit_fmnist``; top-1, and the integer emulator on the same images) and the MiniLM sentence
+encoder (``minilm_l6_v2``; cosine similarity of the sentence embeddings to FP).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from logmac.quant.adalog_vit import AdaLogConfig, quantize_vit
+from logmac.quant.config import QuantError
+
+VIT_MODELS = ("vit_fmnist",)
+BERT_MODELS = ("minilm_l6_v2",)
+
+
+def adalog_registry_model(name: str, cfg: AdaLogConfig, *, eval_limit: int | None = None, path: str | None = None,
+                          emulate: bool = True) -> tuple[Any, dict]:
+    """Quantize ``name`` with AdaLog and score it; returns (the AdaLog result, one results row)."""
+    from logmac.models import UnknownModelError, calibration_samples, evaluate_model, load_model
+
+    if name not in VIT_MODELS + BERT_MODELS:
+        raise QuantError(f"AdaLog supports {', '.join(VIT_MODELS + BERT_MODELS)}; {name!r} is not one of them")
+    try:
+        loaded = load_model(name, path)
+    except UnknownModelError as exc:
+        raise QuantError(str(exc)) from exc
+    model, tok = loaded.model, loaded.tokenizer
+    calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, tokenizer=tok, model=model)
+    row: dict[str, Any] = {"model": name, "method": "adalog", "label": cfg.label(), **cfg.to_dict()}
+    start = time.perf_counter()
+    if name in VIT_MODELS:
+        fp = evaluate_model(model, name, limit=eval_limit)
+        res = quantize_vit(model, calib, cfg)
+        quant = evaluate_model(res.model, name, limit=eval_limit)
+        row.update(fp_top1=round(fp["top1"], 2), q_top1=round(quant["top1"], 2))
+        if emulate:
+            from logmac.models import fashion_mnist
+            from logmac.sim.adalog import compare_vit
+
+            images, labels = fashion_mnist("test", limit=eval_limit)
+            emu_start = time.perf_counter()
+            cmp = compare_vit(res.model, images, labels)
+            row.update(emu_top1=round(cmp["emulator_top1"], 2), emu_same_prediction=round(cmp["same_prediction"], 2),
+                       emu_max_logit_diff=cmp["max_logit_diff"], emu_overflows=cmp["overflows"],
+                       emu_seconds=round(time.perf_counter() - emu_start, 1))
+    else:
+        from logmac.quant.adalog_bert import FloatBert, quantize_bert
+
+        res = quantize_bert(model, calib, cfg)
+        quant = evaluate_model(res.model, name, limit=eval_limit, tokenizer=tok, reference=FloatBert(res.model))
+        row.update(q_cosine=round(quant["cosine"], 4), sentences=quant["sentences"])
+    row.update(quant_seconds=round(res.seconds, 1), total_seconds=round(time.perf_counter() - start, 1),
+               quantizers=len(res.quantizers))
+    return res, row
+
+
+def adalog_cli(model_name: str, path: str | None, eval_limit: int | None, results, output, **kw) -> None:
+    """``logmac quantize --method adalog``: the shared options mapped onto :class:`AdaLogConfig`."""
+    import click
+
+    from logmac.quant.run import append_csv
+
+    if output:
+        raise click.UsageError("-o: AdaLog models cannot be saved yet (the artifact format has no AdaLog activation "
+                               "layers); run without -o to quantize and score the model")
+    torch.manual_seed(kw["seed"])
+    try:
+        cfg = AdaLogConfig(w_bits=kw["w_bits"], a_bits=kw["a_bits"], weights=kw["adalog_weights"],
+                           acts=kw["adalog_acts"], zero=kw["zero"], calib_samples=kw["calib_samples"], seed=kw["seed"])
+        res, row = adalog_registry_model(model_name, cfg, eval_limit=eval_limit, path=path)
+    except (QuantError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    append_csv(row, results)
+    scores = {k: v for k, v in row.items() if k.startswith(("fp_", "q_", "emu_"))}
+    click.echo(f"AdaLog {cfg.label()}: {scores}")
+    click.echo(f"time {row['quant_seconds']} s (calibration), {row['total_seconds']} s with evaluation")
+    for name, q in res.quantizers.items():
+        click.echo(f"  {name}: base 2^({q['q']}/37), scale {q['scale']}")
+    click.echo("not saved: AdaLog models have no artifact form yet")
+    click.echo(f"results appended to {results}")
+
