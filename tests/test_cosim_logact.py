@@ -11,15 +11,19 @@ ViT (``logmac.sim.adalog.capture_attention_tiles``) run when ``$LOGMAC_ATTENTION
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
+import hw_amaranth_sim
 import numpy as np
 import pytest
 from test_cosim import assert_clean
 
 from logmac.codes import AdaLogFormat, FormatError, GridKind, LogFormat, UniformFormat, ZeroMode, adalog_decode_int
 from logmac.cosim import toolchain
-from logmac.cosim.logact_runner import run_logact_vectors
+from logmac.cosim.logact_runner import logact_commands, run_logact_vectors
+from logmac.cosim.logact_suite import INT_BUILD, LOG_BUILD, Q_FULL, log_weight_matrix, uniform_weight_matrix
 from logmac.cosim.logact_vectors import (
     golden,
     load_logact_vectors,
@@ -28,13 +32,9 @@ from logmac.cosim.logact_vectors import (
     vectors_from_attention_tiles,
 )
 from logmac.hw.config import HwConfigError
-from logmac.hw.logact_engine import LogActConfig, act_table_image
+from logmac.hw.logact_engine import ENGINE_NAME, LogActConfig, LogActEngine, act_table_image, export
 
 SIMS = list(toolchain.SIMULATORS)
-LOG_BUILD = LogActConfig(kind="log", act_code_bits=6, act_max_shift=15, weight_bits=5, lanes=16, max_k=1024, acc_bits=48)
-INT_BUILD = LogActConfig(kind="int", act_code_bits=6, act_max_shift=15, weight_bits=8, lanes=16, max_k=1024, acc_bits=48)
-Q_DEFAULT = (10, 37, 138)
-Q_FULL = (10, 13, 23, 37, 52, 74, 100, 137, 138)
 cosim = pytest.mark.cosim
 
 
@@ -49,15 +49,6 @@ def sim(request) -> str:
 @pytest.fixture
 def full(request) -> bool:
     return request.config.getoption("--full")
-
-
-def act_formats(full: bool) -> list[AdaLogFormat]:
-    return [AdaLogFormat(bits, q, zero=zero) for bits in range(2, 7) for q in (Q_FULL if full else Q_DEFAULT)
-            for zero in (ZeroMode.CODE, ZeroMode.FLAG)]
-
-
-def log_weight_formats() -> list[LogFormat]:
-    return [LogFormat(bits, grid, zero=zero) for bits in range(2, 6) for grid in GridKind for zero in ZeroMode]
 
 
 # ---- compile-free: the activation table image and the rejected inputs ------------------------------------
@@ -119,18 +110,30 @@ def test_vector_file_round_trip_and_corruption(tmp_path) -> None:
         load_logact_vectors(tmp_path / "junk.npz")
 
 
+def test_export_lints_clean_and_amaranth_sim_matches(tmp_path, monkeypatch) -> None:
+    """Compile-free tier: the exported Verilog lints clean, and Amaranth's simulator of a 3-lane build
+    (log and int weights, back-pressure) matches logmac.sim."""
+    toolchain.require("verilator")
+    toolchain.apply_env()
+    rng = np.random.default_rng(5)
+    monkeypatch.setattr(hw_amaranth_sim, "MacEngine", LogActEngine)  # the helper drives whichever engine it builds
+    for kind, wfmt in (("log", LogFormat(3, GridKind.LOG_DYNAMIC, zero="none")), ("int", UniformFormat(4))):
+        hw = LogActConfig(kind=kind, act_code_bits=4, act_max_shift=15, weight_bits=4, lanes=3, max_k=64, acc_bits=40)
+        v_path, j_path = export(hw, tmp_path / kind)
+        res = subprocess.run(["verilator", "--lint-only", "-Wall", "-Wno-fatal", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL",
+                              "--top-module", ENGINE_NAME, str(v_path)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0 and "%Error" not in res.stderr, res.stderr[-2000:]
+        assert json.loads(j_path.read_text())["derived"]["exact_bits"] == hw.exact_bits
+        v = random_logact_vectors(AdaLogFormat(4, 23, zero="flag"), wfmt, rng, rows=3, k=8, channels=2, acc_bits=20)
+        out = hw_amaranth_sim.run_commands(hw, logact_commands(hw, v), ready_prob=0.7)
+        acc = np.array([(o >> hw.out_bits) & ((1 << hw.acc_bits) - 1) for o in out], dtype=np.int64)  # y, acc, ovf
+        acc = np.where(acc >> (hw.acc_bits - 1), acc - (1 << hw.acc_bits), acc)
+        assert np.array_equal(acc, golden(v).acc.ravel()), kind
+
+
 # ---- cocotb on both simulators ----------------------------------------------------------------------------
 # Each simulator invocation costs seconds of start-up (much more on a loaded machine), so the default tier
 # packs its sets into one run per build: the log-weight matrix, the uniform-weight matrix, the failure test.
-
-def overflow_sets(rng: np.random.Generator, wfmt: LogFormat | UniformFormat) -> list:
-    """Narrow run-time accumulators against the largest levels times the largest weights: fit and sticky flag."""
-    vs = [random_logact_vectors(afmt, wfmt, rng, rows=4, k=40, style=style, acc_bits=acc, overflow=mode)
-          for afmt in (AdaLogFormat(3, 10), AdaLogFormat(6, 138, zero="flag"))
-          for style in ("overflow", "extreme") for acc in (8, 13, 20) for mode in ("saturate", "wrap")]
-    assert sum(int(golden(v).overflow.sum()) for v in vs) > 50, "the stimulus must overflow"
-    return vs
-
 
 def replayed(v, tmp_path, name: str):
     """``v`` through a vector file (the format real tiles use): file == logmac.sim == RTL."""
@@ -144,18 +147,7 @@ def test_log_weights(sim: str, full: bool, tmp_path) -> None:
     """AdaLog 2..6 bits x q x zero mode against log weights of 2..5 bits (every grid and zero mode in turn),
     random and every-word stimulus, overflow at 8/13/20 bits, a vector file, back-pressure and gaps."""
     rng = np.random.default_rng(100)
-    wfmts = log_weight_formats()
-    vs = []
-    for n, afmt in enumerate(act_formats(full)):
-        wfmt = wfmts[n % len(wfmts)]
-        acc, mode = (24, 32, 48)[n % 3], ("saturate", "wrap")[n % 2]
-        vs.append(random_logact_vectors(afmt, wfmt, rng, rows=4 if full else 2, k=21, acc_bits=acc, overflow=mode))
-        vs.append(random_logact_vectors(afmt, wfmt, rng, rows=1, k=1 << afmt.storage_bits, channels=1,
-                                        style="every_code", acc_bits=48))
-    if full:
-        vs += [random_logact_vectors(AdaLogFormat(4, 29), w, rng, rows=2, k=1 << w.storage_bits, channels=2,
-                                     style="every_code") for w in wfmts]
-    vs += overflow_sets(rng, LogFormat(4, GridKind.LOG_SQRT2))
+    vs = log_weight_matrix(rng, full)
     vs.append(replayed(random_logact_vectors(AdaLogFormat(5, 23, zero="flag"), LogFormat(4, GridKind.LOG_DYNAMIC), rng,
                                              rows=8, k=197, channels=3, acc_bits=40), tmp_path, "fc2"))
     assert_clean(run_logact_vectors(vs, sim, LOG_BUILD, bp=64, gap_prob=0.1, seed=1))
@@ -166,15 +158,7 @@ def test_uniform_weights(sim: str, full: bool, tmp_path) -> None:
     """AdaLog words times signed 2/4/8-bit integers (attention probabilities x V, post-GELU x fc2): the same
     matrix, overflow and a vector file."""
     rng = np.random.default_rng(200)
-    vs = []
-    for n, afmt in enumerate(act_formats(full)):
-        wfmt = UniformFormat((2, 4, 8)[n % 3])
-        style = ("random", "extreme")[n % 2]
-        vs.append(random_logact_vectors(afmt, wfmt, rng, rows=4 if full else 2, k=21, acc_bits=(13, 32, 48)[n % 3],
-                                        overflow=("saturate", "wrap")[n % 2], style=style))
-        vs.append(random_logact_vectors(afmt, wfmt, rng, rows=1, k=1 << afmt.storage_bits, channels=1,
-                                        style="every_code"))
-    vs += overflow_sets(rng, UniformFormat(8))
+    vs = uniform_weight_matrix(rng, full)
     vs.append(replayed(random_logact_vectors(AdaLogFormat(4, 52), UniformFormat(5), rng, rows=8, k=197, channels=4,
                                              acc_bits=40), tmp_path, "attn"))
     assert_clean(run_logact_vectors(vs, sim, INT_BUILD, bp=64, gap_prob=0.1, seed=2))

@@ -19,8 +19,12 @@ import numpy as np
 @click.option("--reset-at", type=int, default=None, help="reset the engine this many cycles into each stream")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the report as JSON")
+@click.option("--logact", is_flag=True,
+              help="the AdaLog-activation engine: its built-in matrix (log and uniform weights), or --vectors as "
+                   "logmac.cosim.logact_vectors files / saved attention-tile captures")
+@click.option("--full", is_flag=True, help="with --logact: more q values, rows and every-word weight sets")
 def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: int, gaps: float,
-          reset_at: int | None, seed: int, json_out: str | None) -> None:
+          reset_at: int | None, seed: int, json_out: str | None, logact: bool, full: bool) -> None:
     """Check the exported RTL against the emulator (logmac.sim) bit for bit under cocotb."""
     from logmac.cosim import toolchain
     from logmac.cosim.runner import run_vectors
@@ -32,6 +36,9 @@ def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: 
         toolchain.require(sim)
     except toolchain.ToolchainError as exc:
         raise click.ClickException(str(exc)) from exc
+    if logact:
+        _cosim_logact(sim, vector_paths, full, bp, gaps, reset_at, seed)
+        return
     rng = np.random.default_rng(seed)
     vs = [load_vectors(p) for p in vector_paths] if vector_paths else format_matrix(rng)
     hw = HwConfig.load(config_path) if config_path else None
@@ -44,3 +51,17 @@ def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: 
             json.dump(data, fh, indent=2)
     if not rep.passed:
         raise click.ClickException(f"{rep.mismatches} mismatch(es); first: {rep.first_mismatch}")
+
+
+def _cosim_logact(sim: str, paths: tuple[str, ...], full: bool, bp: int, gaps: float, reset_at: int | None,
+                  seed: int) -> None:
+    """``--logact``: one run per weight kind on the AdaLog-activation engine, a summary each."""
+    from logmac.cosim.logact_suite import run_suite
+
+    reports = run_suite(sim, paths, full=full, bp=bp, gap_prob=gaps, reset_at=reset_at, seed=seed)
+    for rep in reports:
+        click.echo(f"-- {rep.config['kind']} weights, {len(rep.checks)} vector sets")
+        click.echo(rep.summary())
+    failed = [rep for rep in reports if not rep.passed]
+    if failed:
+        raise click.ClickException(f"{sum(r.mismatches for r in failed)} mismatch(es); first: {failed[0].first_mismatch}")

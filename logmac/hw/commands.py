@@ -7,8 +7,9 @@ import json
 import click
 
 
-def _config(config_path: str | None, overrides: tuple[str, ...]):
+def _config(config_path: str | None, overrides: tuple[str, ...], engine: str = "mac"):
     from logmac.hw.config import HwConfig, HwConfigError
+    from logmac.hw.logact_engine import LogActConfig
 
     base = json.loads(open(config_path).read()) if config_path else {}
     for item in overrides:
@@ -17,7 +18,7 @@ def _config(config_path: str | None, overrides: tuple[str, ...]):
             raise click.BadParameter(f"--set takes key=value, got {item!r}")
         base[key] = json.loads(value) if value not in ("log", "int") else value
     try:
-        return HwConfig.from_dict(base)
+        return (LogActConfig if engine == "logact" else HwConfig).from_dict(base)
     except (HwConfigError, TypeError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -32,11 +33,15 @@ def hw() -> None:
               help="build parameters as JSON (keys of logmac.hw.HwConfig); missing keys take defaults")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one parameter, e.g. lanes=4")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def export_cmd(config_path: str | None, overrides: tuple[str, ...], out_dir: str) -> None:
-    """Write logmac_engine.v and logmac_engine.json (parameters, widths, payload fields, register map)."""
+@click.option("--engine", type=click.Choice(["mac", "logact"]), default="mac", show_default=True,
+              help="mac: the weight engine (HwConfig keys); logact: AdaLog activations (LogActConfig keys)")
+def export_cmd(config_path: str | None, overrides: tuple[str, ...], out_dir: str, engine: str) -> None:
+    """Write <module>.v and <module>.json (parameters, widths, payload fields, register map)."""
+    from logmac.hw import logact_engine
     from logmac.hw.export import export
 
-    v_path, j_path = export(_config(config_path, overrides), out_dir)
+    write = logact_engine.export if engine == "logact" else export
+    v_path, j_path = write(_config(config_path, overrides, engine), out_dir)
     click.echo(f"wrote {v_path}\nwrote {j_path}")
 
 
@@ -52,6 +57,27 @@ def area_cmd(bits: str, lanes: str, act_bits: int, no_fmax: bool, json_out: str 
 
     cfgs = comparison_configs(tuple(int(b) for b in bits.split(",")), tuple(int(n) for n in lanes.split(",")), act_bits)
     rows = area_report(cfgs, fmax=not no_fmax)
+    click.echo(format_table(rows))
+    if json_out:
+        with open(json_out, "w") as fh:
+            json.dump([r.as_dict() for r in rows], fh, indent=2)
+
+
+@hw.command("logact-area")
+@click.option("--act-bits", default=4, show_default=True, help="AdaLog code bits (and the int engine's activation bits)")
+@click.option("--weight-bits", default=4, show_default=True)
+@click.option("--lanes", default="1,16", show_default=True, help="lane counts, comma-separated")
+@click.option("--act-max-shift", default="15,7", show_default=True, help="activation shift caps, comma-separated")
+@click.option("--no-fmax", is_flag=True, help="skip nextpnr place and route")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the rows as JSON")
+def logact_area_cmd(act_bits: int, weight_bits: int, lanes: str, act_max_shift: str, no_fmax: bool,
+                    json_out: str | None) -> None:
+    """AdaLog-activation engine (x log, x int weights) vs the integer-multiplier engine: iCE40 LUTs, FFs, Fmax."""
+    from logmac.hw.logact_area import comparison_builds, format_table, logact_area_report
+
+    builds = comparison_builds(act_bits, weight_bits, tuple(int(n) for n in lanes.split(",")),
+                               tuple(int(s) for s in act_max_shift.split(",")))
+    rows = logact_area_report(builds, fmax=not no_fmax)
     click.echo(format_table(rows))
     if json_out:
         with open(json_out, "w") as fh:
