@@ -10,13 +10,21 @@ Every row is also appended to the results CSV.  All settings are printed with th
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 from pathlib import Path
 
 import torch
 
 from logmac.quant import QuantConfig
-from logmac.quant.run import ABLATION, EvalOptions, append_csv, markdown_table, quantize_registry_model
+from logmac.quant.run import (
+    ABLATION,
+    EvalOptions,
+    append_csv,
+    markdown_table,
+    memory_summary,
+    quantize_registry_model,
+)
 
 # The 7 rows of LogART's README, the headline ones (none, DBS+SFS+ABS, all four) first so they land early.
 PAPER_ROWS = [(False, False, False, False), (True, True, True, False), (True, True, True, True),
@@ -41,6 +49,8 @@ def main() -> None:
     ap.add_argument("--no-uniform", action="store_true", help="Skip the uniform round-to-nearest row.")
     ap.add_argument("--no-llr", action="store_true", help="Only the rows without LLR (quicker).")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--resume", action="store_true",
+                    help="Skip rows the results CSV already has with these settings (continue a stopped sweep).")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/out/ptq_runs.csv"))
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args()
@@ -53,15 +63,18 @@ def main() -> None:
     configs += [QuantConfig(method="log_dynamic", dbs=d, sfs=s, abs=a, learn_rounding=r, **common) for d, s, a, r in combos]
     opts = EvalOptions(eval_limit=args.eval_limit, max_tokens=args.max_tokens, seq_len=args.seq_len)
     torch.set_num_threads(args.threads)
-    rows: list[dict] = []
+    done = {r["label"]: r for r in saved_rows(args)}
     fp_metrics = None  # every row shares the FP model and evaluation data: score it once
     for cfg in configs:
+        if args.resume and cfg.label() in done:
+            continue
         start = time.perf_counter()
         _, row = quantize_registry_model(args.model, cfg, opts, progress=False, fp_metrics=fp_metrics)
         fp_metrics = {k[3:]: v for k, v in row.items() if k.startswith("fp_")}
         append_csv(row, args.results)
-        rows.append(row)
-        print(f"{cfg.label()}: {row}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        print(f"{cfg.label()}: {row}  ({time.perf_counter() - start:.0f} s)\n{memory_summary(row)}", flush=True)
+        done = {r["label"]: r for r in saved_rows(args)}
+        rows = [done[c.label()] for c in configs if c.label() in done]
         metric = "perplexity" if "q_perplexity" in row else ("agreement" if "q_agreement" in row else "top1")
         fp = row.get(f"fp_{metric}")
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +85,18 @@ def main() -> None:
             f"hardware_approx={args.hardware_approx}, {args.threads} torch thread(s); time = quantization only, "
             "peak = resident memory from the start of quantization to the end of evaluation (model already loaded)\n\n"
             + markdown_table(rows, metric) + "\n")
+
+
+def saved_rows(args: argparse.Namespace) -> list[dict]:
+    """Rows of the results CSV from a run with this sweep's settings (the latest per label comes last)."""
+    if not args.results.exists():
+        return []
+    with args.results.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    want = {"model": args.model, "w_bits": str(args.w_bits), "a_bits": str(args.a_bits),
+            "calib_samples": str(args.calib_samples), "iters": str(args.iters),
+            "hardware_approx": str(args.hardware_approx), "q_tokens": f"{float(args.max_tokens)}"}
+    return [r for r in rows if all(r.get(k) == v for k, v in want.items())]
 
 
 if __name__ == "__main__":

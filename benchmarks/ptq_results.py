@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from logmac.quant import QuantConfig
 from logmac.quant.run import EvalOptions, append_csv, quantize_registry_model
 
@@ -25,11 +27,15 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--hardware-approx", action="store_true")
-    ap.add_argument("--results", type=Path, default=Path("results/ptq_results.csv"))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/out/ptq_runs.csv"))
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     lines = [f"calibration {args.calib_samples} samples, {args.iters} rounding iterations per block, "
-             f"hardware_approx={args.hardware_approx}\n",
+             f"hardware_approx={args.hardware_approx}, evaluation on "
+             f"{args.eval_limit or 'all 10,000'} test images, {args.threads} torch thread(s); "
+             "time = quantization only (s)\n",
              "| model | W | A | FP top-1 | log_dynamic+LLR | linear_mse+AdaRound | time log / linear (s) |",
              "|---|---|---|---|---|---|---|"]
     for name in args.models:

@@ -36,7 +36,8 @@ def _config(**kw) -> QuantConfig:
 @click.option("--no-dbs", is_flag=True, help="Disable dynamic base selection.")
 @click.option("--no-sfs", is_flag=True, help="Disable the scaling-factor search.")
 @click.option("--no-abs", is_flag=True, help="Disable the sign-asymmetric range.")
-@click.option("--learn-rounding", is_flag=True, help="LLR for log methods, AdaRound for linear ones.")
+@click.option("--learn-rounding", is_flag=True,
+              help="LLR for log methods, AdaRound for linear ones, block reconstruction (--iters steps) for latticeq.")
 @click.option("--hardware-approx", is_flag=True, help="Fit to the datapath's 1+1/2 levels instead of sqrt(2).")
 @click.option("--zero", type=click.Choice(["code", "flag", "none"]), default="code", show_default=True)
 @click.option("--act-init", type=click.Choice(["mse", "percentile"]), default="mse", show_default=True)
@@ -66,7 +67,14 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
              output: Path | None, **kw) -> None:
     """Quantize a model to exponent-coded (or uniform) weights, evaluate it and export the artifact."""
     from logmac import artifact as artifact_io
-    from logmac.quant.run import EvalOptions, ablation_configs, append_csv, markdown_table, quantize_registry_model
+    from logmac.quant.run import (
+        EvalOptions,
+        ablation_configs,
+        append_csv,
+        markdown_table,
+        memory_summary,
+        quantize_registry_model,
+    )
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     lattice = {k: kw.pop(k) for k in ("basis_bits", "search_steps", "restarts")}
@@ -96,7 +104,7 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
         rows.append(row)
         click.echo(f"{c.label()}: FP {json.dumps(res.artifact.meta['metrics']['fp'])} -> "
                    f"quantized {json.dumps(res.artifact.meta['metrics']['quant'])}")
-        click.echo(f"time {res.seconds:.1f} s (quantization), peak memory {res.peak_mib:.0f} MiB")
+        click.echo(f"time {res.seconds:.1f} s (quantization), {memory_summary(row)}")
         for name, reason in res.float_modules.items():
             click.echo(f"  float: {name}: {reason}")
         if output and not ablation:

@@ -36,7 +36,7 @@ class QuantLayer(nn.Module):
         self.rounding: SoftRounding | None = None
         self.qweight: torch.Tensor | None = None
         self.grid: LogGrid | None = None
-        self.words: np.ndarray | None = None  # log code words, or unsigned uniform codes
+        self.words: np.ndarray | None = None  # log code words (uint16), or unsigned uniform codes (int16)
         self.uniform: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, zero_point) of the baseline
         self.hessian: torch.Tensor | None = None
         self.hessian_rows = 0
@@ -130,7 +130,7 @@ class QuantLayer(nn.Module):
             scale, zp = uniform_range(src.double(), fmt.bits, mse=cfg.method == "linear_mse")
             scale, zp = scale.expand(w2d.shape[0]).clone(), zp.expand(w2d.shape[0]).clone()
             self.uniform = (scale, zp)
-            self.words = uniform_codes(w2d.double(), scale, zp, fmt.bits).cpu().numpy()
+            self.words = uniform_codes(w2d.double(), scale, zp, fmt.bits).to(torch.int16).cpu().numpy()
         self._set_qweight()
 
     def start_rounding(self) -> list[nn.Parameter]:
@@ -150,7 +150,7 @@ class QuantLayer(nn.Module):
         if isinstance(r, LogRounding):
             self.words = words_from(self.cfg.weight_format(), *r.indices()).reshape(self.words.shape)
         else:
-            self.words = r.codes().cpu().numpy()
+            self.words = r.codes().to(torch.int16).cpu().numpy()
         self.rounding = None
         self._set_qweight()
 

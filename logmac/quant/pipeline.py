@@ -35,6 +35,7 @@ class QuantResult:
     losses: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     peak_mib: float = 0.0
+    start_mib: float = 0.0  # resident memory when quantization began (runtime, loaded model, data)
 
 
 def reset_peak_memory(device: str = "cpu") -> None:
@@ -45,6 +46,20 @@ def reset_peak_memory(device: str = "cpu") -> None:
         pass
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+
+
+def resident_memory_mib() -> float:
+    """Current resident memory of this process (VmRSS) in MiB; 0 where /proc is missing."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def fp32_size_mib(model: nn.Module) -> float:
+    """What the model's parameters and buffers take in fp32 (the unit of the memory budget)."""
+    return sum(t.numel() for t in (*model.parameters(), *model.buffers())) * 4 / 2**20
 
 
 def peak_memory_mib(device: str = "cpu") -> float:
@@ -134,6 +149,7 @@ def quantize_model(
     """
     start = time.perf_counter()
     reset_peak_memory(cfg.device)
+    start_mib = resident_memory_mib()
     torch.manual_seed(cfg.seed)
     model.eval().to(cfg.device)
     for p in model.parameters():
@@ -160,4 +176,4 @@ def quantize_model(
                             "seconds": round(seconds, 2), "peak_mib": round(peak, 1)},
             "metrics": {}}
     artifact = build_artifact(model, cfg.to_dict(), meta, folded)
-    return QuantResult(model, artifact, float_modules, losses, seconds, peak)
+    return QuantResult(model, artifact, float_modules, losses, seconds, peak, start_mib)

@@ -17,7 +17,7 @@ from torch import nn
 
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.modules import set_quant
-from logmac.quant.pipeline import QuantResult, peak_memory_mib, quantize_model
+from logmac.quant.pipeline import QuantResult, fp32_size_mib, peak_memory_mib, quantize_model
 
 ABLATION = [(d, s, a, r) for r in (False, True) for d in (False, True) for s in (False, True) for a in (False, True)]
 
@@ -80,6 +80,7 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
     except UnknownModelError as exc:
         raise QuantError(exc.args[0] if exc.args else f"unknown model {name!r}") from exc
     model, tok = loaded.model, loaded.tokenizer
+    model_mib = fp32_size_mib(model)
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, seq_len=opts.seq_len, tokenizer=tok,
                                 model=model, device=cfg.device, data_path=opts.data_path)
     blocks = decoder_blocks(model)
@@ -95,9 +96,21 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
         "zero", "calib_samples", "iters", "seed")}}
     row.update({f"fp_{k}": v for k, v in fp.items()})
     row.update({f"q_{k}": v for k, v in quant.items()})
+    # Memory budget: the run may add at most about one more fp32 copy of the model (plus one unit's
+    # activations) to what was resident when it started; quant_peak_mib is quantization alone.
     row.update(quant_seconds=round(res.seconds, 1), total_seconds=round(time.perf_counter() - start, 1),
-               peak_mib=round(res.peak_mib, 1))
+               peak_mib=round(res.peak_mib, 1), model_fp32_mib=round(model_mib, 1),
+               start_mib=round(res.start_mib, 1), quant_peak_mib=res.artifact.meta["calibration"]["peak_mib"])
     return res, row
+
+
+def memory_summary(row: dict) -> str:
+    """One line on the memory budget: quantization may add about one fp32 model copy (+ one unit's activations)."""
+    added = float(row["quant_peak_mib"]) - float(row["start_mib"])
+    model = float(row["model_fp32_mib"])
+    return (f"peak memory {float(row['quant_peak_mib']):.0f} MiB while quantizing ({float(row['start_mib']):.0f} MiB "
+            f"resident at start, +{added:.0f} MiB = {added / model:.2f}x the {model:.0f} MiB fp32 model; "
+            f"{float(row['peak_mib']):.0f} MiB with evaluation)")
 
 
 def append_csv(row: dict, path: str | Path) -> Path:
@@ -125,13 +138,18 @@ def ablation_configs(base: QuantConfig) -> list[QuantConfig]:
 
 def markdown_table(rows: list[dict], metric: str) -> str:
     """Rows as a markdown table with check marks for the four components and the chosen metric."""
-    lines = [f"| DBS | SFS | ABS | LLR | method | {metric} | time (s) | peak MiB |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| DBS | SFS | ABS | LLR | method | {metric} | time (s) | peak MiB | added while quantizing (MiB, x fp32 model) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         marks = ["✓" if r.get(k) in (True, "True") else "–" for k in ("dbs", "sfs", "abs", "learn_rounding")]
         is_log = str(r["method"]).startswith("log")
         if not is_log:
             marks = ["", "", "", "✓" if r.get("learn_rounding") in (True, "True") else "–"]
+        added = ""
+        if r.get("start_mib") not in (None, ""):
+            extra = float(r["quant_peak_mib"]) - float(r["start_mib"])
+            added = f"{extra:.0f} ({extra / float(r['model_fp32_mib']):.2f}x)"
         lines.append(f"| {' | '.join(marks)} | {r['label']} | {r.get('q_' + metric, '')} | "
-                     f"{r.get('quant_seconds', '')} | {r.get('peak_mib', '')} |")
+                     f"{r.get('quant_seconds', '')} | {r.get('peak_mib', '')} | {added} |")
     return "\n".join(lines)
 
