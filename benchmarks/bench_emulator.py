@@ -1,6 +1,6 @@
 """Images/s of the emulator vs the fake-quant float32 model on the same batch, and the int64 reference path.
 
-    .venv/bin/python benchmarks/bench_emulator.py [--artifact model.lmq] [--batch 256] [--w-bits 4]
+    .venv/bin/python benchmarks/bench_emulator.py [--artifact model.lmq] [--batch 256] [--w-bits 4] [--threads N]
 
 With ``--artifact`` the exported model (and its house float network) is used; without it, the house ResNet-18
 (trained weights when present, else random init) is exported round-to-nearest by the stand-in exporter of the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,9 +43,9 @@ def standin_artifact(model: torch.nn.Module, w_bits: int, calib: torch.Tensor) -
     return export_model(model, calib, LogFormat(w_bits), requant=requant)
 
 
-def rates(fns: list, x: torch.Tensor, repeats: int) -> list[float]:
-    """Images/s of each function, interleaved so that load from other processes hits all of them alike."""
-    spent = [0.0] * len(fns)
+def rates(fns: list, x: torch.Tensor, repeats: int) -> list[list[float]]:
+    """Images/s of each function per repeat, interleaved so that load from other processes hits all alike."""
+    per_repeat = [[] for _ in fns]
     with torch.no_grad():
         for fn in fns:
             fn(x)  # warm-up (caches, allocator)
@@ -52,8 +53,8 @@ def rates(fns: list, x: torch.Tensor, repeats: int) -> list[float]:
             for i, fn in enumerate(fns):
                 start = time.perf_counter()
                 fn(x)
-                spent[i] += time.perf_counter() - start
-    return [repeats * len(x) / t for t in spent]
+                per_repeat[i].append(len(x) / (time.perf_counter() - start))
+    return per_repeat
 
 
 def main() -> None:
@@ -61,9 +62,12 @@ def main() -> None:
     ap.add_argument("--artifact", type=Path)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--w-bits", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--reference-batch", type=int, default=2, help="images for the (slow) int64 reference path")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(args.batch, 1, 28, 28)
     if args.artifact:
@@ -76,11 +80,15 @@ def main() -> None:
     fq = fake_quant_model(artifact, copy.deepcopy(model)).eval()
     ref = Emulator(artifact, copy.deepcopy(model), engine="reference")
     r_fq, r_emu = rates([fq, emu], x, args.repeats)
+    ratios = [e / f for e, f in zip(r_emu, r_fq, strict=True)]
     (r_ref,) = rates([ref], x[:args.reference_batch], 1)
-    print(f"threads {torch.get_num_threads()}, batch {args.batch}, {len(artifact.layers)} quantized layers")
-    print(f"fake-quant float32  {r_fq:8.1f} img/s")
-    print(f"emulator (fast)     {r_emu:8.1f} img/s   {r_emu / r_fq:.2f}x fake-quant")
-    print(f"emulator (int64 reference) {r_ref:8.2f} img/s   {r_ref / r_fq:.4f}x fake-quant")
+    fq_med = statistics.median(r_fq)
+    print(f"threads {torch.get_num_threads()}, batch {args.batch}, {len(artifact.layers)} quantized layers, "
+          f"{args.repeats} interleaved repeats (medians; ratio = median of per-repeat ratios)")
+    print(f"fake-quant float32  {fq_med:8.1f} img/s")
+    print(f"emulator (fast)     {statistics.median(r_emu):8.1f} img/s   {statistics.median(ratios):.2f}x fake-quant "
+          f"(per repeat {min(ratios):.2f}-{max(ratios):.2f}x)")
+    print(f"emulator (int64 reference) {r_ref[0]:8.2f} img/s   {r_ref[0] / fq_med:.4f}x fake-quant")
 
 
 if __name__ == "__main__":

@@ -66,11 +66,11 @@ class IntLayer(nn.Module):
         sum_bound = self.x_absmax * row_abs + np.abs(self.bias_int)
         # the float boundary runs in float32 when acc + bias_int is an exact float32 integer (below 2**24)
         self.float_out_fits = bool((sum_bound < 2**23).all())
-        self.bias_f32, self.out_scale_f32 = self.bias_t.to(torch.float32), self.out_scale.to(torch.float32)
+        self.bias_f32, self.out_scale_f32 = self.bias_t.reshape(-1).float(), self.out_scale.reshape(-1).float()
         if spec.requant:
             self.rq_affine = ops.requant_affine(ex["requant_multiplier"], ex["requant_shift"],
-                                                int(spec.requant["out_zero_point"]), self.bias_int, sum_bound, shape,
-                                                device)
+                                                int(spec.requant["out_zero_point"]), self.bias_int, sum_bound,
+                                                device=device)
         self.stats = LayerStats()
         self.next: tuple[IntLayer, ...] = ()  # a tuple, so the next layer is not registered as a submodule
         self.expect: torch.Tensor | None = None  # integers the previous layer requantized into this one
@@ -142,14 +142,18 @@ class IntLayer(nn.Module):
             self.weights.drop_cache()
         self.stats.outputs += acc.numel()
         rq = self.spec.requant
+        # per-channel constants broadcast along the last axis: conv sums are channels-last in memory
+        last = acc.movedim(1, -1) if acc.ndim == 4 else acc
         if rq is None:  # the float boundary: one LSB is worth out_scale; (acc + bias_int) * out_scale in float32
             if self.float_out_fits:  # acc is a fresh buffer of exact sums: reuse it
-                return acc.to(torch.float32).add_(self.bias_f32).mul_(self.out_scale_f32)
+                last = last.to(torch.float32).add_(self.bias_f32).mul_(self.out_scale_f32)
+                return last.movedim(-1, 1) if acc.ndim == 4 else last
             return ((acc.to(torch.float64) + self.bias_t) * self.out_scale).to(torch.float32)
         lo, hi = (int(v) for v in rq["clamp"])
         zp_out = int(rq["out_zero_point"])
         if self.rq_affine is not None:  # ops.requantize's arithmetic as one exact float64 multiply-add
-            y = torch.addcmul(self.rq_affine[1], acc, self.rq_affine[0]).floor_().clamp_(lo, hi).to(torch.float32)
+            y = torch.addcmul(self.rq_affine[1], last, self.rq_affine[0]).floor_().clamp_(lo, hi).to(torch.float32)
+            y = y.movedim(-1, 1) if acc.ndim == 4 else y
         else:
             ex = self.spec.layer.extras
             y = ops.requantize(acc.to(torch.int64), ex["requant_multiplier"], ex["requant_shift"], zp_out, lo, hi,

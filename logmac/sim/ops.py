@@ -152,8 +152,10 @@ def _padded_channels_last(x: torch.Tensor, padding: tuple[int, int], pad_value: 
     (ph, pw), (N, C, H, W) = padding, x.shape
     if not (ph or pw):
         return x.permute(0, 2, 3, 1).to(dtype).contiguous()
-    xp = torch.full((N, H + 2 * ph, W + 2 * pw, C), float(pad_value), dtype=dtype, device=x.device)
+    xp = torch.empty((N, H + 2 * ph, W + 2 * pw, C), dtype=dtype, device=x.device)
     xp[:, ph:ph + H, pw:pw + W] = x.permute(0, 2, 3, 1)
+    for border in (xp[:, :ph], xp[:, ph + H:], xp[:, ph:ph + H, :pw], xp[:, ph:ph + H, pw + W:]):
+        border.fill_(pad_value)
     return xp
 
 
@@ -184,7 +186,9 @@ def _conv_channels_last(x: torch.Tensor, weights: IntWeights, plan: tuple[str, l
     if (sh, sw) == (1, 1) and C >= 8 and Hp * Wp <= 1.5 * Ho * Wo:
         rows = xp.reshape(N * Hp * Wp, C)
         n_out = rows.shape[0] - (kh - 1) * dh * Wp - (kw - 1) * dw
-        acc = torch.zeros(rows.shape[0], C_out, dtype=acc_dtype, device=x.device)
+        acc = torch.empty(rows.shape[0], C_out, dtype=acc_dtype, device=x.device)  # rows past n_out: never read
+        if len(chunks) > 1:
+            acc[:n_out] = 0
         for first, last in chunks:
             part = acc[:n_out] if len(chunks) == 1 else torch.empty(n_out, C_out, dtype=dtype, device=x.device)
             for t in range(first, last):
