@@ -1,8 +1,12 @@
 """SmolLM2-135M W4A8 through the bit-exact emulator: FP, fake-quant and emulator perplexity on the Austen text.
 
-    .venv/bin/logmac quantize --model smollm2_135m --w-bits 4 --a-bits 8 --method log_dynamic --hardware-approx \\
-        --no-dbs --no-sfs --calib-samples 8 --max-tokens 1024 -o smollm2_w4a8.lmq
+    .venv/bin/python benchmarks/emulate_smollm2.py smollm2_w4a8.lmq --quantize   # or: logmac quantize ... -o FILE
     .venv/bin/python benchmarks/emulate_smollm2.py smollm2_w4a8.lmq [--max-tokens 1024] [--context 512 --stride 256]
+
+``--quantize`` runs the same ``logmac.quant.quantize_model`` as ``logmac quantize --model smollm2_135m --w-bits 4
+--a-bits 8 --method log_dynamic --hardware-approx --no-dbs --no-sfs --calib-samples 8`` (round-to-nearest on the
+pure base-2 grid with ABS, no LLR, MSE activation ranges; 8 x 256-token calibration windows) but skips that
+command's own FP/quantized evaluation, which this script does anyway.
 
 The evaluation tokens are the first ``--max-tokens`` of Persuasion (``logmac.models.text``, the novel calibration
 never sees), scored by sliding window as ``logmac.models.evaluate.perplexity`` does.  Every decoder Linear runs
@@ -25,15 +29,35 @@ from logmac.quant.pipeline import peak_memory_mib
 from logmac.sim.lm import compare_lm
 
 
+def quantize(path: Path) -> None:
+    """Round-to-nearest W4A8 export of SmolLM2 (the settings in the module docstring), no evaluation."""
+    from logmac.models import calibration_samples
+    from logmac.quant import QuantConfig, quantize_model
+    from logmac.quant.run import decoder_blocks
+
+    cfg = QuantConfig(method="log_dynamic", w_bits=4, a_bits=8, hardware_approx=True, dbs=False, sfs=False,
+                      calib_samples=8)
+    loaded = load_model("smollm2_135m", device="cpu")
+    calib = calibration_samples("smollm2_135m", cfg.calib_samples, seed=cfg.seed, seq_len=256,
+                                tokenizer=loaded.tokenizer)
+    res = quantize_model(loaded.model, calib, cfg, model_name="smollm2_135m", task="lm",
+                         blocks=decoder_blocks(loaded.model))
+    art.save(res.artifact, path)
+    print(f"wrote {path}: {len(res.artifact.layers)} layers, quantization {res.seconds:.0f} s, peak {res.peak_mib:.0f} MiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("artifact", type=Path)
+    ap.add_argument("--quantize", action="store_true", help="Write the W4A8 artifact to ARTIFACT and stop.")
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--stride", type=int, default=256)
     ap.add_argument("--no-stream", action="store_true", help="Cache each layer's float32 GEMM operand (more memory).")
     ap.add_argument("--json", type=Path, help="Also write the numbers here.")
     args = ap.parse_args()
+    if args.quantize:
+        return quantize(args.artifact)
 
     start = time.perf_counter()
     artifact = art.load(args.artifact)

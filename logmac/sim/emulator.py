@@ -171,7 +171,7 @@ class Emulator:
     ``acc_bits=None`` sizes each layer's accumulator by ``codes.accumulator_bits`` (never overflows);
     a number emulates that hardware register width, and overflows are counted per layer.
     ``engine="reference"`` runs every MAC through the int64 reference instead of the BLAS path.
-    ``stream=True`` keeps only each layer's narrow integer weights (int8 for 4-bit codes) between calls and
+    ``stream=True`` keeps only each layer's narrow integer weights (int8 or int16) between calls and
     makes the float GEMM operand when the layer runs, which is how a large LM fits in memory.
     """
 
@@ -294,6 +294,7 @@ _LAYOUT_OPS = frozenset({
     "squeeze", "contiguous", "flatten", "unflatten", "chunk", "split", "to", "float", "type_as", "clone", "detach",
     "is_floating_point", "get_device", "element_size", "is_contiguous", "stride", "storage_offset", "data_ptr",
     "new_empty", "new_zeros", "new_ones", "new_full", "expand_as", "view_as", "dtype", "device", "shape",
+    "_set_grad_enabled",
 })
 
 

@@ -35,7 +35,7 @@ class IntWeights:
     needs and the per-column bound used to prove each call exact.
     """
 
-    mult: torch.Tensor  # stored in the narrowest signed dtype holding +-max|M| (int8 for 4-bit log codes)
+    mult: torch.Tensor  # stored in the narrowest signed dtype holding +-max|M| (int16 for 4-bit log codes, |M| <= 2**7)
     col_absmax: np.ndarray = field(init=False)
     _float: dict = field(default_factory=dict, init=False, repr=False)
 

@@ -64,7 +64,7 @@ def compare_lm(artifact: Artifact, model: nn.Module, token_ids: torch.Tensor, *,
     """Perplexity of ``model`` (``ids [1, T] -> logits [1, T, V]``) as FP, fake-quant and emulated on ``token_ids``.
 
     ``model`` is changed in place and ends up inside the returned :class:`Emulator`.  ``stream`` keeps only
-    the int8 weights between layer calls (see :class:`Emulator`).
+    the narrow integer weights between layer calls (see :class:`Emulator`).
     """
     if artifact.meta.get("task", "lm") != "lm":
         raise EmulatorError(f"artifact of a {artifact.meta.get('task')!r} model, not a causal LM")
