@@ -44,6 +44,7 @@ class AdaLogConfig:
     patch_bits: int = 8
     repq: bool = True
     calib_samples: int = 32
+    fpcs_rounds: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,8 +58,8 @@ class AdaLogConfig:
                 raise QuantError(f"{name} must be an integer in 2..8, got {bits!r}")
         if self.zero not in ("code", "flag"):
             raise QuantError(f"AdaLog zero mode must be 'code' or 'flag', got {self.zero!r}")
-        if self.calib_samples < 1:
-            raise QuantError("calib_samples must be >= 1")
+        if self.calib_samples < 1 or self.fpcs_rounds < 0:
+            raise QuantError("calib_samples must be >= 1 and fpcs_rounds >= 0")
         self.layer_config()  # validates w_bits for the weight grid
 
     def layer_config(self) -> QuantConfig:
@@ -291,29 +292,32 @@ def _set(quant: UniformQuant, scale: float, zero_point: float, index: tuple = ()
 
 
 @torch.no_grad()
-def _calibrate_uniform(quant: UniformQuant, x: torch.Tensor, layer: QuantLayer) -> None:
+def _calibrate_uniform(quant: UniformQuant, x: torch.Tensor, layer: QuantLayer, rounds: int) -> None:
     x = _rows(x)
-    _set(quant, *fpcs_uniform(x, quant.bits, _linear_score(layer, x)))
+    _set(quant, *fpcs_uniform(x, quant.bits, _linear_score(layer, x), rounds=rounds))
 
 
 @torch.no_grad()
-def _calibrate_attention(attn: AdaLogAttention) -> None:
+def _calibrate_attention(attn: AdaLogAttention, rounds: int) -> None:
     rec = attn.record
-    _calibrate_uniform(attn.in_quant, rec["x"], attn.qkv)
-    _calibrate_uniform(attn.proj_quant, rec["out"], attn.proj)
+    _calibrate_uniform(attn.in_quant, rec["x"], attn.qkv, rounds)
+    _calibrate_uniform(attn.proj_quant, rec["out"], attn.proj, rounds)
     q, k, v, a = rec["q"], rec["k"], rec["v"], rec["a"]
     for h in range(attn.num_heads):
         qh, kh, vh, ah = q[:, h], k[:, h], v[:, h], a[:, h]
         scores = qh @ kh.transpose(-2, -1)
         _set(attn.q_quant, *fpcs_uniform(qh, attn.q_quant.bits,
-                                         lambda c, kh=kh, s=scores: float((c @ kh.transpose(-2, -1) - s).pow(2).sum())),
+                                         lambda c, kh=kh, s=scores: float((c @ kh.transpose(-2, -1) - s).pow(2).sum()),
+                                         rounds=rounds),
              (0, h, 0, 0))
         _set(attn.k_quant, *fpcs_uniform(kh, attn.k_quant.bits,
-                                         lambda c, qh=qh, s=scores: float((qh @ c.transpose(-2, -1) - s).pow(2).sum())),
+                                         lambda c, qh=qh, s=scores: float((qh @ c.transpose(-2, -1) - s).pow(2).sum()),
+                                         rounds=rounds),
              (0, h, 0, 0))
         av = ah @ vh
         _set(attn.v_quant, *fpcs_uniform(vh, attn.v_quant.bits,
-                                         lambda c, ah=ah, t=av: float((ah @ c - t).pow(2).sum())), (0, h, 0, 0))
+                                         lambda c, ah=ah, t=av: float((ah @ c - t).pow(2).sum()), rounds=rounds),
+             (0, h, 0, 0))
     target = a @ v
 
     def attn_score(a_hat: torch.Tensor) -> float:
@@ -322,18 +326,18 @@ def _calibrate_attention(attn: AdaLogAttention) -> None:
     if isinstance(attn.attn_quant, AdaLogQuant):
         fpcs_adalog(a, attn.attn_quant, attn_score, search_scale=False)
     else:
-        _set(attn.attn_quant, *fpcs_uniform(a, attn.attn_quant.bits, attn_score))
+        _set(attn.attn_quant, *fpcs_uniform(a, attn.attn_quant.bits, attn_score, rounds=rounds))
 
 
 @torch.no_grad()
-def _calibrate_mlp(mlp: AdaLogMlp) -> None:
+def _calibrate_mlp(mlp: AdaLogMlp, rounds: int) -> None:
     rec = mlp.record
-    _calibrate_uniform(mlp.in_quant, rec["x"], mlp.fc1)
+    _calibrate_uniform(mlp.in_quant, rec["x"], mlp.fc1, rounds)
     h = _rows(rec["h"])
     if isinstance(mlp.hid_quant, AdaLogQuant):
-        fpcs_adalog(h, mlp.hid_quant, _linear_score(mlp.fc2, h, GELU_OFFSET), search_scale=True)
+        fpcs_adalog(h, mlp.hid_quant, _linear_score(mlp.fc2, h, GELU_OFFSET), search_scale=True, rounds=rounds)
     else:
-        _set(mlp.hid_quant, *fpcs_uniform(h, mlp.hid_quant.bits, _linear_score(mlp.fc2, h)))
+        _set(mlp.hid_quant, *fpcs_uniform(h, mlp.hid_quant.bits, _linear_score(mlp.fc2, h), rounds=rounds))
 
 
 def _patch_score(layer: QuantLayer, x: torch.Tensor):
@@ -367,12 +371,12 @@ def quantize_vit(model: nn.Module, calib: torch.Tensor, cfg: AdaLogConfig) -> Ad
             m.quant_on = True
     for block in model.blocks:
         block.mlp.reparameterise_bias()
-        _calibrate_attention(block.attn)
-        _calibrate_mlp(block.mlp)
+        _calibrate_attention(block.attn, cfg.fpcs_rounds)
+        _calibrate_mlp(block.mlp, cfg.fpcs_rounds)
     patch = model.patch_embed.proj
     _set(patch.in_quant, *fpcs_uniform(patch.record["x"], patch.in_quant.bits,
-                                       _patch_score(patch.layer, patch.record["x"])))
-    _calibrate_uniform(model.head.in_quant, model.head.record["x"], model.head.layer)
+                                       _patch_score(patch.layer, patch.record["x"]), rounds=cfg.fpcs_rounds))
+    _calibrate_uniform(model.head.in_quant, model.head.record["x"], model.head.layer, cfg.fpcs_rounds)
     for m in _recorders(model):
         m.record = None
     set_quant(model, True)
