@@ -136,16 +136,16 @@ def measure(args: argparse.Namespace) -> None:
         calib = calibration_samples(name, args.calib, seed=0)
         for method, nest in runs:
             key = f"multi/{method}/{nest}"
-            if key in entry and not args.redo:
-                continue
-            t0 = time.time()
-            cfg = QuantConfig(method=method, w_bits=max(bits), a_bits=args.a_bits, **base)
-            emu_limit = args.emu_limit if (method, nest) == ("log_dynamic", "coarsen") else 0
-            path = Path(f"runs/ptmq/{name}_{method}_{nest}.lmq")
-            entry[key] = run_multi(name, cfg, PtmqConfig(bits=bits, a_bits=a_bits, nest=nest), calib, emu_limit, path)
-            entry[key]["artifact"] = str(path)
-            print(name, key, entry[key], f"({time.time() - t0:.0f} s)", flush=True)
-            _save(res)
+            if key not in entry or args.redo:
+                t0 = time.time()
+                cfg = QuantConfig(method=method, w_bits=max(bits), a_bits=args.a_bits, **base)
+                emu_limit = args.emu_limit if (method, nest) == ("log_dynamic", "coarsen") else 0
+                path = Path(f"runs/ptmq/{name}_{method}_{nest}.lmq")
+                ptmq = PtmqConfig(bits=bits, a_bits=a_bits, nest=nest)
+                entry[key] = run_multi(name, cfg, ptmq, calib, emu_limit, path)
+                entry[key]["artifact"] = str(path)
+                print(name, key, entry[key], f"({time.time() - t0:.0f} s)", flush=True)
+                _save(res)
             for b in bits:
                 skey = f"single/{method}/{b}"
                 if skey in entry and not args.redo:

@@ -116,7 +116,8 @@ class MultiBitLayer(QuantLayer):
         base = {**cfg.to_dict(), "w_bits": self.top, "a_bits": a_bits[bits.index(self.top)]}
         top_cfg = PrecisionConfig(**base)
         super().__init__(name, inner, top_cfg, seed)
-        shift = top_cfg.weight_format().max_shift if top_cfg.is_log else -1
+        self.top_fmt = top_cfg.weight_format()  # built once: a LogFormat checks every grid mix when made
+        shift = self.top_fmt.max_shift if top_cfg.is_log else -1
         self.nest = nest
         self.states = {b: _State(PrecisionConfig(**{**base, "w_bits": b, "a_bits": a, "max_shift": shift}))
                        for b, a in zip(bits, a_bits, strict=True)}
@@ -149,7 +150,7 @@ class MultiBitLayer(QuantLayer):
             raise ValueError(f"layer {self.name}: weights contain NaN or Inf")
         top_cfg = self.states[self.top].cfg
         if top_cfg.is_log:
-            fmt = top_cfg.weight_format()
+            fmt = self.top_fmt
             grid = self._search_nested_grid(w2d, fmt)
             self._set_log_words(grid, codes.encode(w2d, grid.table(), fmt))
         else:
@@ -165,7 +166,7 @@ class MultiBitLayer(QuantLayer):
         self.set_precision(self.top)
 
     def _set_log_words(self, grid: LogGrid, top_words: np.ndarray) -> None:
-        fmt = self.states[self.top].cfg.weight_format()
+        fmt = self.top_fmt
         table = grid.table()
         for b in self.bits_list:
             self.set_precision(b)
@@ -214,7 +215,7 @@ class MultiBitLayer(QuantLayer):
         w2d = self.weight2d().double()
         top = self.states[self.top]
         if top.cfg.is_log:
-            self.shared = LogRounding(w2d, top.grid.levels().to(w2d.device), top.cfg.weight_format())
+            self.shared = LogRounding(w2d, top.grid.levels().to(w2d.device), self.top_fmt)
             return [self.shared.v]
         low = min(self.bits_list)
         rounders = {}
@@ -253,14 +254,14 @@ class MultiBitLayer(QuantLayer):
         if r.hard:
             return hard
         if self.nest == "coarsen":  # exact: the nested grid is the top grid cut below, same V
-            nm = nest_map(self.states[self.top].cfg.weight_format(), bits, "coarsen")
+            nm = nest_map(self.top_fmt, bits, "coarsen")
             return torch.where(r.below >= nm.offset - 1, soft, torch.zeros_like(soft))
         return soft + (hard - soft).detach()  # prefix: the forward value is the nested code, gradient as top
 
     def _hard_nested(self, bits: int) -> torch.Tensor:
         """The b-bit weight the current hard decisions decode to (same as decoding the nested words)."""
         r = self.shared
-        fmt = self.states[self.top].cfg.weight_format()
+        fmt = self.top_fmt
         if bits not in self._luts:
             self._luts[bits] = torch.from_numpy(nested_lut(self.states[self.top].grid.table(), fmt, bits, self.nest))
         lut = self._luts[bits].to(r.lo.device)
@@ -279,7 +280,7 @@ class MultiBitLayer(QuantLayer):
             return
         if isinstance(shared, LogRounding):
             top = self.states[self.top]
-            words = words_from(top.cfg.weight_format(), *shared.indices()).reshape(top.words.shape)
+            words = words_from(self.top_fmt, *shared.indices()).reshape(top.words.shape)
             self._set_log_words(top.grid, words)
         else:
             for b in self.bits_list:
