@@ -61,6 +61,14 @@ def test_fast_equals_reference_engine_and_fake_quant_is_close(setup):
     assert all(s.overflows == 0 for s in emu.overflow_report().values())
 
 
+def test_fast_equals_reference_on_non_square_maps(setup):
+    """Channels-last buffers and the requantized hand-off keep (N, C, H, W) straight when C, H, W all differ."""
+    model, artifact, _ = setup
+    x = torch.randn(3, 1, 5, 11, generator=torch.Generator().manual_seed(4))
+    fast = sim.Emulator(artifact, copy.deepcopy(model))(x)
+    assert torch.equal(fast, sim.Emulator(artifact, copy.deepcopy(model), engine="reference")(x))
+
+
 def test_placement_lists_int_and_float_ops(setup):
     model, artifact, _ = setup
     rows = sim.Emulator(artifact, copy.deepcopy(model)).placement()

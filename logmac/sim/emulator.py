@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 from logmac.artifact import Artifact
 from logmac.codes import DecodeTable, OverflowMode, accumulator_bits
 from logmac.sim import ops
-from logmac.sim.gemm import exact_matmul
+from logmac.sim.gemm import exact_matmul, tap_plan
 from logmac.sim.layers import EmulatorError, LayerSpec, check_module, layer_specs, quantize_input, swap_module
 from logmac.sim.mac import MacResult, log_matmul_reference, uniform_matmul_reference
 from logmac.sim.trace import Requant, save_trace
@@ -71,14 +71,20 @@ class IntLayer(nn.Module):
             self.rq_affine = ops.requant_affine(ex["requant_multiplier"], ex["requant_shift"],
                                                 int(spec.requant["out_zero_point"]), self.bias_int, sum_bound,
                                                 device=device)
+        # ungrouped convs whose sums fit float32 tap chunks take their input codes in a padded channels-last buffer
+        self.conv_plan = None
+        if spec.is_conv and self.weights.groups == 1 and engine == "fast":
+            plan = tap_plan(self.weights, int(np.prod(spec.layer.weight_shape[2:])), self.x_absmax, device)
+            self.conv_plan = plan if plan[0] == "float32" else None
         self.stats = LayerStats()
         self.next: tuple[IntLayer, ...] = ()  # a tuple, so the next layer is not registered as a submodule
         self.expect: torch.Tensor | None = None  # integers the previous layer requantized into this one
         self.tap: list[torch.Tensor] | None = None  # set by Emulator.capture
 
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """The a-bit input codes; after a requantized predecessor they must be exactly its integers."""
-        q = quantize_input(x, self.spec.act_in)
+    def codes(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The a-bit input codes (written into ``out`` when given); after a requantized predecessor they must
+        be exactly its integers."""
+        q = quantize_input(x, self.spec.act_in, out)
         if self.expect is not None:
             if self.expect.shape != q.shape or not torch.equal(self.expect, q):
                 bad = int((self.expect != q).sum()) if self.expect.shape == q.shape else "all"
@@ -115,14 +121,19 @@ class IntLayer(nn.Module):
         shape = (q.shape[0], hw[0], hw[1], -1)
         return MacResult(acc.reshape(shape).permute(0, 3, 1, 2), flag.reshape(shape).permute(0, 3, 1, 2))
 
-    def accumulate(self, q: torch.Tensor) -> torch.Tensor:
+    def accumulate(self, q: torch.Tensor, padded: torch.Tensor | None = None) -> torch.Tensor:
         """Accumulator registers for input codes ``q``: exact sums (any dtype holding integers), fitted to
-        ``acc_bits`` with the overflow counted whenever the register is narrower than ``need_bits``."""
+        ``acc_bits`` with the overflow counted whenever the register is narrower than ``need_bits``.
+        ``padded``: the same codes already in a zero-point-padded channels-last buffer (see ``forward``)."""
         if self.engine == "reference":
             res = self._reference_mac(q.to(torch.int64))
             self.stats.overflows += int(res.overflow.sum())
             return res.acc
-        if self.spec.is_conv:
+        if padded is not None:
+            kw = self.spec.conv_kwargs()
+            exact = ops.conv_padded(padded, self.weights, self.conv_plan, self.spec.layer.weight_shape[2:],
+                                    kw["stride"], kw["dilation"])
+        elif self.spec.is_conv:
             exact = ops.conv_exact(q, self.weights, self.spec.layer.weight_shape[2:], self.x_absmax, pad_value=self.zp,
                                    **self.spec.conv_kwargs())
         else:
@@ -134,10 +145,16 @@ class IntLayer(nn.Module):
         return exact
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.codes(x)
+        padded = None
+        if self.conv_plan is not None:  # quantize straight into the padded buffer the convolution reads
+            padded, interior = ops.padded_buffer(x.shape, self.spec.conv_kwargs()["padding"], self.zp, torch.float32,
+                                                 x.device)
+            q = self.codes(x, out=interior.permute(0, 3, 1, 2))
+        else:
+            q = self.codes(x)
         if self.tap is not None:
             self.tap.append(q)
-        acc = self.accumulate(q)
+        acc = self.accumulate(q, padded)
         if self.stream:  # keep only the narrow integer weights between calls
             self.weights.drop_cache()
         self.stats.outputs += acc.numel()

@@ -92,9 +92,16 @@ class LayerSpec:
         return f"uniform W{fmt.bits}"
 
 
-def quantize_input(x: torch.Tensor, act_in: dict[str, Any]) -> torch.Tensor:
-    """Activation codes ``clamp(round(x / s) + zp, qmin, qmax)`` in float32, exactly as the fake-quant model forms them."""
+def quantize_input(x: torch.Tensor, act_in: dict[str, Any], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Activation codes ``clamp(round(x / s) + zp, qmin, qmax)`` in float32, exactly as the fake-quant model forms them.
+
+    With ``out`` (float32, x's shape, any strides) the same operations run in place there, e.g. straight into
+    the interior of a padded convolution buffer.
+    """
     scale = torch.tensor(act_in["scale"], dtype=torch.float32, device=x.device)
+    if out is not None:
+        torch.div(x.to(torch.float32), scale, out=out)
+        return out.round_().add_(float(act_in["zero_point"])).clamp_(float(act_in["qmin"]), float(act_in["qmax"]))
     q = torch.round(x.to(torch.float32) / scale) + float(act_in["zero_point"])
     return torch.clamp(q, float(act_in["qmin"]), float(act_in["qmax"]))
 

@@ -121,7 +121,7 @@ def conv_exact(x: torch.Tensor, weights: IntWeights, kernel_size: int | tuple[in
                dilation: int | tuple[int, int] = 1, pad_value: int = 0) -> torch.Tensor:
     """Exact convolution sums (N, C_out, H', W') of integer-valued ``x`` with ``|x|, |pad_value| <= x_absmax``.
 
-    Ungrouped convolutions run on the zero-point-padded channels-last input (:func:`_conv_channels_last`);
+    Ungrouped convolutions run on the zero-point-padded channels-last input (:func:`conv_padded`);
     grouped ones, and sums only int64 holds, run one GEMM over NCHW im2col rows per group.  The result holds
     exact integers in the dtype the bound check chose, in channels-last memory order.
     """
@@ -149,20 +149,37 @@ def conv_exact(x: torch.Tensor, weights: IntWeights, kernel_size: int | tuple[in
 def _padded_channels_last(x: torch.Tensor, padding: tuple[int, int], pad_value: int, dtype: torch.dtype) -> torch.Tensor:
     """``x`` (N, C, H, W) as a contiguous (N, H + 2 ph, W + 2 pw, C) tensor, padded with ``pad_value``
     (no copy when ``x`` is already channels-last in ``dtype`` and there is no padding)."""
-    (ph, pw), (N, C, H, W) = padding, x.shape
-    if not (ph or pw):
+    if not any(padding):
         return x.permute(0, 2, 3, 1).to(dtype).contiguous()
-    xp = torch.empty((N, H + 2 * ph, W + 2 * pw, C), dtype=dtype, device=x.device)
-    xp[:, ph:ph + H, pw:pw + W] = x.permute(0, 2, 3, 1)
+    xp, interior = padded_buffer(x.shape, padding, pad_value, dtype, x.device)
+    interior.copy_(x.permute(0, 2, 3, 1))
+    return xp
+
+
+def padded_buffer(shape: tuple[int, ...], padding: tuple[int, int], pad_value: int, dtype: torch.dtype,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A channels-last (N, H + 2 ph, W + 2 pw, C) buffer for an (N, C, H, W) input whose border holds
+    ``pad_value``, and its (N, H, W, C) interior view, for the caller to write the input codes into."""
+    (ph, pw), (N, C, H, W) = padding, shape
+    xp = torch.empty((N, H + 2 * ph, W + 2 * pw, C), dtype=dtype, device=device)
     for border in (xp[:, :ph], xp[:, ph + H:], xp[:, ph:ph + H, :pw], xp[:, ph:ph + H, pw + W:]):
         border.fill_(pad_value)
-    return xp
+    return xp, xp[:, ph:ph + H, pw:pw + W]
 
 
 def _conv_channels_last(x: torch.Tensor, weights: IntWeights, plan: tuple[str, list[tuple[int, int]]],
                         kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
                         dilation: tuple[int, int], pad_value: int) -> torch.Tensor:
-    """An ungrouped convolution on the padded channels-last input, summed in the tap-major order (kh, kw, C_in).
+    """Pad ``x`` into a channels-last buffer, then :func:`conv_padded`."""
+    dtype = torch.float32 if plan[0] == "float32" else torch.float64
+    return conv_padded(_padded_channels_last(x, padding, pad_value, dtype), weights, plan, kernel, stride, dilation)
+
+
+def conv_padded(xp: torch.Tensor, weights: IntWeights, plan: tuple[str, list[tuple[int, int]]],
+                kernel: tuple[int, int], stride: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1, 1),
+                ) -> torch.Tensor:
+    """An ungrouped convolution of the padded channels-last input ``xp`` (N, Hp, Wp, C_in), summed in the
+    tap-major order (kh, kw, C_in); the result is an (N, C_out, H', W') view of channels-last sums.
 
     ``plan`` (:func:`logmac.sim.gemm.tap_plan`) cuts the taps into chunks whose float32 bound holds; several
     chunks are added in float64, so every partial sum is exact.  Two ways to form the sums, picked by speed:
@@ -176,21 +193,22 @@ def _conv_channels_last(x: torch.Tensor, weights: IntWeights, plan: tuple[str, l
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     path, chunks = plan
     dtype = torch.float32 if path == "float32" else torch.float64
-    xp = _padded_channels_last(x, padding, pad_value, dtype)
+    if path == "int64" or xp.dtype != dtype or not xp.is_contiguous():
+        raise FormatError(f"conv_padded needs a contiguous {dtype} buffer and a float plan, got {xp.dtype}, {path}")
     N, Hp, Wp, C = xp.shape
     Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
     taps, C_out = kh * kw, weights.out_channels
-    w = weights.tap_major(taps, dtype, x.device)  # (taps, C_in, C_out)
+    w = weights.tap_major(taps, dtype, xp.device)  # (taps, C_in, C_out)
     chunks = chunks or [(0, taps)]
     acc_dtype = dtype if len(chunks) == 1 else torch.float64
     if (sh, sw) == (1, 1) and C >= 8 and Hp * Wp <= 1.5 * Ho * Wo:
         rows = xp.reshape(N * Hp * Wp, C)
         n_out = rows.shape[0] - (kh - 1) * dh * Wp - (kw - 1) * dw
-        acc = torch.empty(rows.shape[0], C_out, dtype=acc_dtype, device=x.device)  # rows past n_out: never read
+        acc = torch.empty(rows.shape[0], C_out, dtype=acc_dtype, device=xp.device)  # rows past n_out: never read
         if len(chunks) > 1:
             acc[:n_out] = 0
         for first, last in chunks:
-            part = acc[:n_out] if len(chunks) == 1 else torch.empty(n_out, C_out, dtype=dtype, device=x.device)
+            part = acc[:n_out] if len(chunks) == 1 else torch.empty(n_out, C_out, dtype=dtype, device=xp.device)
             for t in range(first, last):
                 offset = (t // kw) * dh * Wp + (t % kw) * dw
                 if t == first:
@@ -206,7 +224,7 @@ def _conv_channels_last(x: torch.Tensor, weights: IntWeights, plan: tuple[str, l
     if len(chunks) == 1:
         acc = torch.mm(rows, w)
     else:
-        acc = torch.zeros(rows.shape[0], C_out, dtype=acc_dtype, device=x.device)
+        acc = torch.zeros(rows.shape[0], C_out, dtype=acc_dtype, device=xp.device)
         for first, last in chunks:
             acc += torch.mm(rows[:, first * C:last * C], w[first * C:last * C])
     return acc.view(N, Ho, Wo, C_out).permute(0, 3, 1, 2)
