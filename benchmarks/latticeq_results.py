@@ -76,8 +76,9 @@ def main() -> None:
     args = _parse()
     torch.set_num_threads(1)  # the machine is shared; one thread per run keeps run times comparable
     head = (f"model {args.model}; eval {args.eval_limit or 'all'} samples; calibration {args.calib_samples} samples; "
-            f"LatticeQ {args.steps} steps x 9 temperatures x {args.restarts} restarts, per-channel basis, bias "
-            f"correction, normalize={args.normalize}; LLR/AdaRound {args.iters} iterations per block\n")
+            f"LatticeQ {args.steps} steps x 9 temperatures x {args.restarts} restarts, bias correction, "
+            f"normalize={args.normalize} {' '.join(args.set)}"
+            + (f"; LLR/AdaRound {args.iters} iterations per block" if args.baselines else "") + "\n")
     lines = ["| setting | method | top-1 fake-quant | agreement % / KL fake-quant | top-1 integer | "
              "agreement % / KL integer | quant time (s) |", "|---|---|---|---|---|---|---|"]
     fp_line = ""
