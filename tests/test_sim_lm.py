@@ -84,3 +84,25 @@ def test_compare_lm_reports_three_perplexities(lm):
     assert set(result.seconds) == set(result.peak_mib) == {"fp", "fake_quant", "emulator"}
     with pytest.raises(EmulatorError, match="model has"):
         compare_lm(artifact, copy.deepcopy(emu.model), stream)  # its Linears are integer layers now
+
+
+def test_emulate_command_scores_a_causal_lm(lm, tmp_path, monkeypatch):
+    """`logmac emulate` on an LM artifact prints the three perplexities and the recorded op placement."""
+    from click.testing import CliRunner
+
+    import logmac.models
+    import logmac.models.text
+    from logmac.cli import main
+    from logmac.models.registry import LoadedModel, model_info
+
+    artifact, _ = lm
+    assert artifact.meta["task"] == "lm"
+    path = art.save(artifact, tmp_path / "tiny_llama.lmq")
+    monkeypatch.setattr(logmac.models, "load_model",
+                        lambda name, device=None: LoadedModel(tiny_llama(), model_info("smollm2_135m"), None))
+    monkeypatch.setattr(logmac.models.text, "austen_tokens", lambda tok, split, max_tokens: torch.arange(max_tokens) % VOCAB)
+    out = CliRunner().invoke(main, ["emulate", str(path), "--limit", "40", "--context", "16", "--stride", "8",
+                                    "--placement"])
+    assert out.exit_code == 0, out.output
+    assert "first 40 tokens" in out.output and "14 Linear layers on the integer MAC" in out.output
+    assert "scaled_dot_product_attention" in out.output or "softmax" in out.output
