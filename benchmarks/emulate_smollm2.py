@@ -79,7 +79,8 @@ def main() -> None:
                             ("emulator", "emulator (integer MAC)", result.emulator_ppl)):
         print(f"| {label} | {ppl:.3f} | {result.seconds[key]:.1f} | {result.peak_mib[key]:.0f} |")
     print(f"emulator vs fake-quant perplexity: {100 * result.margin:.2f} % apart")
-    print(f"logits, first window: max |diff| {result.logits_max_abs_diff:.4g}, mean |diff| {result.logits_mean_abs_diff:.3g} "
+    print(f"logits on the first {result.diff_tokens} tokens: max |diff| {result.logits_max_abs_diff:.4g}, "
+          f"mean |diff| {result.logits_mean_abs_diff:.3g} "
           f"(max |logit| {result.logits_absmax:.3g}), same next-token argmax {100 * result.next_token_agreement:.2f} %")
     ints = [r for r in placement if r["where"] == "int"]
     kinds = Counter(r["op"].rsplit(".", 1)[-1] for r in ints)

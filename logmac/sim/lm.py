@@ -35,10 +35,11 @@ class LMComparison:
     emulator_ppl: float
     seconds: dict[str, float] = field(default_factory=dict)  # fp, fake_quant, emulator: perplexity run time
     peak_mib: dict[str, float] = field(default_factory=dict)  # peak resident memory during each stage
-    logits_max_abs_diff: float = math.nan  # emulator vs fake-quant, first window
+    diff_tokens: int = 0  # the logit comparison below runs on the first diff_tokens tokens
+    logits_max_abs_diff: float = math.nan  # emulator vs fake-quant
     logits_mean_abs_diff: float = math.nan
     logits_absmax: float = math.nan
-    next_token_agreement: float = math.nan  # same argmax, emulator vs fake-quant, first window
+    next_token_agreement: float = math.nan  # same argmax, emulator vs fake-quant, same tokens
     int_layers: int = 0
     float_linears: list[str] = field(default_factory=list)  # nn.Linear left float (lm_head)
 
@@ -60,8 +61,10 @@ def _timed_stage(name: str, fn, seconds: dict, peaks: dict):
 
 
 def compare_lm(artifact: Artifact, model: nn.Module, token_ids: torch.Tensor, *, context: int = 512, stride: int = 256,
-               stream: bool = True, device: torch.device | str = "cpu") -> tuple[LMComparison, Emulator]:
-    """Perplexity of ``model`` (``ids [1, T] -> logits [1, T, V]``) as FP, fake-quant and emulated on ``token_ids``.
+               stream: bool = True, device: torch.device | str = "cpu", diff_tokens: int = 128,
+               ) -> tuple[LMComparison, Emulator]:
+    """Perplexity of ``model`` (``ids [1, T] -> logits [1, T, V]``) as FP, fake-quant and emulated on ``token_ids``,
+    and the logit difference emulator vs fake-quant on the first ``diff_tokens`` tokens.
 
     ``model`` is changed in place and ends up inside the returned :class:`Emulator`.  ``stream`` keeps only
     the narrow integer weights between layer calls (see :class:`Emulator`).
@@ -70,7 +73,7 @@ def compare_lm(artifact: Artifact, model: nn.Module, token_ids: torch.Tensor, *,
         raise EmulatorError(f"artifact of a {artifact.meta.get('task')!r} model, not a causal LM")
     model = model.to(device).eval()
     ids = token_ids.reshape(-1)
-    first = ids[:context][None].to(device)
+    first = ids[:min(context, diff_tokens)][None].to(device)
     seconds: dict[str, float] = {}
     peaks: dict[str, float] = {}
 
@@ -94,7 +97,8 @@ def compare_lm(artifact: Artifact, model: nn.Module, token_ids: torch.Tensor, *,
     diff = (emu_logits - fq_logits).abs()
     return LMComparison(
         tokens=len(ids), context=context, stride=stride, fp_ppl=fp, fake_quant_ppl=fq, emulator_ppl=emulated,
-        seconds=seconds, peak_mib=peaks, logits_max_abs_diff=float(diff.max()), logits_mean_abs_diff=float(diff.mean()),
+        seconds=seconds, peak_mib=peaks, diff_tokens=first.shape[1],
+        logits_max_abs_diff=float(diff.max()), logits_mean_abs_diff=float(diff.mean()),
         logits_absmax=float(fq_logits.abs().max()),
         next_token_agreement=float((emu_logits.argmax(-1) == fq_logits.argmax(-1)).float().mean()),
         int_layers=len(emu.layers),
