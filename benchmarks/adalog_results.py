@@ -46,19 +46,21 @@ def vit_row(bits: int, acts: str, weights: str, limit: int | None, fp_top1: floa
             "quantizers": res.quantizers}
 
 
-def minilm_row(acts: str, weights: str, limit: int | None) -> dict:
-    cfg = AdaLogConfig(w_bits=4, a_bits=4, acts=acts, weights=weights)
+def minilm_row(acts: str, weights: str, limit: int | None, calib_samples: int, fpcs_rounds: int) -> dict:
+    cfg = AdaLogConfig(w_bits=4, a_bits=4, acts=acts, weights=weights, calib_samples=calib_samples,
+                       fpcs_rounds=fpcs_rounds)
     _, row = adalog_registry_model("minilm_l6_v2", cfg, eval_limit=limit)
     return {"model": "minilm_l6_v2", "bits": 4, "acts": acts, "weights": weights, "cosine": row["q_cosine"],
-            "sentences": row["sentences"], "calib_seconds": row["quant_seconds"],
+            "sentences": row["sentences"], "calib_samples": calib_samples, "fpcs_rounds": fpcs_rounds,
+            "calib_seconds": row["quant_seconds"],
             "eval_seconds": round(row["total_seconds"] - row["quant_seconds"], 1)}
 
 
-def row_path(model: str, bits: int, acts: str, weights: str) -> Path:
-    return ROWS / f"{model}_W{bits}A{bits}_{weights}_{acts}.json"
+def row_path(model: str, bits: int, acts: str, weights: str, limit: int | None) -> Path:
+    return ROWS / f"{model}_W{bits}A{bits}_{weights}_{acts}_{limit or 'all'}.json"
 
 
-def measure(key: tuple[str, int, str, str], make, force: bool) -> None:
+def measure(key: tuple[str, int, str, str, int | None], make, force: bool) -> None:
     path = row_path(*key)
     if path.exists() and not force:
         print(f"kept {path.relative_to(ROOT)}")
@@ -72,7 +74,8 @@ def measure(key: tuple[str, int, str, str], make, force: bool) -> None:
 def render() -> str:
     """The markdown table of every stored row."""
     rows = [json.loads(p.read_text()) for p in sorted(ROWS.glob("*.json"))]
-    vit = sorted((r for r in rows if r["model"] == "vit_fmnist"), key=lambda r: (r["bits"], r["weights"], r["acts"]))
+    vit = sorted((r for r in rows if r["model"] == "vit_fmnist"),
+                 key=lambda r: (-r["images"], r["weights"] != "uniform", r["bits"], r["acts"]))
     lines = ["| model | W/A | weights | activations (Softmax, GELU) | FP top-1 | fake-quant top-1 | emulator top-1 | "
              "same prediction | max logit diff | images | calibration s | fake+emulator eval s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -82,11 +85,11 @@ def render() -> str:
                      f"{r['max_logit_diff']:.2g} | {r['images']} | {r['calib_seconds']} | {r['eval_seconds']} |")
     bert = [r for r in rows if r["model"] == "minilm_l6_v2"]
     if bert:
-        lines += ["", "| model | W/A | weights | activations (Softmax, GELU) | cosine to FP | sentences | calibration s | "
-                  "eval s |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| model | W/A | weights | activations (Softmax, GELU) | cosine to FP | sentences | "
+                  "calibration sentences | FPCS rounds | calibration s | eval s |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(bert, key=lambda r: (r["weights"], r["acts"])):
             lines.append(f"| minilm_l6_v2 | W4A4 | {r['weights']} | {r['acts']} | {r['cosine']:.4f} | {r['sentences']} | "
-                         f"{r['calib_seconds']} | {r['eval_seconds']} |")
+                         f"{r['calib_samples']} | {r['fpcs_rounds']} | {r['calib_seconds']} | {r['eval_seconds']} |")
     return "\n".join(lines)
 
 
@@ -107,6 +110,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="test images (default: all 10k)")
     parser.add_argument("--minilm", action="store_true", help="measure the MiniLM W4A4 rows")
     parser.add_argument("--sentences", type=int, default=None, help="MiniLM evaluation sentences (default 256)")
+    parser.add_argument("--calib-samples", type=int, default=32, help="MiniLM calibration sentences")
+    parser.add_argument("--fpcs-rounds", type=int, default=3, help="MiniLM FPCS refinement rounds")
     parser.add_argument("--force", action="store_true", help="re-measure rows already stored")
     parser.add_argument("--render", action="store_true", help="only render the table from stored rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
@@ -118,13 +123,14 @@ def main() -> None:
         for bits in args.bits:
             for weights in args.weights:
                 for acts in args.acts:
-                    measure(("vit_fmnist", bits, acts, weights),
+                    measure(("vit_fmnist", bits, acts, weights, args.limit),
                             lambda b=bits, a=acts, w=weights: vit_row(b, a, w, args.limit, fp_top1), args.force)
         if args.minilm:
             for weights in args.weights:
                 for acts in args.acts:
-                    measure(("minilm_l6_v2", 4, acts, weights),
-                            lambda a=acts, w=weights: minilm_row(a, w, args.sentences), args.force)
+                    measure(("minilm_l6_v2", 4, acts, weights, args.sentences),
+                            lambda a=acts, w=weights: minilm_row(a, w, args.sentences, args.calib_samples,
+                                                                 args.fpcs_rounds), args.force)
     table = render()
     print(table)
     write_doc(table)
