@@ -13,7 +13,7 @@ from test_quant_pipeline import CALIB, tiny_net
 from logmac import artifact as artifact_io
 from logmac.artifact import ArtifactError
 from logmac.cli import main
-from logmac.codes import FormatError, LogFormat, decode_float, decode_int, level_values, random_table, split_words
+from logmac.codes import FormatError, LogFormat, decode_float, decode_int, level_values, random_table
 from logmac.quant import QuantConfig, QuantError
 from logmac.quant.export import build_artifact
 from logmac.quant.ptmq import PtmqConfig, ptmq_quantize, set_precision
@@ -196,6 +196,8 @@ def test_cli_quantize_ptmq_smoke(tmp_path) -> None:
     assert "W3A8" in result.output and "W4A8" in result.output
     art = artifact_io.load(out)
     assert art.settings["ptmq"]["bits"] == [3, 4]
-    assert split_words(artifact_at(art, 3).layers["fc"].codes, nested_format(art.layers["fc"].fmt, 3))
+    low = artifact_at(art, 3).layers["fc"]
+    assert low.fmt == nested_format(art.layers["fc"].fmt, 3)
+    assert np.array_equal(low.codes, nest_words(art.layers["fc"].codes, art.layers["fc"].fmt, 3, "coarsen"))
     bad = CliRunner().invoke(main, ["quantize", "--model", "resnet18_fmnist", "--method", "ptmq", "--bits", "3,x"])
     assert bad.exit_code != 0 and "comma-separated" in bad.output
