@@ -262,8 +262,8 @@ def random_logact_vectors(act_format: AdaLogFormat, weight_format: LogFormat | U
         if table is None:
             weights = weights + weight_format.qmin
     elif style in ("extreme", "overflow"):
-        acts = rng.choice(np.array([largest, largest, zero, _act_words_for(act_format, np.array([1]))[0]
-                                    if act_format.nonzero_levels > 1 else largest]), size=(rows, k))
+        second = _act_words_for(act_format, np.array([min(1, act_format.nonzero_levels - 1)]))[0]
+        acts = rng.choice(np.array([largest, largest, zero, second]), size=(rows, k))
         weights = rng.choice(top, size=(channels, k))
         if style == "overflow":
             acts = np.where(rng.random((rows, k)) < 0.9, largest, acts)
