@@ -224,8 +224,9 @@ class Emulator:
     def placement(self, inputs: torch.Tensor | None = None) -> list[dict[str, str]]:
         """Every op of the network and where it runs: ``int`` (the log MAC datapath) or ``float32``.
 
-        Functional ops come from ``torch.fx``; with ``inputs`` they are instead recorded while the emulator
-        runs them (:func:`recorded_float_ops`), which also covers networks fx cannot trace (HF transformers).
+        Float module leaves and functional ops come from ``torch.fx``; with ``inputs`` they are instead recorded
+        per module while the emulator runs them (:func:`recorded_float_ops`), which also covers networks fx
+        cannot trace (HF transformers).
         """
         rows = []
         for name, module in self.model.named_modules():
@@ -234,7 +235,7 @@ class Emulator:
                 out = f"requant -> {spec.requant['next']}" if spec.requant else "float out"
                 rows.append({"op": name, "kind": spec.layer.op, "where": "int",
                              "detail": f"{spec.format_label()} x A{module.act_bits}, acc {module.acc_bits} bits, {out}"})
-            elif not list(module.children()) and not isinstance(module, nn.Identity) and name:
+            elif inputs is None and not list(module.children()) and not isinstance(module, nn.Identity) and name:
                 rows.append({"op": name, "kind": type(module).__name__, "where": "float32", "detail": ""})
         rows.extend(_functional_ops(self.model) if inputs is None else recorded_float_ops(self, inputs))
         return rows
