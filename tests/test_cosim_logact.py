@@ -6,7 +6,8 @@ random and every-word stimulus, overflow at narrow accumulators, back-pressure a
 trip, and a corrupted activation table that must be caught.  ``--full`` adds more q values and rows, every log
 weight format against every-word stimulus, heavy back-pressure with a reset mid-stream, a 1-lane build and a
 combinational-tree build without requantization.  Real attention tiles from the AdaLog
-ViT (``logmac.sim.adalog.capture_attention_tiles``) run when ``$LOGMAC_ATTENTION_TILES`` names a saved file.
+ViT (``logmac.sim.adalog.capture_attention_tiles``) run when ``$LOGMAC_ATTENTION_TILES`` names a saved capture,
+a vector file or a folder of them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import hw_amaranth_sim
 import numpy as np
@@ -23,7 +25,15 @@ from test_cosim import assert_clean
 from logmac.codes import AdaLogFormat, FormatError, GridKind, LogFormat, UniformFormat, ZeroMode, adalog_decode_int
 from logmac.cosim import toolchain
 from logmac.cosim.logact_runner import logact_commands, run_logact_vectors
-from logmac.cosim.logact_suite import INT_BUILD, LOG_BUILD, Q_FULL, log_weight_matrix, uniform_weight_matrix
+from logmac.cosim.logact_suite import (
+    INT_BUILD,
+    LOG_BUILD,
+    Q_FULL,
+    build_for,
+    load_any,
+    log_weight_matrix,
+    uniform_weight_matrix,
+)
 from logmac.cosim.logact_vectors import (
     golden,
     load_logact_vectors,
@@ -108,6 +118,28 @@ def test_vector_file_round_trip_and_corruption(tmp_path) -> None:
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(FormatError, match="cannot read"):
         load_logact_vectors(tmp_path / "junk.npz")
+
+
+def test_attention_tiles_convert_and_agree_with_the_emulator(tmp_path) -> None:
+    """A tile file shaped like ``capture_attention_tiles`` output (accumulators from logmac.sim.adalog) reads as
+    uniform-weight vectors whose golden model agrees with the tile's own accumulators."""
+    from logmac.sim.adalog import adalog_acc_bits, attention_values
+
+    rng = np.random.default_rng(4)
+    fmt = AdaLogFormat(4, 41)
+    words = rng.integers(0, 1 << fmt.storage_bits, size=(2, 9, 9)).astype(np.uint16)
+    v_mult = rng.integers(-15, 16, size=(2, 9, 5))
+    acc_bits = adalog_acc_bits(9, fmt, 15)
+    res = attention_values(adalog_decode_int(words, fmt)[None], v_mult[None], acc_bits)
+    tiles = {"a_words": words, "v_mult": v_mult, "acc": res.acc[0], "overflow": res.overflow[0],
+             "bits": np.int64(4), "q": np.int64(41), "zero": np.array("code"), "max_shift": np.int64(fmt.max_shift),
+             "acc_bits": np.int64(acc_bits), "tile_image_head": np.array([[0, 1], [3, 2]])}
+    np.savez(tmp_path / "tiles.npz", **tiles)
+    vs = vectors_from_attention_tiles(tmp_path / "tiles.npz")
+    assert [v.name for v in vs] == ["attn_image0_head1", "attn_image3_head2"]
+    assert all(v.weight_format == UniformFormat(5) and v.weights.shape == (5, 9) for v in vs)
+    for v in vs:
+        golden(v)  # raises if the tile's accumulators disagree with logmac.sim
 
 
 def test_export_lints_clean_and_amaranth_sim_matches(tmp_path, monkeypatch) -> None:
@@ -210,9 +242,14 @@ def test_more_builds(sim: str, hw: LogActConfig, full: bool) -> None:
 
 @cosim
 def test_real_attention_tiles(sim: str) -> None:
-    """attn@V tiles captured from the AdaLog ViT (a saved ``capture_attention_tiles`` file)."""
+    """attn@V tiles captured from the AdaLog ViT: ``$LOGMAC_ATTENTION_TILES`` names a saved capture, a vector file
+    or a folder of vector files (``logmac.sim.adalog.save_attention_vectors``)."""
     path = os.environ.get("LOGMAC_ATTENTION_TILES")
     if not path:
-        pytest.skip("set LOGMAC_ATTENTION_TILES to a saved logmac.sim.adalog.capture_attention_tiles file")
-    vs = vectors_from_attention_tiles(path)
-    assert_clean(run_logact_vectors(vs, sim, INT_BUILD))
+        pytest.skip("set LOGMAC_ATTENTION_TILES to saved attention tiles (logmac.sim.adalog capture)")
+    files = sorted(Path(path).glob("*.npz")) if Path(path).is_dir() else [Path(path)]
+    vs = [v for f in files for v in load_any(f)]
+    assert vs, f"no vector files in {path}"
+    for group in ([v for v in vs if v.is_log], [v for v in vs if not v.is_log]):
+        if group:
+            assert_clean(run_logact_vectors(group, sim, build_for(group)))
