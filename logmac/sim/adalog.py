@@ -191,7 +191,8 @@ def capture_attention_tiles(model: nn.Module, images: torch.Tensor, *, block: in
     ``v_code - zp_v`` (T, D) and the exact accumulators (T, D).  Fields (numpy, see docs/adalog.md):
     ``a_words`` (N, T, T) uint16, ``a_levels`` (N, T, T) int64, ``v_mult`` (N, T, D) int64, ``acc``
     (N, T, D) int64, ``level_table`` (nonzero_levels,) int64, ``mantissa``/``shift`` (the decode table
-    the RTL loads), the format (``bits``, ``q``, ``zero``, ``max_shift``) and ``acc_bits``.
+    the RTL loads), the format (``bits``, ``q``, ``zero``, ``max_shift``) and ``acc_bits``;
+    :func:`save_attention_vectors` writes them in the RTL engine's vector format.
     """
     attn = model.blocks[block].attn
     if not isinstance(attn, AdaLogAttention) or not isinstance(attn.attn_quant, AdaLogQuant):
@@ -227,9 +228,10 @@ def capture_attention_tiles(model: nn.Module, images: torch.Tensor, *, block: in
             "tile_image_head": np.array(pairs, dtype=np.int64)}
 
 
-def save_attention_tiles(tiles: dict[str, np.ndarray], path: str | Path) -> Path:
-    """Write :func:`capture_attention_tiles` output as an .npz (fields documented in docs/adalog.md)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **tiles)
-    return path
+def save_attention_vectors(tiles: dict[str, np.ndarray], folder: str | Path, name: str = "attn") -> list[Path]:
+    """Write captured tiles in the AdaLog RTL engine's vector format (``logmac.cosim.logact_vectors``), one
+    ``.npz`` per tile; each file's expected accumulators are re-checked against ``logmac.sim`` on writing."""
+    from logmac.cosim.logact_vectors import save_logact_vectors, vectors_from_attention_tiles
+
+    folder = Path(folder)
+    return [save_logact_vectors(v, folder / f"{v.name}.npz") for v in vectors_from_attention_tiles(tiles, name)]
