@@ -55,7 +55,6 @@ from logmac.sim.mac import requantize
 from logmac.sim.ops import log_matmul, uniform_matmul
 
 LOGACT_VERSION = 1
-REQUANT_KEYS = ("requant_multiplier", "requant_shift", "bias_int", "out_zero_point", "clamp_lo", "clamp_hi")
 STYLES = ("random", "every_code", "extreme", "overflow")
 
 
