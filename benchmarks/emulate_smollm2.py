@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/emulate_smollm2.py smollm2_w4a8.lmq --quantize   # or: logmac quantize ... -o FILE
     .venv/bin/python benchmarks/emulate_smollm2.py smollm2_w4a8.lmq [--max-tokens 1024] [--context 512 --stride 256]
+    .venv/bin/python benchmarks/emulate_smollm2.py smollm2_w4a8.lmq --ulp-control   # float32 sensitivity baseline
 
 ``--quantize`` runs the same ``logmac.quant.quantize_model`` as ``logmac quantize --model smollm2_135m --w-bits 4
 --a-bits 8 --method log_dynamic --hardware-approx --no-dbs --no-sfs --calib-samples 8`` (round-to-nearest on the
@@ -46,10 +47,37 @@ def quantize(path: Path) -> None:
     print(f"wrote {path}: {len(res.artifact.layers)} layers, quantization {res.seconds:.0f} s, peak {res.peak_mib:.0f} MiB")
 
 
+def ulp_control(path: Path, tokens: int = 128) -> None:
+    """How far the fake-quant model moves from itself when every quantized Linear output is perturbed by about
+    one float32 ulp (x (1 + 2**-23 * N(0, 1))): the scale of the emulator's per-layer difference, so the
+    logit difference it causes is the baseline for emulator vs fake-quant."""
+    import torch
+
+    from logmac.sim.layers import FakeQuantLayer, fake_quant_model
+
+    artifact = art.load(path)
+    loaded = load_model(artifact.meta["model"], device="cpu")
+    ids = austen_tokens(loaded.tokenizer, "evaluation", max_tokens=tokens)[None]
+    fq = fake_quant_model(artifact, loaded.model).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        clean = fq(ids)[0]
+        for m in fq.modules():
+            if isinstance(m, FakeQuantLayer):
+                m.register_forward_hook(lambda _m, _i, out: out * (1 + 2**-23 * torch.randn_like(out)))
+        noisy = fq(ids)[0]
+    diff = (clean - noisy).abs()
+    print(f"fake-quant vs fake-quant with every quantized Linear output moved by ~1 ulp, first {tokens} tokens: "
+          f"max |diff| {float(diff.max()):.4g}, mean |diff| {float(diff.mean()):.3g}, "
+          f"same next-token argmax {100 * float((clean.argmax(-1) == noisy.argmax(-1)).float().mean()):.2f} %")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("artifact", type=Path)
     ap.add_argument("--quantize", action="store_true", help="Write the W4A8 artifact to ARTIFACT and stop.")
+    ap.add_argument("--ulp-control", action="store_true",
+                    help="Only run the sensitivity baseline: fake-quant vs itself with ~1 ulp noise on every layer.")
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--stride", type=int, default=256)
@@ -58,6 +86,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quantize:
         return quantize(args.artifact)
+    if args.ulp_control:
+        return ulp_control(args.artifact)
 
     start = time.perf_counter()
     artifact = art.load(args.artifact)
