@@ -178,17 +178,19 @@ def render() -> str:
             continue
         lines += [f"### {name}", "", "| codes | nesting | width | multi-bit top-1 | single-width top-1 | gap | "
                   "multi-bit emulator top-1 |", "|---|---|---|---|---|---|---|"]
-        for key, run in entry.items():
-            if not key.startswith("multi/"):
-                continue
+        multis = {k: v for k, v in entry.items() if k.startswith("multi/")}
+        if not multis and any(k.startswith("single/") for k in entry):
+            multis = {"multi/log_dynamic/coarsen": {"top1": {}, "seconds": None}}  # multi-bit run not finished
+        for key, run in multis.items():
             _, method, nest = key.split("/")
             for b in bits:
                 single = entry.get(f"single/{method}/{b}", {}).get("top1")
-                multi = run["top1"].get(str(b))
+                multi = run["top1"].get(str(b))  # None: not measured (run stopped)
                 gap = f"{multi - single:+.2f}" if single is not None and multi is not None else "–"
                 emu = run.get("emulator_top1", {}).get(str(b), "–")
                 lines.append(f"| {method} | {nest if method.startswith('log') else '–'} | W{b}A{s.get('a_bits')} | "
-                             f"{multi} | {single if single is not None else '–'} | {gap} | {emu} |")
+                             f"{multi if multi is not None else 'not finished'} | "
+                             f"{single if single is not None else '–'} | {gap} | {emu} |")
         lines += ["", "| codes | nesting | one multi-bit calibration (s) | sum of single-width runs (s) | ratio |",
                   "|---|---|---|---|---|"]
         for key, run in entry.items():
