@@ -33,9 +33,11 @@ METRICS = {  # model -> (CSV metric column without the q_/fp_ prefix, how it rea
 DEFAULT_METRIC = ("top1", "top-1 % on Fashion-MNIST test images")
 # Why some cells are missing: these are the methods that do not fit a shared 2-core CPU in this session.
 SKIPPED = """\
-Not measured, and why (2 CPU cores shared by six engineers' jobs, load average 8-11 during these runs):
-- Learned rounding (LLR / AdaRound) on EfficientNet-Lite0 and MiniLM, and W4 LLR on SmolLM2: block
-  reconstruction on 19 EfficientNet units or 210 SmolLM2 linears costs tens of minutes per cell here.
+Not measured, and why (2 CPU cores shared by six engineers' jobs, load average 15-23 during these runs, so
+one round-to-nearest EfficientNet-Lite0 cell took over an hour and one SmolLM2 row 10-40 minutes):
+- Learned rounding (LLR / AdaRound) on EfficientNet-Lite0, MiniLM and SmolLM2 (any width): block
+  reconstruction over 19 EfficientNet units, or LLR over SmolLM2's 210 linears (2-3 h at this load).
+- SmolLM2 at W4, EfficientNet-Lite0 at W3: not reached in this session (same reason).
 - SmolLM2 activations at 8 bits: the LLM rows are weight-only (LogART's setting), activations float.
 - log_2 on the pretrained models: it is the log_dynamic grid without DBS (the ablation's DBS column).
 - MobileNetV2 with learned rounding (the house ResNet-18 and ViT carry the reconstruction comparison).
@@ -63,9 +65,13 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _method(row: dict) -> str:
-    """The label without its W/A suffix, e.g. ``log_dynamic+DBS+SFS+ABS+LLR``; hardware approximation marked."""
+    """The label without its W/A suffix, e.g. ``log_dynamic+DBS+SFS+ABS+LLR``; the hardware approximation
+    and a zero mode other than the default ``code`` are marked."""
     name = row["label"].rsplit(" ", 1)[0]
-    return name + (" (1+1/2)" if row.get("hardware_approx") == "True" else "")
+    if row["method"].startswith("log"):
+        name += " (1+1/2)" if row.get("hardware_approx") == "True" else ""
+        name += f" zero={row['zero']}" if row.get("zero", "code") != "code" else ""
+    return name
 
 
 def page(args: argparse.Namespace) -> None:
