@@ -37,7 +37,10 @@ Not measured, and why (2 CPU cores shared by six engineers' jobs, load average 1
 one round-to-nearest EfficientNet-Lite0 cell took over an hour and one SmolLM2 row 10-40 minutes):
 - Learned rounding (LLR / AdaRound) on EfficientNet-Lite0, MiniLM and SmolLM2 (any width): block
   reconstruction over 19 EfficientNet units, or LLR over SmolLM2's 210 linears (2-3 h at this load).
-- SmolLM2 at W4, EfficientNet-Lite0 at W3: not reached in this session (same reason).
+- SmolLM2 at W4, EfficientNet-Lite0 at W3 and its uniform baseline, MiniLM (its first unit had not
+  finished calibrating after 23 minutes): not reached in this session (same reason).
+- MobileNetV2 and the round-to-nearest log_2 / linear_mse cells of the house models: the previous version
+  of this page re-ran them on every build; they are not in the CSV yet (`results_page.py run` adds them).
 - SmolLM2 activations at 8 bits: the LLM rows are weight-only (LogART's setting), activations float.
 - log_2 on the pretrained models: it is the log_dynamic grid without DBS (the ablation's DBS column).
 - MobileNetV2 with learned rounding (the house ResNet-18 and ViT carry the reconstruction comparison).
