@@ -126,6 +126,25 @@ def test_fixed_point_multiplier_of_a_dead_channel() -> None:
     assert fixed_point_multiplier(1e-30) == (0, 62)
 
 
+@pytest.mark.parametrize("zero", ["code", "none"])
+def test_dead_channel_gets_a_finite_scale_and_integer_bias(zero: str) -> None:
+    """An all-zero channel (seen in EfficientNet-Lite0) used to get scale ~2^-1022 and an overflowing bias."""
+    from logmac.quant import QuantConfig
+    from logmac.quant.pipeline import quantize_model
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    with torch.no_grad():
+        net[0].weight[2] = 0
+    res = quantize_model(net, torch.randn(16, 3, 8, 8), QuantConfig(w_bits=4, a_bits=8, calib_samples=16,
+                         batch_size=8, zero=zero), progress=False)
+    layer = res.artifact.layers["0"]
+    assert np.isfinite(layer.scale).all() and layer.scale[2] > 1e-12
+    assert np.abs(layer.extras["bias_int"]).max() < 2**31
+    if zero == "code":
+        assert (net[0].qweight[2] == 0).all()
+
+
 def test_fold_batchnorm_keeps_output_and_catches_misordered_pairs() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU())

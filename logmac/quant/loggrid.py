@@ -89,12 +89,25 @@ def fit_shift_limit(fmt: LogFormat, n_base2: np.ndarray, top_k: np.ndarray) -> n
     raise RuntimeError("could not fit the sign-asymmetric grid into the shift field")
 
 
+DEAD_CHANNEL_RATIO = 2.0 ** -8  # grid top of an all-zero channel, relative to the layer's largest |w|
+
+
 def sign_maxima(w2d: torch.Tensor, per_tensor: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Largest positive and largest negative magnitude per channel (or of the whole tensor)."""
+    """Largest positive and largest negative magnitude per channel (or of the whole tensor).
+
+    An all-zero (dead) channel gets ``DEAD_CHANNEL_RATIO`` times the layer maximum on both signs instead of
+    0: anchoring its grid at the smallest float would give it a channel scale near 2^-1022, and the export's
+    integer bias ``bias / scale`` would overflow.  Its weights still encode to zero (or, without a zero, to a
+    level 256x below the layer's largest weight).
+    """
     pos = w2d.clamp(min=0).amax(dim=1).double().cpu().numpy()
     neg = (-w2d).clamp(min=0).amax(dim=1).double().cpu().numpy()
     if per_tensor:
         pos, neg = np.full_like(pos, pos.max()), np.full_like(neg, neg.max())
+    dead = np.maximum(pos, neg) == 0
+    if dead.any():
+        layer_max = float(np.maximum(pos, neg).max())
+        pos[dead] = neg[dead] = layer_max * DEAD_CHANNEL_RATIO if layer_max > 0 else 1.0
     return pos, neg
 
 
