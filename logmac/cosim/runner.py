@@ -49,9 +49,14 @@ def _dut_verilog(hw: HwConfig | LogActConfig) -> str:
 
 
 def _source_hash(hw: HwConfig | LogActConfig, sim: str, waves: bool) -> str:
-    h = hashlib.sha256(json.dumps([hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH]).encode())
+    import cocotb
+
+    # A Verilator binary links cocotb's VPI library by absolute path: a build made from another
+    # environment (another clone's .venv) must not be reused once that environment is gone.
+    cocotb_libs = str(Path(cocotb.__file__).resolve().parent / "libs")
+    h = hashlib.sha256(json.dumps([hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH, cocotb_libs, cocotb.__version__]).encode())
     here = Path(__file__).resolve().parent
-    rtl = [here.parent / "hw" / f for f in ("config.py", "engine.py", "lanes.py", "export.py")]
+    rtl = [here.parent / "hw" / f for f in ("config.py", "engine.py", "lanes.py", "export.py", "regmap.py")]
     if isinstance(hw, LogActConfig):
         rtl.append(here.parent / "hw" / "logact_engine.py")
     for path in rtl + [here / "tbgen.py", here / "stream.py"]:  # the files that shape the built model
