@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -49,12 +50,7 @@ def _dut_verilog(hw: HwConfig | LogActConfig) -> str:
 
 
 def _source_hash(hw: HwConfig | LogActConfig, sim: str, waves: bool) -> str:
-    import cocotb
-
-    # A Verilator binary links cocotb's VPI library by absolute path: a build made from another
-    # environment (another clone's .venv) must not be reused once that environment is gone.
-    cocotb_libs = str(Path(cocotb.__file__).resolve().parent / "libs")
-    h = hashlib.sha256(json.dumps([hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH, cocotb_libs, cocotb.__version__]).encode())
+    h = hashlib.sha256(json.dumps([hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH, _environment_key()]).encode())
     here = Path(__file__).resolve().parent
     rtl = [here.parent / "hw" / f for f in ("config.py", "engine.py", "lanes.py", "export.py", "regmap.py")]
     if isinstance(hw, LogActConfig):
@@ -80,8 +76,18 @@ def _locked(path: Path):
 _RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_threads")
 
 
+def _environment_key() -> str:
+    """Where the simulators' support files live.  Verilator builds refer to cocotb's VPI library and to
+    Verilator's runtime sources by absolute path, so a build made from another environment (another
+    clone's .venv) must not be reused: it breaks once that environment is gone."""
+    import cocotb
+
+    key = json.dumps([sys.prefix, cocotb.__version__])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def _runtime_dir(waves: bool) -> Path:
-    return cache_root() / f"verilator-runtime{'-waves' if waves else ''}"
+    return cache_root() / f"verilator-runtime-{_environment_key()}{'-waves' if waves else ''}"
 
 
 def _seed_runtime(bdir: Path, waves: bool) -> None:
