@@ -118,21 +118,6 @@ def rewrite_bert(encoder: nn.Module, cfg: AdaLogConfig) -> nn.Module:
     return encoder
 
 
-class FloatBert(nn.Module):
-    """The FP network inside a quantized BERT (every quantizer off for the call): the cosine reference."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args, **kwargs):
-        set_quant(self.model, False)
-        try:
-            return self.model(*args, **kwargs)
-        finally:
-            set_quant(self.model, True)
-
-
 @torch.no_grad()
 def _calibrate_attention(quant: AttentionQuantizers, rounds: int) -> None:
     rec = {k: torch.cat(v) for k, v in quant.record.items()}

@@ -50,10 +50,12 @@ def adalog_registry_model(name: str, cfg: AdaLogConfig, *, eval_limit: int | Non
                        emu_max_logit_diff=cmp["max_logit_diff"], emu_overflows=cmp["overflows"],
                        emu_seconds=round(time.perf_counter() - emu_start, 1))
     else:
-        from logmac.quant.adalog_bert import FloatBert, quantize_bert
+        from logmac.quant.adalog_bert import quantize_bert
+        from logmac.quant.adalog_vit import set_quant as set_adalog_quant
+        from logmac.quant.run import FloatView
 
         res = quantize_bert(model, calib, cfg)
-        quant = evaluate_model(res.model, name, limit=eval_limit, tokenizer=tok, reference=FloatBert(res.model))
+        quant = evaluate_model(res.model, name, limit=eval_limit, tokenizer=tok, reference=FloatView(res.model, set_adalog_quant))
         row.update(q_cosine=round(quant["cosine"], 4), sentences=quant["sentences"])
     row.update(quant_seconds=round(res.seconds, 1), total_seconds=round(time.perf_counter() - start, 1),
                quantizers=len(res.quantizers))

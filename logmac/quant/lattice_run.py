@@ -8,24 +8,8 @@ from __future__ import annotations
 
 import time
 
-from torch import nn
-
 from logmac.quant.lattice_model import LatticeConfig, LatticeResult, lattice_quantize_model, set_lattice_quant
-
-
-class LatticeFloatView(nn.Module):
-    """The FP network inside a LatticeQ model: runs it with every lattice layer on its FP path."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        set_lattice_quant(self.model, False)
-        try:
-            return self.model(x)
-        finally:
-            set_lattice_quant(self.model, True)
+from logmac.quant.run import FloatView
 
 
 def _rounded(scores: dict) -> dict:
@@ -47,7 +31,7 @@ def lattice_registry_model(name: str, cfg: LatticeConfig, *, eval_limit: int | N
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, model=model, device=cfg.device)
     res = lattice_quantize_model(model, calib, cfg, progress=progress)
     del calib
-    reference = LatticeFloatView(res.model)
+    reference = FloatView(res.model, set_lattice_quant)
     fp = _rounded(evaluate_model(reference, name, limit=eval_limit))
     quant = _rounded(evaluate_model(res.model, name, reference=reference, limit=eval_limit))
     row = {"model": name, "label": cfg.label(), "method": "latticeq", **cfg.to_dict(), "eval_limit": eval_limit}

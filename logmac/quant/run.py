@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,18 +24,23 @@ ABLATION = [(d, s, a, r) for r in (False, True) for d in (False, True) for s in 
 
 
 class FloatView(nn.Module):
-    """The FP network inside a fake-quant model: runs it with every QuantLayer on its FP path."""
+    """The FP network inside a fake-quant model: runs it with every quantizer on its FP path.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``toggle(model, on)`` switches the model's quantizers; the default covers QuantLayer models, and
+    the AdaLog and LatticeQ rewrites pass their own.
+    """
+
+    def __init__(self, model: nn.Module, toggle: Callable[[nn.Module, bool], None] = set_quant) -> None:
         super().__init__()
         self.model = model
+        self.toggle = toggle
 
     def forward(self, *args, **kwargs):
-        set_quant(self.model, False)
+        self.toggle(self.model, False)
         try:
             return self.model(*args, **kwargs)
         finally:
-            set_quant(self.model, True)
+            self.toggle(self.model, True)
 
 
 @dataclass
