@@ -42,10 +42,14 @@ class AreaRow:
         return asdict(self)
 
 
-def _wrapper(hw: HwConfig) -> str:
-    p = parameters(hw)
+def wrapper_verilog(p: dict, cfg_addr_bits: int, engine_name: str = ENGINE_NAME) -> str:
+    """A top level with one input and one output pin around an engine (for place and route).
+
+    ``p`` is the engine's parameter dict (its ``input_fields`` / ``output_fields``); the wide ports are fed
+    from a shift chain and folded into one XOR so synthesis keeps every bit.
+    """
     ins = {"i__valid": 1, "i__payload": p["input_fields"]["last"]["offset"] + 1, "o__ready": 1, "cfg__we": 1,
-           "cfg__addr": hw.cfg_addr_bits, "cfg__data": 64}
+           "cfg__addr": cfg_addr_bits, "cfg__data": 64}
     outs = {"i__ready": 1, "o__valid": 1, "o__payload": sum(f["width"] for f in p["output_fields"].values()),
             "idle": 1, "overflow_sticky": 1}
     n_in, n_out = sum(ins.values()), sum(outs.values())
@@ -59,7 +63,7 @@ def _wrapper(hw: HwConfig) -> str:
     for name, w in outs.items():
         conns.append(f".{name}(o[{lo + w - 1}:{lo}])")
         lo += w
-    lines += [f"  {ENGINE_NAME} e(.clk(clk), .rst(rst), {', '.join(conns)});",
+    lines += [f"  {engine_name} e(.clk(clk), .rst(rst), {', '.join(conns)});",
               f"  always @(posedge clk) begin chain <= {{chain[{n_in - 2}:0], sin}}; sout <= ^o; end",
               "endmodule"]
     return "\n".join(lines) + "\n"
@@ -82,7 +86,7 @@ def synthesise(hw: HwConfig, fmax: bool = True) -> AreaRow:
     with tempfile.TemporaryDirectory(prefix="logmac-area-") as tmp:
         d = Path(tmp)
         (d / "engine.v").write_text(engine_verilog(hw))
-        (d / "wrap.v").write_text(_wrapper(hw))
+        (d / "wrap.v").write_text(wrapper_verilog(parameters(hw), hw.cfg_addr_bits))
         ice = _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth_ice40 -top {ENGINE_NAME}; tee -o ice.txt stat"], d)
         ice = (d / "ice.txt").read_text()
         gen = _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {ENGINE_NAME}; tee -o gen.txt stat"], d)
@@ -119,7 +123,8 @@ def area_report(configs: list[HwConfig] | None = None, fmax: bool = True, cache:
     """
     rows = []
     for hw in configs or comparison_configs():
-        key = hashlib.sha256(f"{engine_verilog(hw)}|{_wrapper(hw)}|fmax={fmax}".encode()).hexdigest()[:20]
+        wrapper = wrapper_verilog(parameters(hw), hw.cfg_addr_bits)
+        key = hashlib.sha256(f"{engine_verilog(hw)}|{wrapper}|fmax={fmax}".encode()).hexdigest()[:20]
         path = area_cache_dir() / f"{key}.json"
         if cache and path.is_file():
             rows.append(AreaRow(**json.loads(path.read_text())))

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from logmac.cosim import toolchain
-from logmac.hw.area import DEVICE, _count, _run, area_cache_dir, area_report
+from logmac.hw.area import DEVICE, _count, _run, area_cache_dir, area_report, wrapper_verilog
 from logmac.hw.config import HwConfig
 from logmac.hw.logact_engine import ENGINE_NAME, LogActConfig, logact_verilog, parameters
 
@@ -42,26 +42,7 @@ class LogActAreaRow:
 
 
 def _wrapper(cfg: LogActConfig) -> str:
-    """A top level with one input and one output pin around the engine (for place and route)."""
-    p = parameters(cfg)
-    ins = {"i__valid": 1, "i__payload": p["input_fields"]["last"]["offset"] + 1, "o__ready": 1, "cfg__we": 1,
-           "cfg__addr": cfg.cfg_addr_bits, "cfg__data": 64}
-    outs = {"i__ready": 1, "o__valid": 1, "o__payload": sum(f["width"] for f in p["output_fields"].values()),
-            "idle": 1, "overflow_sticky": 1}
-    conns, lo = [], 0
-    for name, w in ins.items():
-        conns.append(f".{name}(chain[{lo + w - 1}:{lo}])")
-        lo += w
-    n_in, lo = lo, 0
-    for name, w in outs.items():
-        conns.append(f".{name}(o[{lo + w - 1}:{lo}])")
-        lo += w
-    return "\n".join([
-        "module wrap(input clk, input rst, input sin, output reg sout);",
-        f"  reg [{n_in - 1}:0] chain;", f"  wire [{lo - 1}:0] o;",
-        f"  {ENGINE_NAME} e(.clk(clk), .rst(rst), {', '.join(conns)});",
-        f"  always @(posedge clk) begin chain <= {{chain[{n_in - 2}:0], sin}}; sout <= ^o; end",
-        "endmodule"]) + "\n"
+    return wrapper_verilog(parameters(cfg), cfg.cfg_addr_bits, ENGINE_NAME)
 
 
 def synthesise(cfg: LogActConfig, fmax: bool = True) -> LogActAreaRow:
