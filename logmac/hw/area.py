@@ -124,17 +124,22 @@ def area_report(configs: list[HwConfig] | None = None, fmax: bool = True, cache:
     rows = []
     for hw in configs or comparison_configs():
         wrapper = wrapper_verilog(parameters(hw), hw.cfg_addr_bits)
-        key = hashlib.sha256(f"{engine_verilog(hw)}|{wrapper}|fmax={fmax}".encode()).hexdigest()[:20]
-        path = area_cache_dir() / f"{key}.json"
-        if cache and path.is_file():
-            rows.append(AreaRow(**json.loads(path.read_text())))
-            continue
-        row = synthesise(hw, fmax)
-        if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(row.as_dict()))
-        rows.append(row)
+        rows.append(cached_synthesis(f"{engine_verilog(hw)}|{wrapper}|fmax={fmax}", "", AreaRow,
+                                     lambda hw=hw: synthesise(hw, fmax), cache))
     return rows
+
+
+def cached_synthesis(verilog_key: str, prefix: str, row_type: type, synth, cache: bool):
+    """One area row, read from the cache under the hash of ``verilog_key`` or synthesised (``synth()``) and stored."""
+    key = hashlib.sha256(verilog_key.encode()).hexdigest()[:20]
+    path = area_cache_dir() / f"{prefix}{key}.json"
+    if cache and path.is_file():
+        return row_type(**json.loads(path.read_text()))
+    row = synth()
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(row.as_dict()))
+    return row
 
 
 def format_table(rows: list[AreaRow]) -> str:

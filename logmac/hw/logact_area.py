@@ -8,15 +8,13 @@ into one), so the pin count of a wide engine does not matter.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from logmac.cosim import toolchain
-from logmac.hw.area import DEVICE, _count, _run, area_cache_dir, area_report, wrapper_verilog
+from logmac.hw.area import DEVICE, _count, _run, area_report, cached_synthesis, wrapper_verilog
 from logmac.hw.config import HwConfig
 from logmac.hw.logact_engine import ENGINE_NAME, LogActConfig, logact_verilog, parameters
 
@@ -93,16 +91,8 @@ def logact_area_report(builds: list[LogActConfig | HwConfig] | None = None, fmax
             rows.append(LogActAreaRow(f"{b.kind} x {b.kind}", b.act_bits, None, b.weight_bits, b.lanes, b.exact_bits,
                                       r.luts, r.carries, r.ffs, r.cells_generic, r.fmax_mhz))
             continue
-        key = hashlib.sha256(f"{logact_verilog(b)}|{_wrapper(b)}|fmax={fmax}".encode()).hexdigest()[:20]
-        path = area_cache_dir() / f"logact-{key}.json"
-        if cache and path.is_file():
-            rows.append(LogActAreaRow(**json.loads(path.read_text())))
-            continue
-        row = synthesise(b, fmax)
-        if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(row.as_dict()))
-        rows.append(row)
+        rows.append(cached_synthesis(f"{logact_verilog(b)}|{_wrapper(b)}|fmax={fmax}", "logact-", LogActAreaRow,
+                                     lambda b=b: synthesise(b, fmax), cache))
     return rows
 
 
