@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -64,3 +65,22 @@ def test_cli_writes_an_artifact_that_inspect_shows(monkeypatch: pytest.MonkeyPat
     assert art.meta["metrics"]["integer"] == {"top1": 89.0} and art.settings["steps"] == 1
     shown = CliRunner().invoke(main, ["inspect", str(out_file)])
     assert shown.exit_code == 0 and "lattice W4 n=3 B8 basis per channel" in shown.output, shown.output
+
+
+def test_emulate_runs_a_lattice_artifact_from_its_file(tmp_path) -> None:
+    """``logmac emulate`` on a saved LatticeQ artifact reproduces the integer scores measured at export time
+    (same test images), and a forced narrow accumulator is reported as overflow, not hidden."""
+    out_file = tmp_path / "lq.lmq"
+    made = CliRunner().invoke(main, ["quantize", "--model", "resnet18_fmnist", "--method", "latticeq", "--w-bits", "4",
+                                     "--search-steps", "1", "--restarts", "1", "--calib-samples", "16",
+                                     "--eval-limit", "64", "--results", str(tmp_path / "r.csv"), "-o", str(out_file)])
+    assert made.exit_code == 0, made.output
+    at_export = artifact_io.load(out_file).meta["metrics"]
+    out = CliRunner().invoke(main, ["emulate", str(out_file), "--limit", "64", "--json"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert got["scores"]["integer"]["top1"] == pytest.approx(at_export["integer"]["top1"])
+    assert got["scores"]["fake_quant"]["top1"] == pytest.approx(at_export["quant"]["top1"])
+    assert got["integer_layers"] == 21 and not got["overflows"]
+    narrow = CliRunner().invoke(main, ["emulate", str(out_file), "--limit", "8", "--acc-bits", "10"])
+    assert narrow.exit_code == 0 and "overflow: none" not in narrow.output, narrow.output
