@@ -110,6 +110,7 @@ def main() -> None:
             _, brow = quantize_registry_model(args.model, qcfg, EvalOptions(eval_limit=args.eval_limit),
                                               path=args.path, progress=False)
             brow["wall_seconds"] = round(time.perf_counter() - start, 1)
+            brow["eval_limit"] = args.eval_limit or ""
             append_csv(brow, args.results)
             print(brow, flush=True)
             fp_line = fp_line or f"FP top-1: {brow.get('fp_top1', '–')}"
