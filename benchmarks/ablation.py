@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--resume", action="store_true",
                     help="Skip rows the results CSV already has with these settings (continue a stopped sweep).")
+    ap.add_argument("--only-labels", nargs="+", metavar="LABEL", default=None,
+                    help="Run only these rows (labels as in the table, e.g. 'linear_minmax W3Afp'); the table "
+                         "still lists every row of the sweep the results CSV has.")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/out/ptq_runs.csv"))
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args()
@@ -63,10 +66,18 @@ def main() -> None:
     configs += [QuantConfig(method="log_dynamic", dbs=d, sfs=s, abs=a, learn_rounding=r, **common) for d, s, a, r in combos]
     opts = EvalOptions(eval_limit=args.eval_limit, max_tokens=args.max_tokens, seq_len=args.seq_len)
     torch.set_num_threads(args.threads)
+    if args.only_labels:
+        unknown = set(args.only_labels) - {c.label() for c in configs}
+        if unknown:
+            ap.error(f"--only-labels: not rows of this sweep: {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(c.label() for c in configs)}")
     done = {r["label"]: r for r in saved_rows(args)}
     fp_metrics = None  # every row shares the FP model and evaluation data: score it once
+    if args.resume and done:  # ... or take it from a row of this sweep a stopped run already saved
+        last = list(done.values())[-1]
+        fp_metrics = {k[3:]: float(v) for k, v in last.items() if k.startswith("fp_") and v not in ("", None)} or None
     for cfg in configs:
-        if args.resume and cfg.label() in done:
+        if (args.resume and cfg.label() in done) or (args.only_labels and cfg.label() not in args.only_labels):
             continue
         start = time.perf_counter()
         _, row = quantize_registry_model(args.model, cfg, opts, progress=False, fp_metrics=fp_metrics)

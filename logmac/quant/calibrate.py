@@ -12,6 +12,8 @@ every linear layer is fitted and rounded on its own Hessian objective ``tr(dW H 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +34,31 @@ BLOCK_SUFFIXES = ("BasicBlock", "Bottleneck", "InvertedResidual", "Block", "Deco
 LLM_DAMP = 0.01
 
 Batch = Any  # a tensor, or a dict of keyword arguments, as the model's forward takes it
+
+
+def release_memory() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``); a no-op elsewhere.
+
+    Each unit's transients (activations, Hessians, grid-search and rounding state) are freed when it is done,
+    but glibc keeps most of them in its heap between the small long-lived code arrays, so without a trim the
+    resident size grows by every unit's leftovers and a chain of decoder layers ends far above its live data.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+_LIBC: list = []
+
+
+def _libc():
+    if not _LIBC:
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.append(lib if hasattr(lib, "malloc_trim") else None)
+        except OSError:
+            _LIBC.append(None)
+    return _LIBC[0]
 
 
 class _Stop(Exception):
@@ -206,6 +233,8 @@ def calibrate_blocks(model: nn.Module, batches: Sequence[Batch], cfg: QuantConfi
                 return recon_loss(first_tensor(unit(*args, **kwargs)), first_tensor(targets[r % len(inputs)][2]))
             losses[name] = _run_rounding(layers, loss_fn, len(inputs), cfg, rng)
         done.extend(layers)
+        inputs = targets = loss_fn = None  # this unit's activations (and the closure holding them) go first
+        release_memory()
     set_quant(model, True)
     return losses
 
@@ -223,9 +252,12 @@ def calibrate_chain(model: nn.Module, blocks: Sequence[nn.Module], batches: Sequ
         layers = quant_layers(block)
         hessians = _observe_and_fit(block, layers, inputs, LLM_DAMP, keep=cfg.learn_rounding)
         for layer in layers:
+            hess = hessians.pop(layer.name, None)  # each Hessian is freed once its layer is rounded
             if cfg.learn_rounding and cfg.iters:
-                loss_fn = _hessian_loss(layer, hessians[layer.name][0], cfg.hessian_rank)
+                loss_fn = _hessian_loss(layer, hess[0], cfg.hessian_rank)
                 losses[layer.name] = _run_rounding([layer], loss_fn, 1, cfg, rng)
+                del loss_fn
+            del hess
         with torch.no_grad():
             for entry in inputs:
                 out = first_tensor(block(*entry[0], **entry[1]))
@@ -233,6 +265,7 @@ def calibrate_chain(model: nn.Module, blocks: Sequence[nn.Module], batches: Sequ
                     entry[0] = (out,) + tuple(entry[0][1:])
                 else:  # the hidden state was passed by keyword
                     entry[1] = {**entry[1], "hidden_states": out}
+        release_memory()
     set_quant(model, True)
     return losses
 

@@ -1,9 +1,14 @@
 """The fake-quant layer: a Conv2d/Linear wrapper that rounds its weights and quantizes its input.
 
-It keeps the FP weight (for the FP reference path) next to the quantized one, so one model serves both
-paths of sequential calibration.  ``quant_on`` picks the path; during reconstruction a
+It keeps the FP weight (for the FP reference path) and the quantized weight's codes, so one model serves
+both paths of sequential calibration.  ``quant_on`` picks the path; during reconstruction a
 :class:`~logmac.quant.rounding.SoftRounding` supplies the weight instead.  After :meth:`fit` or
 :meth:`finish_rounding` the quantized weight is always ``codes.decode_float`` of the stored codes.
+
+Memory: the codes are kept in the smallest unsigned dtype (uint8 up to 8-bit words), and the fake-quant
+weight is not stored: ``qweight`` decodes the codes on use through a per-channel table of the
+``2^storage_bits`` values a word can take (the same float64 numbers ``decode_float`` computes, cast to the
+weight dtype).  A quantized model then adds about a quarter of its fp32 size, not another fp32 copy.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ class QuantLayer(nn.Module):
         self.act = ActQuant(cfg.a_bits, cfg.act_init, seed) if cfg.quantize_acts else None
         self.quant_on = False
         self.rounding: SoftRounding | None = None
-        self.qweight: torch.Tensor | None = None
+        self._qweight: torch.Tensor | None = None  # an explicitly assigned fake-quant weight (subclasses)
+        self._lut: torch.Tensor | None = None  # (C, 2^storage_bits) decoded value of every word, per channel
         self.grid: LogGrid | None = None
-        self.words: np.ndarray | None = None  # log code words (uint16), or unsigned uniform codes (int16)
+        self.words: np.ndarray | None = None  # log code words, or unsigned uniform codes (see compact_words)
         self.uniform: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, zero_point) of the baseline
         self.hessian: torch.Tensor | None = None
         self.hessian_rows = 0
@@ -59,9 +65,26 @@ class QuantLayer(nn.Module):
             return self.inner.weight
         if self.rounding is not None:
             return self.rounding().reshape(self.inner.weight.shape).to(self.inner.weight.dtype)
-        if self.qweight is None:
-            return self.inner.weight
-        return self.qweight
+        q = self.qweight
+        return self.inner.weight if q is None else q
+
+    @property
+    def qweight(self) -> torch.Tensor | None:
+        """The fake-quant weight (shape and dtype of the FP weight), decoded from the codes; None before fit."""
+        if self._qweight is not None:
+            return self._qweight
+        if self._lut is None or self.words is None:
+            return None
+        lut = self._lut
+        C, n = lut.shape
+        words = np.asarray(self.words).reshape(C, -1)
+        flat = torch.from_numpy(words.astype(np.int32) + np.arange(0, C * n, n, dtype=np.int32)[:, None])
+        return lut.reshape(-1).index_select(0, flat.reshape(-1).to(lut.device)).reshape(self.inner.weight.shape)
+
+    @qweight.setter
+    def qweight(self, value: torch.Tensor | None) -> None:
+        """Pin a fake-quant weight (or clear it); the decode table is dropped until the next fit."""
+        self._qweight, self._lut = value, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act is not None and (self.quant_on or self.act.observing):
@@ -124,13 +147,13 @@ class QuantLayer(nn.Module):
             alphas = np.linspace(1.0, cfg.alpha_min, cfg.alpha_steps)
             self.grid = search_grid(w2d, fmt, dbs=cfg.dbs, sfs=cfg.sfs, asym=cfg.abs, alphas=alphas,
                                     per_tensor=cfg.granularity == "tensor", hess=hess, groups=self.groups)
-            self.words = codes.encode(w2d, self.grid.table(), fmt)
+            self.words = compact_words(codes.encode(w2d, self.grid.table(), fmt))
         else:
             src = w2d.reshape(1, -1) if cfg.granularity == "tensor" else w2d
             scale, zp = uniform_range(src.double(), fmt.bits, mse=cfg.method == "linear_mse")
             scale, zp = scale.expand(w2d.shape[0]).clone(), zp.expand(w2d.shape[0]).clone()
             self.uniform = (scale, zp)
-            self.words = uniform_codes(w2d.double(), scale, zp, fmt.bits).to(torch.int16).cpu().numpy()
+            self.words = compact_words(uniform_codes(w2d.double(), scale, zp, fmt.bits).cpu().numpy())
         self._set_qweight()
 
     def start_rounding(self) -> list[nn.Parameter]:
@@ -148,25 +171,38 @@ class QuantLayer(nn.Module):
         """Freeze the hard rounding decisions into codes and drop the soft state."""
         r = self.rounding
         if isinstance(r, LogRounding):
-            self.words = words_from(self.cfg.weight_format(), *r.indices()).reshape(self.words.shape)
+            self.words = compact_words(words_from(self.cfg.weight_format(), *r.indices()).reshape(self.words.shape))
         else:
-            self.words = r.codes().to(torch.int16).cpu().numpy()
+            self.words = compact_words(r.codes().cpu().numpy())
         self.rounding = None
         self._set_qweight()
 
     def _set_qweight(self) -> None:
-        """The fake-quant weight, decoded from the stored codes exactly as the artifact decodes them."""
-        shape, dtype, dev = self.inner.weight.shape, self.inner.weight.dtype, self.inner.weight.device
+        """Build the decode table of the stored codes: per channel, the value of each possible word, computed
+        exactly as the artifact decodes it (``codes.decode_float`` / ``(q - zp) * scale`` in float64)."""
+        dtype, dev = self.inner.weight.dtype, self.inner.weight.device
+        fmt = self.cfg.weight_format()
+        C = self.words.shape[0]
+        every = np.broadcast_to(np.arange(1 << fmt.storage_bits, dtype=np.uint16), (C, 1 << fmt.storage_bits))
         if self.cfg.is_log:
-            w = codes.decode_float(self.words, self.grid.table(), self.cfg.weight_format())
-            w = torch.from_numpy(w)
+            lut = torch.from_numpy(codes.decode_float(np.ascontiguousarray(every), self.grid.table(), fmt))
         else:
             scale, zp = self.uniform
-            w = (torch.from_numpy(self.words).double() - zp.double().cpu()[:, None]) * scale.double().cpu()[:, None]
-        self.qweight = w.reshape(shape).to(dev, dtype)
+            lut = (torch.from_numpy(every.astype(np.float64)) - zp.double().cpu()[:, None]) * scale.double().cpu()[:, None]
+        self.qweight = None
+        self._lut = lut.to(dev, dtype)
 
     def extra_repr(self) -> str:
         return f"{self.name}: {self.op}, quant_on={self.quant_on}"
+
+
+def compact_words(words: np.ndarray) -> np.ndarray:
+    """Code words in uint8 when they fit (every width up to 8 bits), else unchanged: the codes of a whole
+    model stay at a quarter of its fp32 size.  Export and the emulator widen them as they need."""
+    words = np.asarray(words)
+    if words.size == 0 or (words.min() >= 0 and words.max() < 256):
+        return words.astype(np.uint8)
+    return words
 
 
 def static_padding(conv: nn.Module) -> tuple[int, int, int, int] | None:

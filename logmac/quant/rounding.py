@@ -52,6 +52,7 @@ class SoftRounding(nn.Module):
         super().__init__()
         self.hard = False  # evaluate with the hard decisions (used to score the result)
         self.register_buffer("learn", learn)
+        self._learn_index: torch.Tensor | None = None
         self.v = nn.Parameter(torch.where(learn, inverse_rectified_sigmoid(frac), torch.full_like(frac, -10.0)).float())
 
     def h(self, hard: bool) -> torch.Tensor:
@@ -60,7 +61,11 @@ class SoftRounding(nn.Module):
         return rectified_sigmoid(self.v).to(self.lo.dtype)
 
     def regularizer(self, beta: float) -> torch.Tensor:
-        return round_regularizer(self.v[self.learn], beta)
+        """``round_regularizer`` over the learned elements, gathered by indices found once (``v[learn]`` would
+        search the mask on every step; the elements, their order and so the result are the same)."""
+        if self._learn_index is None:
+            self._learn_index = self.learn.reshape(-1).nonzero()[:, 0]
+        return round_regularizer(self.v.reshape(-1).index_select(0, self._learn_index), beta)
 
 
 class UniformRounding(SoftRounding):
@@ -114,14 +119,18 @@ class LogRounding(SoftRounding):
         self.register_buffer("fixed_value", torch.where(fixed_zero, torch.zeros_like(mag),
                                                         torch.gather(lv, 2, fixed_index[..., None])[..., 0]))
         self.register_buffer("log_ratio", torch.log(hi / lo))
+        # The soft path with the sign folded in (negation is exact, so the values and gradients are the same
+        # as negating afterwards, without a sign select per step and its backward).
+        neg = sign == 1
+        self.register_buffer("signed_lo", torch.where(neg, -lo, lo))
+        self.register_buffer("signed_fixed", torch.where(neg, -self.fixed_value, self.fixed_value))
 
     def forward(self, hard: bool = False) -> torch.Tensor:
         hard = hard or self.hard
         h = self.h(hard)
-        if hard:
-            val = torch.where(h > 0, self.hi, torch.where(self.below < 0, torch.zeros_like(self.lo), self.lo))
-        else:
-            val = self.lo * torch.exp(h * self.log_ratio)
+        if not hard:
+            return torch.where(self.learn, self.signed_lo * torch.exp(h * self.log_ratio), self.signed_fixed)
+        val = torch.where(h > 0, self.hi, torch.where(self.below < 0, torch.zeros_like(self.lo), self.lo))
         val = torch.where(self.learn, val, self.fixed_value)
         return torch.where(self.sign == 1, -val, val)
 
