@@ -80,7 +80,8 @@ def main() -> None:
         if (args.resume and cfg.label() in done) or (args.only_labels and cfg.label() not in args.only_labels):
             continue
         start = time.perf_counter()
-        _, row = quantize_registry_model(args.model, cfg, opts, progress=False, fp_metrics=fp_metrics)
+        # Only the row is kept: the quantized model goes before the next row loads its own.
+        row = quantize_registry_model(args.model, cfg, opts, progress=False, fp_metrics=fp_metrics)[1]
         fp_metrics = {k[3:]: v for k, v in row.items() if k.startswith("fp_")}
         append_csv(row, args.results)
         print(f"{cfg.label()}: {row}  ({time.perf_counter() - start:.0f} s)\n{memory_summary(row)}", flush=True)
