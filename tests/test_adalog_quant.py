@@ -10,8 +10,23 @@ from torch import nn
 
 from logmac.codes import AdaLogFormat, FormatError, adalog_decode_float, adalog_indices, adalog_words
 from logmac.models.house import build_vit
-from logmac.quant.adalog import GELU_OFFSET, AdaLogQuant, UniformQuant, fpcs_adalog, fpcs_uniform
-from logmac.quant.adalog_vit import AdaLogConfig, AdaLogMlp, quantize_vit, repq_fold, set_quant
+from logmac.quant.adalog import (
+    GELU_OFFSET,
+    REDUCED_BUDGET,
+    SPEC_BUDGET,
+    AdaLogQuant,
+    UniformQuant,
+    fpcs_adalog,
+    fpcs_uniform,
+)
+from logmac.quant.adalog_vit import (
+    AdaLogConfig,
+    AdaLogMlp,
+    activation_errors,
+    quantize_vit,
+    repq_fold,
+    set_quant,
+)
 from logmac.quant.config import QuantError
 from logmac.quant.modules import QuantLayer
 from logmac.quant.uniform import fake_uniform
@@ -66,19 +81,28 @@ def test_adalog_rejects_bad_settings_and_negative_input():
         fpcs_adalog(torch.tensor([-1.0, 0.5]), AdaLogQuant(4), lambda t: 0.0, search_scale=False)
 
 
-def test_fpcs_adalog_beats_every_coarse_q_and_base_2():
+@pytest.mark.parametrize("budget,stride", [(SPEC_BUDGET, 1), (REDUCED_BUDGET, 2)])
+def test_fpcs_adalog_beats_every_searched_q(budget, stride):
+    """Post-Softmax: the spec budget scores every q in 10..138, the reduced one every second q (and neighbours)."""
     torch.manual_seed(0)
     a = torch.softmax(torch.randn(64, 17) * 3, dim=-1)
     v = torch.randn(17, 8)
     target = a @ v
+    calls = []
 
     def score(a_hat: torch.Tensor) -> float:
+        calls.append(1)
         return float((a_hat @ v - target).pow(2).sum())
 
     quant = AdaLogQuant(3)
-    fpcs_adalog(a, quant, score, search_scale=False)
+    quant.eval()  # scored as the datapath computes it (training mode is the exact power, no mantissa table)
+    fpcs_adalog(a, quant, score, search_scale=False, budget=budget)
+    if stride == 1:
+        assert len(calls) == 129
+    else:
+        assert 65 <= len(calls) <= 65 + 2 * budget.keep_q
     best = score(quant(a))
-    for q in range(10, 139, 2):
+    for q in range(10, 139, stride):
         probe = AdaLogQuant(3, q=q)
         probe.enabled = True
         probe.eval()
@@ -94,6 +118,33 @@ def test_fpcs_adalog_post_gelu_searches_the_scale():
                 search_scale=True, rounds=1)
     top = float((h + GELU_OFFSET).max())
     assert 0 < quant.scale <= top * 1.2 and quant.q in range(10, 139)
+
+
+@pytest.mark.parametrize("bits,first", [(3, 128), (4, 128), (6, 128)])
+def test_fpcs_uniform_spec_budget_candidate_count(bits, first):
+    """Spec 3.3: 128 first candidates (min(16, 2^b) zero points x 128/num_zp scales), then 5 rounds of 8 scales
+    around each of the top 16."""
+    x = torch.randn(256, 8)
+    calls = []
+    fpcs_uniform(x, bits, lambda c: calls.append(1) or float((c - x).pow(2).sum()))
+    assert len(calls) == first + 5 * 16 * 8
+    calls.clear()
+    fpcs_uniform(x, 4, lambda c: calls.append(1) or float((c - x).pow(2).sum()), budget=REDUCED_BUDGET)
+    assert len(calls) == 4 * 16 + 3 * 8 * 8
+
+
+def test_gelu_minimum_rounding_below_the_shift_is_zero_not_an_error():
+    """float32 GELU reaches -0.16997126, below -GELU_OFFSET: those values code as zero; real negatives still raise."""
+    quant = AdaLogQuant(6, q=20, scale=3.0, offset=GELU_OFFSET)
+    quant.enabled = True
+    quant.eval()
+    assert float(F.gelu(torch.linspace(-0.76, -0.74, 200001)).min()) < -GELU_OFFSET
+    h = torch.tensor([-0.16997126, 0.0, 0.5])  # float32 GELU's minimum, shifted: -1.5e-8
+    assert float((h + GELU_OFFSET).min()) < 0
+    assert torch.isfinite(quant(h)).all() and float(quant(h).min()) >= 0
+    assert quant.levels(torch.tensor([-0.1699713])).tolist() == [0]
+    with pytest.raises(FormatError, match="non-negative"):
+        quant(torch.tensor([-0.2]))
 
 
 def test_fpcs_uniform_no_worse_than_min_max_and_zero_point_zero_for_non_negative():
@@ -168,6 +219,22 @@ def test_quantize_vit_keeps_fp_path_and_quantizes(acts, weights):
     assert attn.v_quant.scale.shape == (1, 2, 1, 1), "V is quantized per head"
 
 
+def test_target_bits_and_activation_errors():
+    """target_bits sets only the post-Softmax / post-GELU quantizers; activation_errors measures them per block."""
+    vit = tiny_vit()
+    images = torch.randn(8, 1, 28, 28)
+    res = quantize_vit(vit, images, AdaLogConfig(w_bits=8, a_bits=8, target_bits=3, calib_samples=8, fpcs_rounds=0))
+    block = res.model.blocks[0]
+    assert block.attn.attn_quant.bits == 3 and block.mlp.hid_quant.bits == 3
+    assert block.attn.v_quant.bits == 8 and block.mlp.in_quant.bits == 8
+    errors = activation_errors(res.model, images)
+    assert set(errors) == {"softmax", "gelu", "attn_v", "fc2"}
+    assert all(len(v) == 1 and 0 < v[0] < 1 for v in errors.values())
+    assert all(m.record is None for m in res.model.modules() if hasattr(m, "record"))
+    with torch.no_grad():
+        assert torch.isfinite(res.model(images)).all()
+
+
 def test_config_errors_name_the_problem():
     with pytest.raises(QuantError, match="acts"):
         AdaLogConfig(acts="log")
@@ -177,6 +244,10 @@ def test_config_errors_name_the_problem():
         AdaLogConfig(zero="none")
     with pytest.raises(QuantError, match="fpcs_rounds"):
         AdaLogConfig(fpcs_rounds=-1)
+    with pytest.raises(QuantError, match="fpcs must be"):
+        AdaLogConfig(fpcs="huge")
+    with pytest.raises(QuantError, match="target_bits"):
+        AdaLogConfig(target_bits=1)
     with pytest.raises(QuantError, match="w_bits"):
         AdaLogConfig(w_bits=9)
     with pytest.raises(QuantError, match=r"\(N, C, H, W\)"):

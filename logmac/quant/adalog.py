@@ -15,6 +15,7 @@ consumer's output (a ``score`` callable) and refines the best ones over a few ro
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from logmac.quant.config import QuantError
 from logmac.quant.uniform import RoundSTE, fake_uniform
 
 GELU_OFFSET = 0.16997124  # -min GELU(x): adding it makes post-GELU activations non-negative (spec 3.2)
+# float32 GELU reaches -0.16997126, a few ulps below -GELU_OFFSET: shifted values down to -ROUNDING_SLACK are
+# rounding, and become 0 (the spec's u = clamp(x/s, 1e-15, 1) maps them to its zero too); lower ones are errors
+ROUNDING_SLACK = 1e-6
 
 Score = Callable[[torch.Tensor], float]  # dequantized candidate -> error of the consumer's output
 
@@ -55,9 +59,14 @@ class AdaLogQuant(nn.Module):
     def fmt(self) -> AdaLogFormat:
         return AdaLogFormat(self.bits, self.q, zero=self.zero)
 
+    def shifted(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + offset`` with float-rounding negatives (down to ``-ROUNDING_SLACK``) set to 0."""
+        s = x.detach() + self.offset
+        return torch.where((s < 0) & (s >= -ROUNDING_SLACK), torch.zeros_like(s), s)
+
     def words(self, x: torch.Tensor) -> np.ndarray:
         """The stored AdaLog words of ``x + offset`` (what the datapath reads)."""
-        return adalog_words(adalog_indices(x.detach() + self.offset, self.scale, self.fmt), self.fmt)
+        return adalog_words(adalog_indices(self.shifted(x), self.scale, self.fmt), self.fmt)
 
     def levels(self, x: torch.Tensor) -> np.ndarray:
         """Unsigned integer levels (int64) of ``x + offset``; float value = level * scale * integer_unit."""
@@ -122,17 +131,51 @@ class UniformQuant(nn.Module):
 # FPCS
 # ----------------------------------------------------------------------------------------------
 
-def fpcs_uniform(x: torch.Tensor, bits: int, score: Score, *, first_scales: int = 4, keep: int = 8,
-                 rounds: int = 3, per_round: int = 8, shrink: float = 7.5) -> tuple[float, float]:
+@dataclass(frozen=True)
+class FpcsBudget:
+    """Candidate counts of FPCS.  Uniform: ``candidates`` first (scales x zero points), ``keep`` survivors,
+    ``per_round`` new scales each, ``rounds`` rounds, spacing shrinking by ``shrink``.  AdaLog: q on every
+    ``q_stride``-th value (then the neighbours of the best), ``keep_q`` q crossed with ``scales`` post-GELU
+    scales, ``keep_pairs`` survivors, ``gelu_per_round`` new scales each, spacing shrinking by ``gelu_shrink``."""
+
+    name: str
+    candidates: int = 128
+    keep: int = 16
+    per_round: int = 8
+    rounds: int = 5
+    shrink: float = 7.5
+    q_stride: int = 1
+    keep_q: int = 8
+    scales: int = 16
+    keep_pairs: int = 32
+    gelu_per_round: int = 4
+    gelu_shrink: float = 3.5
+    first_scales: int | None = None  # fixed count of first scales instead of candidates // zero points
+
+
+SPEC_BUDGET = FpcsBudget("spec")  # spec section 3.3
+# the budget the first results used on heavily loaded shared cores: 4 scales x 16 zero points, top 8, 3 rounds;
+# q on every second value; 4 q x 8 scales, 8 pairs
+REDUCED_BUDGET = FpcsBudget("reduced", first_scales=4, keep=8, per_round=8, rounds=3, q_stride=2, keep_q=4, scales=8,
+                            keep_pairs=8)
+FPCS_BUDGETS = {b.name: b for b in (SPEC_BUDGET, REDUCED_BUDGET)}
+
+
+def fpcs_uniform(x: torch.Tensor, bits: int, score: Score, *, budget: FpcsBudget | None = None,
+                 rounds: int | None = None) -> tuple[float, float]:
     """FPCS for one uniform quantizer of ``x``: the (scale, zero point) with the lowest ``score``.
 
-    Candidates: ``first_scales`` scales spaced linearly between the P10-P90 and the min-max step, each
-    crossed with ``min(16, 2**bits)`` consecutive zero points centred on the min/max zero point (so a
-    non-negative tensor gets zero point 0).  Then ``rounds`` refinements: around each of the ``keep``
-    best, ``per_round`` scales at offsets ``(linspace(0, 1) - 0.5) * delta``, ``delta`` shrinking by
-    ``shrink`` per round, zero points kept.  (The spec's sizes are 128 first candidates, top 16 and 5
-    rounds; the defaults are smaller to fit 2 shared cores.)
+    Candidates: ``num_zp = min(16, 2**bits)`` consecutive zero points centred on the min/max zero point
+    (so a non-negative tensor gets zero point 0), each crossed with ``budget.candidates // num_zp`` scales
+    spaced linearly between the P10-P90 and the min-max step.  Then ``rounds`` (default
+    ``budget.rounds``) refinements: around each of the ``budget.keep`` best, ``budget.per_round`` scales at
+    offsets ``(linspace(0, 1) - 0.5) * delta``, ``delta`` (the first grid's spacing) shrinking by
+    ``budget.shrink`` per round, zero points kept.  The default budget is the spec's (128 candidates, top 16,
+    5 rounds of 8).
     """
+    budget = budget or SPEC_BUDGET
+    rounds = budget.rounds if rounds is None else rounds
+    keep, per_round, shrink = budget.keep, budget.per_round, budget.shrink
     levels = (1 << bits) - 1
     flat = x.detach().reshape(-1).float()
     if flat.numel() == 0 or not torch.isfinite(flat).all():
@@ -142,8 +185,9 @@ def fpcs_uniform(x: torch.Tensor, bits: int, score: Score, *, first_scales: int 
         return max(abs(hi), 1e-8) / levels, float(np.clip(round(-lo / max(abs(hi), 1e-8) * levels), 0, levels))
     p10, p90 = (float(v) for v in torch.quantile(_sample(flat), torch.tensor([0.1, 0.9])))
     s_lo, s_hi = max(p90 - p10, 1e-3 * (hi - lo)) / levels, (hi - lo) / levels
-    scales = np.linspace(s_lo, s_hi, first_scales)
     num_zp = min(16, 1 << bits)
+    first_scales = budget.first_scales or max(1, budget.candidates // num_zp)
+    scales = np.linspace(s_lo, s_hi, first_scales)
 
     def zero_points(s: float) -> list[float]:
         centre = int(np.clip(round(-lo / s), 0, levels))
@@ -167,18 +211,22 @@ def fpcs_uniform(x: torch.Tensor, bits: int, score: Score, *, first_scales: int 
     return s, z
 
 
-def fpcs_adalog(x: torch.Tensor, quant: AdaLogQuant, score: Score, *, search_scale: bool, keep_q: int = 4,
-                scales: int = 8, keep: int = 8, rounds: int = 3, per_round: int = 4, shrink: float = 3.5) -> None:
+def fpcs_adalog(x: torch.Tensor, quant: AdaLogQuant, score: Score, *, search_scale: bool,
+                budget: FpcsBudget | None = None, rounds: int | None = None) -> None:
     """FPCS for an AdaLog quantizer of ``x``: sets ``quant.q`` (and ``quant.scale`` with ``search_scale``).
 
-    Post-Softmax (``search_scale=False``, scale 1): the best q in 10..138.  Post-GELU: q at the max scale,
-    keep ``keep_q``; cross them with ``scales`` scales between the 90th and 100th percentile of the
-    positive shifted values; keep ``keep`` pairs; ``rounds`` rounds refining the scale only (``per_round``
-    new scales per survivor, spacing shrinking by ``shrink``).  Deviations for 2 shared cores: q is scored
-    on every second value and then at the neighbours of the best (the spec scores all 129), and 8 pairs
-    survive for 3 rounds (spec: 8 q x 16 scales, 32 pairs, 5 rounds; here 4 q x 8 scales).
+    Post-Softmax (``search_scale=False``, scale 1): the best q in 10..138 (every q with the spec budget).
+    Post-GELU: q at the max scale, keep ``budget.keep_q``; cross them with ``budget.scales`` scales between
+    the 90th and 100th percentile of the positive shifted values; keep ``budget.keep_pairs`` pairs;
+    ``rounds`` (default ``budget.rounds``) rounds refining the scale only (``budget.gelu_per_round`` new
+    scales per survivor, spacing shrinking by ``budget.gelu_shrink``).  Spec sizes: 8 q x 16 scales,
+    32 pairs, 5 rounds of 4.
     """
-    shifted = x.detach() + quant.offset
+    budget = budget or SPEC_BUDGET
+    rounds = budget.rounds if rounds is None else rounds
+    keep_q, scales, keep, per_round, shrink = (budget.keep_q, budget.scales, budget.keep_pairs,
+                                                budget.gelu_per_round, budget.gelu_shrink)
+    shifted = quant.shifted(x)
     if (shifted < 0).any():
         raise QuantError(f"AdaLog input has values below -offset (min {float(shifted.min()):.4g}); "
                          "it needs non-negative activations")
@@ -194,7 +242,7 @@ def fpcs_adalog(x: torch.Tensor, quant: AdaLogQuant, score: Score, *, search_sca
         top = float(shifted.max()) if search_scale else quant.scale
         if top <= 0:
             raise QuantError("AdaLog input is all zero; nothing to calibrate")
-        by_q = _search_q(lambda q: evaluate(q, top), keep_q)
+        by_q = _search_q(lambda q: evaluate(q, top), keep_q, budget.q_stride)
         if not search_scale:
             quant.q = by_q[0][1]
             return
@@ -216,11 +264,12 @@ def fpcs_adalog(x: torch.Tensor, quant: AdaLogQuant, score: Score, *, search_sca
         quant.train(was_training)
 
 
-def _search_q(score: Callable[[int], float], keep: int) -> list[tuple[float, int]]:
-    """(score, q) pairs, best first: every second q of 10..138, then the unscored neighbours of the ``keep`` best."""
-    scored = {q: score(q) for q in ADALOG_Q_RANGE[::2]}
+def _search_q(score: Callable[[int], float], keep: int, stride: int = 1) -> list[tuple[float, int]]:
+    """(score, q) pairs, best first: every ``stride``-th q of 10..138, then the unscored neighbours of the
+    ``keep`` best (nothing left to add with ``stride`` 1, the spec's exhaustive search)."""
+    scored = {q: score(q) for q in ADALOG_Q_RANGE[::stride]}
     for q in [q for _, q in sorted((v, q) for q, v in scored.items())[:keep]]:
-        for near in (q - 1, q + 1):
+        for near in range(q - stride + 1, q + stride):
             if near in ADALOG_Q_RANGE and near not in scored:
                 scored[near] = score(near)
     return sorted((v, q) for q, v in scored.items())

@@ -119,27 +119,27 @@ def rewrite_bert(encoder: nn.Module, cfg: AdaLogConfig) -> nn.Module:
 
 
 @torch.no_grad()
-def _calibrate_attention(quant: AttentionQuantizers, rounds: int) -> None:
+def _calibrate_attention(quant: AttentionQuantizers, search: dict) -> None:
     rec = {k: torch.cat(v) for k, v in quant.record.items()}
     q, k, v, a = rec["q"], rec["k"], rec["v"], rec["a"]
     for h in range(q.shape[1]):
         qh, kh, vh, ah = q[:, h], k[:, h], v[:, h], a[:, h]
         scores = qh @ kh.transpose(-2, -1)
         _set(quant.q_quant, *fpcs_uniform(qh, quant.q_quant.bits, lambda c, kh=kh, s=scores: float(
-            (c @ kh.transpose(-2, -1) - s).pow(2).sum()), rounds=rounds), (0, h, 0, 0))
+            (c @ kh.transpose(-2, -1) - s).pow(2).sum()), **search), (0, h, 0, 0))
         _set(quant.k_quant, *fpcs_uniform(kh, quant.k_quant.bits, lambda c, qh=qh, s=scores: float(
-            (qh @ c.transpose(-2, -1) - s).pow(2).sum()), rounds=rounds), (0, h, 0, 0))
+            (qh @ c.transpose(-2, -1) - s).pow(2).sum()), **search), (0, h, 0, 0))
         _set(quant.v_quant, *fpcs_uniform(vh, quant.v_quant.bits, lambda c, ah=ah, t=ah @ vh: float(
-            (ah @ c - t).pow(2).sum()), rounds=rounds), (0, h, 0, 0))
+            (ah @ c - t).pow(2).sum()), **search), (0, h, 0, 0))
     target = a @ v
 
     def score(a_hat: torch.Tensor) -> float:
         return float((a_hat @ v - target).pow(2).sum())
 
     if isinstance(quant.attn_quant, AdaLogQuant):
-        fpcs_adalog(a, quant.attn_quant, score, search_scale=False)
+        fpcs_adalog(a, quant.attn_quant, score, search_scale=False, **search)
     else:
-        _set(quant.attn_quant, *fpcs_uniform(a, quant.attn_quant.bits, score, rounds=rounds))
+        _set(quant.attn_quant, *fpcs_uniform(a, quant.attn_quant.bits, score, **search))
 
 
 @torch.no_grad()
@@ -167,14 +167,14 @@ def quantize_bert(model: nn.Module, calib: torch.Tensor, cfg: AdaLogConfig, batc
             m.reparameterise_bias()
             h = _rows(torch.cat([t.reshape(-1, t.shape[-1]) for t in m.record["h"]]))
             if isinstance(m.hid_quant, AdaLogQuant):
-                fpcs_adalog(h, m.hid_quant, _linear_score(m.layer, h, GELU_OFFSET), search_scale=True, rounds=cfg.fpcs_rounds)
+                fpcs_adalog(h, m.hid_quant, _linear_score(m.layer, h, GELU_OFFSET), search_scale=True, **cfg.search)
             else:
-                _set(m.hid_quant, *fpcs_uniform(h, m.hid_quant.bits, _linear_score(m.layer, h), rounds=cfg.fpcs_rounds))
+                _set(m.hid_quant, *fpcs_uniform(h, m.hid_quant.bits, _linear_score(m.layer, h), **cfg.search))
         elif isinstance(m, QuantInput):
             x = torch.cat([t.reshape(-1, t.shape[-1]) for t in m.record["x"]])
-            _calibrate_uniform(m.in_quant, x, m.layer, cfg.fpcs_rounds)
+            _calibrate_uniform(m.in_quant, x, m.layer, cfg.search)
         elif isinstance(m, AttentionQuantizers):
-            _calibrate_attention(m, cfg.fpcs_rounds)
+            _calibrate_attention(m, cfg.search)
     for m in recorders:
         m.record = None
     set_quant(model, True)

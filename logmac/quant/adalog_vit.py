@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from logmac.quant.adalog import GELU_OFFSET, AdaLogQuant, UniformQuant, fpcs_adalog, fpcs_uniform
+from logmac.quant.adalog import FPCS_BUDGETS, GELU_OFFSET, AdaLogQuant, UniformQuant, fpcs_adalog, fpcs_uniform
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.modules import QuantLayer
 from logmac.quant.uniform import uniform_range
@@ -44,21 +44,27 @@ class AdaLogConfig:
     patch_bits: int = 8
     repq: bool = True
     calib_samples: int = 32
-    fpcs_rounds: int = 3
+    fpcs: str = "spec"  # FPCS candidate budget: "spec" (section 3.3) or "reduced" (the first, loaded-machine runs)
+    fpcs_rounds: int | None = None  # refinement rounds; None: the budget's (spec 5, reduced 3)
     seed: int = 0
+    target_bits: int | None = None  # bits of the post-Softmax and post-GELU quantizers; None: a_bits
 
     def __post_init__(self) -> None:
         if self.weights not in ("uniform", "log"):
             raise QuantError(f"weights must be 'uniform' or 'log', got {self.weights!r}")
         if self.acts not in ("adalog", "uniform"):
             raise QuantError(f"acts must be 'adalog' or 'uniform', got {self.acts!r}")
-        for name in ("a_bits", "patch_bits"):
+        for name in ("a_bits", "patch_bits", "target_bits"):
             bits = getattr(self, name)
+            if name == "target_bits" and bits is None:
+                continue
             if not isinstance(bits, int) or not 2 <= bits <= 8:
                 raise QuantError(f"{name} must be an integer in 2..8, got {bits!r}")
         if self.zero not in ("code", "flag"):
             raise QuantError(f"AdaLog zero mode must be 'code' or 'flag', got {self.zero!r}")
-        if self.calib_samples < 1 or self.fpcs_rounds < 0:
+        if self.fpcs not in FPCS_BUDGETS:
+            raise QuantError(f"fpcs must be one of {', '.join(FPCS_BUDGETS)}, got {self.fpcs!r}")
+        if self.calib_samples < 1 or (self.fpcs_rounds is not None and self.fpcs_rounds < 0):
             raise QuantError("calib_samples must be >= 1 and fpcs_rounds >= 0")
         self.layer_config()  # validates w_bits for the weight grid
 
@@ -68,8 +74,19 @@ class AdaLogConfig:
         return QuantConfig(method=method, w_bits=self.w_bits, a_bits=32, hardware_approx=True,
                            zero=self.zero, seed=self.seed)
 
+    @property
+    def search(self) -> dict:
+        """FPCS keyword arguments (budget and rounds) for every quantizer search of this run."""
+        return {"budget": FPCS_BUDGETS[self.fpcs], "rounds": self.fpcs_rounds}
+
+    @property
+    def act_bits(self) -> int:
+        """Bits of the two tensors AdaLog targets (post-Softmax, post-GELU), AdaLog or the uniform baseline."""
+        return self.a_bits if self.target_bits is None else self.target_bits
+
     def label(self) -> str:
-        return f"W{self.w_bits}A{self.a_bits} {self.weights} weights, {self.acts} activations"
+        targets = "" if self.target_bits is None else f" (Softmax/GELU at {self.target_bits} bits)"
+        return f"W{self.w_bits}A{self.a_bits}{targets} {self.weights} weights, {self.acts} activations"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,8 +94,8 @@ class AdaLogConfig:
 
 def _act_quant(cfg: AdaLogConfig, offset: float = 0.0) -> AdaLogQuant | UniformQuant:
     if cfg.acts == "adalog":
-        return AdaLogQuant(cfg.a_bits, offset=offset, zero=cfg.zero)
-    return UniformQuant(cfg.a_bits)
+        return AdaLogQuant(cfg.act_bits, offset=offset, zero=cfg.zero)
+    return UniformQuant(cfg.act_bits)
 
 
 class Recording:
@@ -292,31 +309,31 @@ def _set(quant: UniformQuant, scale: float, zero_point: float, index: tuple = ()
 
 
 @torch.no_grad()
-def _calibrate_uniform(quant: UniformQuant, x: torch.Tensor, layer: QuantLayer, rounds: int) -> None:
+def _calibrate_uniform(quant: UniformQuant, x: torch.Tensor, layer: QuantLayer, search: dict) -> None:
     x = _rows(x)
-    _set(quant, *fpcs_uniform(x, quant.bits, _linear_score(layer, x), rounds=rounds))
+    _set(quant, *fpcs_uniform(x, quant.bits, _linear_score(layer, x), **search))
 
 
 @torch.no_grad()
-def _calibrate_attention(attn: AdaLogAttention, rounds: int) -> None:
+def _calibrate_attention(attn: AdaLogAttention, search: dict) -> None:
     rec = attn.record
-    _calibrate_uniform(attn.in_quant, rec["x"], attn.qkv, rounds)
-    _calibrate_uniform(attn.proj_quant, rec["out"], attn.proj, rounds)
+    _calibrate_uniform(attn.in_quant, rec["x"], attn.qkv, search)
+    _calibrate_uniform(attn.proj_quant, rec["out"], attn.proj, search)
     q, k, v, a = rec["q"], rec["k"], rec["v"], rec["a"]
     for h in range(attn.num_heads):
         qh, kh, vh, ah = q[:, h], k[:, h], v[:, h], a[:, h]
         scores = qh @ kh.transpose(-2, -1)
         _set(attn.q_quant, *fpcs_uniform(qh, attn.q_quant.bits,
                                          lambda c, kh=kh, s=scores: float((c @ kh.transpose(-2, -1) - s).pow(2).sum()),
-                                         rounds=rounds),
+                                         **search),
              (0, h, 0, 0))
         _set(attn.k_quant, *fpcs_uniform(kh, attn.k_quant.bits,
                                          lambda c, qh=qh, s=scores: float((qh @ c.transpose(-2, -1) - s).pow(2).sum()),
-                                         rounds=rounds),
+                                         **search),
              (0, h, 0, 0))
         av = ah @ vh
         _set(attn.v_quant, *fpcs_uniform(vh, attn.v_quant.bits,
-                                         lambda c, ah=ah, t=av: float((ah @ c - t).pow(2).sum()), rounds=rounds),
+                                         lambda c, ah=ah, t=av: float((ah @ c - t).pow(2).sum()), **search),
              (0, h, 0, 0))
     target = a @ v
 
@@ -324,20 +341,20 @@ def _calibrate_attention(attn: AdaLogAttention, rounds: int) -> None:
         return float((a_hat @ v - target).pow(2).sum())
 
     if isinstance(attn.attn_quant, AdaLogQuant):
-        fpcs_adalog(a, attn.attn_quant, attn_score, search_scale=False)
+        fpcs_adalog(a, attn.attn_quant, attn_score, search_scale=False, **search)
     else:
-        _set(attn.attn_quant, *fpcs_uniform(a, attn.attn_quant.bits, attn_score, rounds=rounds))
+        _set(attn.attn_quant, *fpcs_uniform(a, attn.attn_quant.bits, attn_score, **search))
 
 
 @torch.no_grad()
-def _calibrate_mlp(mlp: AdaLogMlp, rounds: int) -> None:
+def _calibrate_mlp(mlp: AdaLogMlp, search: dict) -> None:
     rec = mlp.record
-    _calibrate_uniform(mlp.in_quant, rec["x"], mlp.fc1, rounds)
+    _calibrate_uniform(mlp.in_quant, rec["x"], mlp.fc1, search)
     h = _rows(rec["h"])
     if isinstance(mlp.hid_quant, AdaLogQuant):
-        fpcs_adalog(h, mlp.hid_quant, _linear_score(mlp.fc2, h, GELU_OFFSET), search_scale=True, rounds=rounds)
+        fpcs_adalog(h, mlp.hid_quant, _linear_score(mlp.fc2, h, GELU_OFFSET), search_scale=True, **search)
     else:
-        _set(mlp.hid_quant, *fpcs_uniform(h, mlp.hid_quant.bits, _linear_score(mlp.fc2, h), rounds=rounds))
+        _set(mlp.hid_quant, *fpcs_uniform(h, mlp.hid_quant.bits, _linear_score(mlp.fc2, h), **search))
 
 
 def _patch_score(layer: QuantLayer, x: torch.Tensor):
@@ -371,12 +388,12 @@ def quantize_vit(model: nn.Module, calib: torch.Tensor, cfg: AdaLogConfig) -> Ad
             m.quant_on = True
     for block in model.blocks:
         block.mlp.reparameterise_bias()
-        _calibrate_attention(block.attn, cfg.fpcs_rounds)
-        _calibrate_mlp(block.mlp, cfg.fpcs_rounds)
+        _calibrate_attention(block.attn, cfg.search)
+        _calibrate_mlp(block.mlp, cfg.search)
     patch = model.patch_embed.proj
     _set(patch.in_quant, *fpcs_uniform(patch.record["x"], patch.in_quant.bits,
-                                       _patch_score(patch.layer, patch.record["x"]), rounds=cfg.fpcs_rounds))
-    _calibrate_uniform(model.head.in_quant, model.head.record["x"], model.head.layer, cfg.fpcs_rounds)
+                                       _patch_score(patch.layer, patch.record["x"]), **cfg.search))
+    _calibrate_uniform(model.head.in_quant, model.head.record["x"], model.head.layer, cfg.search)
     for m in _recorders(model):
         m.record = None
     set_quant(model, True)
@@ -387,3 +404,37 @@ def quantizer_summary(model: nn.Module) -> dict[str, dict]:
     """Per AdaLog quantizer: its chosen base numerator q and scale (for reports)."""
     return {name: {"q": m.q, "scale": round(m.scale, 6), "bits": m.bits}
             for name, m in model.named_modules() if isinstance(m, AdaLogQuant)}
+
+
+@torch.no_grad()
+def activation_errors(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> dict[str, list[float]]:
+    """Quantization error of the two tensors AdaLog targets, per block, on the FP model's tensors for ``images``.
+
+    Each block's post-Softmax A and post-GELU H (recorded with every quantizer off) go through that block's
+    own quantizer (AdaLog or uniform); returned are the relative MSEs ``sum((Q(t) - t)**2) / sum(t**2)`` of
+    ``softmax`` (A), ``gelu`` (H), and of their consumers' outputs with FP operands: ``attn_v`` (A V) and
+    ``fc2`` (H W^T, no bias).  The model is left with every quantizer on.
+    """
+    def rel(err: torch.Tensor, ref: torch.Tensor) -> float:
+        return float(err.double().pow(2).sum() / ref.double().pow(2).sum())
+
+    record_fp(model, images, batch_size)
+    set_quant(model, True)
+    out: dict[str, list[float]] = {"softmax": [], "gelu": [], "attn_v": [], "fc2": []}
+    try:
+        for block in model.blocks:
+            attn, mlp = block.attn, block.mlp
+            a, v, h = attn.record["a"], attn.record["v"], mlp.record["h"]
+            a_hat = attn.attn_quant(a)
+            h_hat = mlp.hid_quant(h)
+            if isinstance(mlp.hid_quant, AdaLogQuant):
+                h_hat = h_hat - mlp.hid_quant.offset  # the fc2 bias reparameterisation removes the shift
+            w = mlp.fc2.inner.weight
+            out["softmax"].append(rel(a_hat - a, a))
+            out["gelu"].append(rel(h_hat - h, h))
+            out["attn_v"].append(rel((a_hat - a) @ v, a @ v))
+            out["fc2"].append(rel(F.linear(h_hat - h, w), F.linear(h, w)))
+    finally:
+        for m in _recorders(model):
+            m.record = None
+    return out

@@ -167,19 +167,30 @@ def emulate_vit(model: nn.Module) -> tuple[nn.Module, EmulationStats]:
 
 
 @torch.no_grad()
-def compare_vit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250) -> dict:
-    """Fake-quant vs emulated ViT on ``images``: both top-1s, prediction agreement, largest logit difference."""
+def compare_vit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250,
+                reference: torch.Tensor | None = None) -> dict:
+    """Fake-quant vs emulated ViT on ``images``: both top-1s, prediction agreement, largest logit difference.
+
+    With ``reference`` (the FP model's logits on ``images``) also each one's agreement with the FP
+    predictions (percent) and KL(FP || quantized) of the logits' softmax (nats, mean over images).
+    """
+    from logmac.models.evaluate import fp_agreement, kl_divergence
+
     emulated, stats = emulate_vit(model)
     fake, emu = [], []
     for batch in images.split(batch_size):
         fake.append(model(batch))
         emu.append(emulated(batch))
     fake, emu = torch.cat(fake), torch.cat(emu)
-    return {"fake_top1": 100 * float((fake.argmax(1) == labels).float().mean()),
-            "emulator_top1": 100 * float((emu.argmax(1) == labels).float().mean()),
-            "same_prediction": 100 * float((fake.argmax(1) == emu.argmax(1)).float().mean()),
-            "max_logit_diff": float((fake - emu).abs().max()), "images": len(labels),
-            "overflows": stats.overflows, "acc_bits": dict(stats.acc_bits)}
+    out = {"fake_top1": 100 * float((fake.argmax(1) == labels).float().mean()),
+           "emulator_top1": 100 * float((emu.argmax(1) == labels).float().mean()),
+           "same_prediction": 100 * float((fake.argmax(1) == emu.argmax(1)).float().mean()),
+           "max_logit_diff": float((fake - emu).abs().max()), "images": len(labels),
+           "overflows": stats.overflows, "acc_bits": dict(stats.acc_bits)}
+    if reference is not None:
+        out |= {"fake_agreement": fp_agreement(reference, fake), "fake_kl": kl_divergence(reference, fake),
+                "emulator_agreement": fp_agreement(reference, emu), "emulator_kl": kl_divergence(reference, emu)}
+    return out
 
 
 @torch.no_grad()
