@@ -201,3 +201,28 @@ def test_cli_quantize_ptmq_smoke(tmp_path) -> None:
     assert np.array_equal(low.codes, nest_words(art.layers["fc"].codes, art.layers["fc"].fmt, 3, "coarsen"))
     bad = CliRunner().invoke(main, ["quantize", "--model", "resnet18_fmnist", "--method", "ptmq", "--bits", "3,x"])
     assert bad.exit_code != 0 and "comma-separated" in bad.output
+
+
+def test_per_width_weight_step_round_trips_and_emulates() -> None:
+    """``width_scale``: lower log widths get their own per-channel step (stored as p{b}/scale), the file and
+    the emulator at every width match the fake-quant model's export; the top width is unchanged."""
+    net = tiny_net()
+    cfg = QuantConfig(method="log_dynamic", learn_rounding=True, iters=4, calib_samples=32, batch_size=16,
+                      hardware_approx=True, act_init="percentile")
+    res = ptmq_quantize(net, CALIB, cfg, PtmqConfig(bits=(3, 4, 6), a_bits=(8, 8, 8), width_scale=True,
+                                                    fp_weight=1.0, own_inputs=True))
+    art = res.artifact
+    assert any("p3/scale" in layer.extras for layer in art.layers.values())
+    assert all("p6/scale" not in layer.extras for layer in art.layers.values())
+    emu = MultiBitEmulator(art, _float_twin())
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    for b in (3, 6, 4):
+        set_precision(res.model, b)
+        single = build_artifact(res.model, {}, {}, {})
+        view = artifact_at(art, b)
+        for name, want in single.layers.items():
+            got = view.layers[name]
+            assert np.array_equal(got.codes, want.codes) and np.array_equal(got.scale, want.scale)
+            assert np.array_equal(got.extras["out_scale"], want.extras["out_scale"])
+        emu.set_precision(b)
+        assert torch.equal(emu(x), Emulator(view, _float_twin())(x))

@@ -11,7 +11,8 @@ FP targets, same AdaRound/LLR schedules), with PTMQ's changes (spec section 4):
   element replaced by the FP input with probability ``mix_p`` (QDrop-style, FP from the FP model as in
   the paper's figure);
 - **GD loss**: ``g1 * L(mean of the drawn outputs, FP target) + g2 * L(f_mid, f_high) + g3 * L(f_low, f_high)``
-  with the high-width output detached (the teacher), ``L`` the BRECQ block loss of ``calibrate``;
+  with the high-width output detached (the teacher), ``L`` the BRECQ block loss of ``calibrate``, plus
+  (``fp_weight``, default 1) every drawn width's own loss to the FP target;
 - lone layers (stem, head) are units like blocks and get the same loss (the community code gave them
   none), and every width is scored and exported (the community code evaluated only the lowest).
 
@@ -49,6 +50,15 @@ class PtmqConfig:
     ``bits`` are the weight widths, ``a_bits`` the activation width paired with each (same length);
     ``nest`` how lower log codes come out of the top code; ``mix_p`` MFM's FP-replacement probability;
     ``gammas`` the GD-loss weights; ``act_lr`` Adam's rate on the activation steps (cosine to 0).
+
+    ``fp_weight`` adds ``fp_weight * sum_b L(f_b, FP)``, every drawn width's own block loss to the FP
+    target: the paper's GD loss sees the FP target only through the *mean* of the widths' outputs, whose
+    errors can cancel (W3 too small, W6 too big), so learning traded W4/W6 for W3 and the keep rule fell
+    back to round-to-nearest on some units (docs/ptmq.md: 1.0 lifts ResNet-18 W3 by 1.5-2 points).
+    ``own_inputs`` runs each drawn width on its own quantized-prefix input (what it sees when deployed)
+    instead of MFM's mean of the widths' inputs.  ``width_scale`` gives each lower log width its own
+    per-channel weight step (least squares on its round-to-nearest nested weight, then fixed: PTMQ's S_w;
+    stored as ``p{b}/scale``, carried by that width's requant registers, no hardware change).
     """
 
     bits: tuple[int, ...] = (3, 4, 6)
@@ -57,6 +67,9 @@ class PtmqConfig:
     mix_p: float = 0.5
     gammas: tuple[float, float, float] = (1.0, 1.0, 1.0)
     act_lr: float = 4e-4
+    fp_weight: float = 1.0
+    own_inputs: bool = False
+    width_scale: bool = False
 
     def __post_init__(self) -> None:
         self.bits, self.a_bits = tuple(int(b) for b in self.bits), tuple(int(a) for a in self.a_bits)
@@ -118,6 +131,7 @@ def wrap_multibit(model: nn.Module, cfg: QuantConfig, ptmq: PtmqConfig) -> dict[
         parent = model.get_submodule(parent_path) if parent_path else model
         setattr(parent, child, MultiBitLayer(layer.name, layer.inner, cfg, list(ptmq.bits), list(ptmq.a_bits),
                                              ptmq.nest, seed=cfg.seed + i))
+        getattr(parent, child).width_scale = ptmq.width_scale
     return float_modules
 
 
@@ -208,6 +222,16 @@ def _mixed_input(inputs: dict[int, list], targets: list, drawn: list[int], r: in
     return (x,) + tuple(args[1:]), kwargs
 
 
+def _own_input(inputs: dict[int, list], targets: list, b: int, r: int, p: float,
+               gen: torch.Generator) -> tuple[tuple, dict]:
+    """Width b's own quantized-prefix input (what it sees when deployed), elements replaced by FP with probability p."""
+    args, kwargs, _ = inputs[b][r]
+    x = first_tensor(args)
+    if p > 0:
+        x = torch.where(torch.rand(x.shape, generator=gen).to(x.device) < p, first_tensor(targets[r][0]), x)
+    return (x,) + tuple(args[1:]), kwargs
+
+
 def _outputs(unit: nn.Module, layers: list[MultiBitLayer], drawn: list[int], args: tuple, kwargs: dict) -> list:
     outs = []
     for b in drawn:
@@ -217,10 +241,14 @@ def _outputs(unit: nn.Module, layers: list[MultiBitLayer], drawn: list[int], arg
     return outs
 
 
-def gd_loss(outs: list[torch.Tensor], target: torch.Tensor, gammas: tuple[float, float, float]) -> torch.Tensor:
-    """PTMQ's group-wise distillation loss on the outputs of the drawn widths (ascending: low .. high)."""
+def gd_loss(outs: list[torch.Tensor], target: torch.Tensor, gammas: tuple[float, float, float],
+            fp_weight: float = 0.0) -> torch.Tensor:
+    """PTMQ's group-wise distillation loss on the outputs of the drawn widths (ascending: low .. high),
+    plus ``fp_weight`` times each width's own block loss to the FP target."""
     mixed = torch.stack(outs).mean(0)
     loss = gammas[0] * recon_loss(mixed, target)
+    if fp_weight:
+        loss = loss + fp_weight * sum(recon_loss(o, target) for o in outs)
     teacher = outs[-1].detach()
     if len(outs) >= 3:
         loss = loss + gammas[1] * recon_loss(outs[1], teacher)
@@ -267,8 +295,15 @@ def _reconstruct(unit: nn.Module, layers: list[MultiBitLayer], inputs: dict[int,
             g["lr"] = ptmq.act_lr * 0.5 * (1 + np.cos(np.pi * step / cfg.iters))
         drawn = [int(rng.choice(grp)) for grp in groups]
         r = int(rng.integers(n))
-        args, kwargs = _mixed_input(inputs, targets, drawn, r, ptmq.mix_p, gen)
-        loss = gd_loss(_outputs(unit, layers, drawn, args, kwargs), first_tensor(targets[r][2]), ptmq.gammas)
+        if ptmq.own_inputs:
+            outs = []
+            for b in drawn:
+                args, kwargs = _own_input(inputs, targets, b, r, ptmq.mix_p, gen)
+                outs += _outputs(unit, layers, [b], args, kwargs)
+        else:
+            args, kwargs = _mixed_input(inputs, targets, drawn, r, ptmq.mix_p, gen)
+            outs = _outputs(unit, layers, drawn, args, kwargs)
+        loss = gd_loss(outs, first_tensor(targets[r][2]), ptmq.gammas, ptmq.fp_weight)
         beta = beta_schedule(step, cfg.iters, cfg.warmup)
         if beta is not None:
             loss = loss + cfg.round_weight * sum(layer.regularizer(beta) for layer in layers)

@@ -54,6 +54,8 @@ def build_multibit_artifact(model: nn.Module, cfg: QuantConfig, ptmq, meta: dict
             if low.table is not None:
                 layer.extras[f"p{b}/u"] = low.table.u.astype(np.uint8)
                 layer.extras[f"p{b}/h"] = low.table.h.astype(np.uint8)
+                if not np.array_equal(low.scale, layer.scale):  # a per-width weight step (PtmqConfig.width_scale)
+                    layer.extras[f"p{b}/scale"] = low.scale.astype(np.float64)
             else:
                 layer.extras[f"p{b}/codes"] = low.codes.astype(np.int16)
                 layer.extras[f"p{b}/scale"] = low.scale.astype(np.float64)
@@ -98,13 +100,14 @@ def artifact_at(artifact: Artifact, bits: int) -> Artifact:
         attrs.update(act_in=p["act_in"], requant=p["requant"])
         if isinstance(layer.fmt, LogFormat):
             nest = info["nest"]
-            table = DecodeTable(layer.extras[f"p{bits}/u"], layer.extras[f"p{bits}/h"], layer.scale)
+            scale = layer.extras.get(f"p{bits}/scale", layer.scale)
+            table = DecodeTable(layer.extras[f"p{bits}/u"], layer.extras[f"p{bits}/h"], scale)
             want = nest_table(layer.table, layer.fmt, bits, nest)
             if not (np.array_equal(table.u, want.u) and np.array_equal(table.h, want.h)):
                 raise ArtifactError(f"layer {name}: the stored {bits}-bit decode table is not the '{nest}' nesting of "
                                     "the top table (mismatched multi-bit artifact)")
             codes = nest_words(layer.codes, layer.fmt, bits, nest).reshape(layer.codes.shape).astype(np.uint16)
-            out = QuantizedLayer(name=name, op=layer.op, fmt=fmt, codes=codes, scale=layer.scale, table=table,
+            out = QuantizedLayer(name=name, op=layer.op, fmt=fmt, codes=codes, scale=scale, table=table,
                                  zero_point=None, extras=extras, attrs=attrs)
         else:
             out = QuantizedLayer(name=name, op=layer.op, fmt=fmt, codes=layer.extras[f"p{bits}/codes"].reshape(

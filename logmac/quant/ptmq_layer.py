@@ -123,6 +123,9 @@ class MultiBitLayer(QuantLayer):
                        for b, a in zip(bits, a_bits, strict=True)}
         self.acts = nn.ModuleDict({str(b): LsqActQuant(a, cfg.act_init, seed) for b, a in zip(bits, a_bits, strict=True)})
         self.shared: LogRounding | nn.ModuleDict | None = None  # the rounding all precisions learn together
+        # Per lower log width, a per-channel weight step (PTMQ's S_w): the nested table's scale times this gain.
+        self.width_scale = False
+        self.gains: dict[int, np.ndarray] = {}
         self._luts: dict[int, torch.Tensor] = {}
         self.precision = self.top
         self.set_precision(self.top)
@@ -152,7 +155,10 @@ class MultiBitLayer(QuantLayer):
         if top_cfg.is_log:
             fmt = self.top_fmt
             grid = self._search_nested_grid(w2d, fmt)
+            self.gains = {}
             self._set_log_words(grid, codes.encode(w2d, grid.table(), fmt))
+            if self.width_scale:
+                self._fit_gains(w2d)
         else:
             for b in self.bits_list:
                 src = w2d.reshape(1, -1) if top_cfg.granularity == "tensor" else w2d
@@ -173,11 +179,31 @@ class MultiBitLayer(QuantLayer):
             if b == self.top:
                 self.grid, self.words = grid, top_words
             else:
-                self.grid = NestedGrid(grid, nest_table(table, fmt, b, self.nest))
+                nested = nest_table(table, fmt, b, self.nest)
+                if b in self.gains:
+                    nested.scale = nested.scale * self.gains[b]
+                self.grid = NestedGrid(grid, nested)
                 self.words = nest_words(top_words, fmt, b, self.nest)
             self._set_qweight()
             self._store(b)
         self._luts = {}
+
+    @torch.no_grad()
+    def _fit_gains(self, w2d: torch.Tensor) -> None:
+        """Per lower width and channel, the least-squares step of its round-to-nearest nested weight:
+        ``gain = <w, q_b> / <q_b, q_b>`` (clamped to [0.5, 2]).  Fixed afterwards, like PTMQ's S_w; the
+        hardware needs nothing new, the gain sits in that width's requant multiplier."""
+        w = w2d.double().cpu()
+        for b in self.bits_list:
+            if b == self.top:
+                continue
+            self.set_precision(b)
+            q = self.qweight.reshape(w.shape).double().cpu()
+            num, den = (w * q).sum(1), (q * q).sum(1)
+            gain = torch.where(den > 0, num / den.clamp(min=1e-300), torch.ones_like(num)).clamp(0.5, 2.0)
+            self.gains[b] = gain.numpy()
+        self.set_precision(self.top)
+        self._set_log_words(self.states[self.top].grid, self.states[self.top].words)
 
     def _search_nested_grid(self, w2d: torch.Tensor, fmt: LogFormat) -> LogGrid:
         """DBS x SFS (x ABS tops) candidates scored by the summed squared error of every nested precision."""
@@ -255,7 +281,10 @@ class MultiBitLayer(QuantLayer):
             return hard
         if self.nest == "coarsen":  # exact: the nested grid is the top grid cut below, same V
             nm = nest_map(self.top_fmt, bits, "coarsen")
-            return torch.where(r.below >= nm.offset - 1, soft, torch.zeros_like(soft))
+            soft = torch.where(r.below >= nm.offset - 1, soft, torch.zeros_like(soft))
+            if bits in self.gains:
+                soft = soft * torch.from_numpy(self.gains[bits]).to(soft)[:, None]
+            return soft
         return soft + (hard - soft).detach()  # prefix: the forward value is the nested code, gradient as top
 
     def _hard_nested(self, bits: int) -> torch.Tensor:
@@ -263,7 +292,10 @@ class MultiBitLayer(QuantLayer):
         r = self.shared
         fmt = self.top_fmt
         if bits not in self._luts:
-            self._luts[bits] = torch.from_numpy(nested_lut(self.states[self.top].grid.table(), fmt, bits, self.nest))
+            lut = nested_lut(self.states[self.top].grid.table(), fmt, bits, self.nest)
+            if bits in self.gains:
+                lut = lut * self.gains[bits][:, None, None]
+            self._luts[bits] = torch.from_numpy(lut)
         lut = self._luts[bits].to(r.lo.device)
         sign, index, is_zero = r.indices()
         slot = index + (1 if fmt.zero is ZeroMode.CODE else 0)
