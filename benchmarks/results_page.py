@@ -34,17 +34,15 @@ METRICS = {  # model -> (CSV metric column without the q_/fp_ prefix, how it rea
 DEFAULT_METRIC = ("top1", "top-1 % on Fashion-MNIST test images")
 # Why some cells are missing: these are the methods that do not fit a shared 2-core CPU in this session.
 SKIPPED = """\
-Not measured, and why (2 CPU cores shared by six engineers' jobs, load average 15-23 during these runs, so
-one round-to-nearest EfficientNet-Lite0 cell took over an hour and one SmolLM2 row 10-40 minutes):
-- Learned rounding (LLR / AdaRound) on EfficientNet-Lite0, MiniLM and SmolLM2 (any width): block
-  reconstruction over 19 EfficientNet units, or LLR over SmolLM2's 210 linears (2-3 h at this load).
-- SmolLM2 at W4, EfficientNet-Lite0 at W3 and its uniform baseline, MiniLM (its first unit had not
-  finished calibrating after 23 minutes): not reached in this session (same reason).
-- MobileNetV2 and the round-to-nearest log_2 / linear_mse cells of the house models: the previous version
-  of this page re-ran them on every build; they are not in the CSV yet (`results_page.py run` adds them).
-- SmolLM2 activations at 8 bits: the LLM rows are weight-only (LogART's setting), activations float.
+Not on this page, and why:
+- Zero-mode variants (`zero=flag` / `zero=none`): [zero_modes.md](zero_modes.md); every cell here uses the
+  default `code` zero.
+- Learned rounding on MobileNetV2 and MiniLM: the house ResNet-18 and ViT carry the LLR-vs-AdaRound comparison
+  at every W/A cell; MobileNetV2's single-width LLR runs are in [ptmq.md](ptmq.md).
+- SmolLM2 with 8-bit activations: the LLM rows are weight-only (LogART's setting), activations float.
 - log_2 on the pretrained models: it is the log_dynamic grid without DBS (the ablation's DBS column).
-- MobileNetV2 with learned rounding (the house ResNet-18 and ViT carry the reconstruction comparison).
+- Times are wall-clock on 2 cores shared with other jobs; the load average ranged from about 2 to 20 between
+  runs, so a time compares only with cells measured in the same sweep.
 """
 
 
@@ -86,15 +84,15 @@ def _cell(row: dict, metric: str) -> str:
     samples when the run did not use all of them."""
     notes = [f"{float(row['quant_seconds']):.0f} s"]
     if row.get(f"int_{metric}") not in (None, "", "None"):
-        notes.append(f"integer {_number(row[f'int_{metric}'])}")
+        notes.append(f"integer {_number(row[f'int_{metric}'], metric)}")
     if row.get("eval_limit") not in (None, "", "None"):
         notes.append(f"first {int(float(row['eval_limit'])):,} test samples")
-    return f"{_number(row[f'q_{metric}'])} ({'; '.join(notes)})"
+    return f"{_number(row[f'q_{metric}'], metric)} ({'; '.join(notes)})"
 
 
-def _number(text: str) -> str:
-    """A CSV score as shown: two decimals (scores are percents, perplexities or cosines)."""
-    return f"{float(text):.2f}"
+def _number(text: str, metric: str = "") -> str:
+    """A CSV score as shown: four decimals for a cosine, else two (percents, perplexities)."""
+    return f"{float(text):.{4 if metric == 'cosine' else 2}f}"
 
 
 def page(args: argparse.Namespace) -> None:
@@ -121,11 +119,13 @@ def page(args: argparse.Namespace) -> None:
         metric, reads = METRICS.get(model, DEFAULT_METRIC)
         cells: dict[tuple[str, str], dict[str, dict]] = {}
         for r in mine:
+            if r.get("zero", "code") not in ("", "code"):
+                continue  # zero-mode variants have their own page (docs/zero_modes.md)
             if f"q_{metric}" in r and r[f"q_{metric}"] != "":
                 cells.setdefault((r["w_bits"], r["a_bits"]), {})[_method(r)] = r
         methods = sorted({m for c in cells.values() for m in c}, key=lambda m: (not m.startswith("log"), m))
         whole = [r for r in mine if r.get("eval_limit") in (None, "", "None")] or mine  # FP on all test samples
-        fp = next((_number(r[f"fp_{metric}"]) for r in reversed(whole) if r.get(f"fp_{metric}")), "")
+        fp = next((_number(r[f"fp_{metric}"], metric) for r in reversed(whole) if r.get(f"fp_{metric}")), "")
         settings = sorted({f"{r['calib_samples']} calibration samples, {r['iters']} iterations"
                            for r in mine if r["learn_rounding"] == "True"})
         lines += [f"## {model}", "", f"Metric: {reads}. FP: {fp or 'reference (by definition)'}."
