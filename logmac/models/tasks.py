@@ -68,20 +68,14 @@ def evaluate_model(model: nn.Module, name: str, *, reference: nn.Module | None =
     info = model_info(name)
     device = next(model.parameters()).device
     if info.dataset in ("fashion-mnist", "imagenet"):
-        if info.dataset == "fashion-mnist":
-            inputs, labels = data.fashion_mnist("test", limit=limit)
-        elif data_path is not None:
+        if info.dataset == "imagenet" and data_path is not None:
             return _evaluate_folder(model, data_path, reference=reference, limit=limit, batch_size=batch_size)
-        else:
-            mean, std = _image_stats(model)
-            inputs = data.photo_views(mean=mean, std=std)[0][:limit]
-            labels = None
+        inputs, labels = evaluation_images(model, name, limit)
         logits = evaluate.predict(model, inputs, batch_size=batch_size, desc=f"{name} eval")
-        scores = evaluate.topk_accuracy(logits, labels) if info.dataset == "fashion-mnist" else {"views": len(inputs)}
+        ref = None
         if reference is not None:
             ref = evaluate.predict(reference, inputs, batch_size=batch_size, desc=f"{name} FP reference")
-            scores |= {"agreement": evaluate.fp_agreement(ref, logits), "kl": evaluate.kl_divergence(ref, logits)}
-        return scores
+        return image_scores(logits, labels, ref)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(info)
     if info.dataset == "austen-lm":
         ids = text.austen_tokens(tokenizer, "evaluation", max_tokens=max_tokens)
@@ -99,6 +93,28 @@ def evaluate_model(model: nn.Module, name: str, *, reference: nn.Module | None =
     if reference is not None:
         ref = evaluate.predict(reference, ids, batch_size=batch_size, desc=f"{name} FP reference")
         scores["cosine"] = evaluate.embedding_cosine(ref, embeddings)
+    return scores
+
+
+def evaluation_images(model: nn.Module, name: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The evaluation images of image model ``name`` (first ``limit``): the Fashion-MNIST test split with its
+    labels, or the shipped photo views (normalised with ``model``'s mean/std) without labels."""
+    info = model_info(name)
+    if info.dataset == "fashion-mnist":
+        return data.fashion_mnist("test", limit=limit)
+    if info.dataset == "imagenet":
+        mean, std = _image_stats(model)
+        return data.photo_views(mean=mean, std=std)[0][:limit], None
+    raise ValueError(f"model {name!r} is scored on {info.dataset!r} data, not on images")
+
+
+def image_scores(logits: torch.Tensor, labels: torch.Tensor | None, reference: torch.Tensor | None = None
+                 ) -> dict[str, float]:
+    """Top-1/top-5 (percent) where there are labels, else the number of views; with ``reference`` logits
+    (the FP model's on the same images) also the agreement of predictions (percent) and KL (nats)."""
+    scores = evaluate.topk_accuracy(logits, labels) if labels is not None else {"views": len(logits)}
+    if reference is not None:
+        scores |= {"agreement": evaluate.fp_agreement(reference, logits), "kl": evaluate.kl_divergence(reference, logits)}
     return scores
 
 

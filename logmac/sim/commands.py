@@ -105,7 +105,8 @@ def _emulate_lattice(artifact, artifact_path, limit: int | None, batch_size: int
     The integer path is not bit-identical to fake-quant (the basis is applied to integer activations before
     the scale), so the two are compared by their scores and by how often their predictions agree.
     """
-    from logmac.models import evaluate_model
+    from logmac.models import fp_agreement, predict
+    from logmac.models.tasks import evaluation_images, image_scores
     from logmac.quant.lattice_export import load_lattice_model
     from logmac.quant.lattice_model import set_lattice_quant
     from logmac.quant.run import FloatView
@@ -114,12 +115,13 @@ def _emulate_lattice(artifact, artifact_path, limit: int | None, batch_size: int
     name = artifact.meta.get("model")
     fake_quant = load_lattice_model(artifact).eval()
     integer, stats = emulate_lattice(fake_quant, acc_bits, overflow)
-    reference = FloatView(fake_quant, set_lattice_quant)
-    scores = {"fp": evaluate_model(reference, name, limit=limit, batch_size=batch_size),
-              "fake_quant": evaluate_model(fake_quant, name, reference=reference, limit=limit, batch_size=batch_size),
-              "integer": evaluate_model(integer, name, reference=reference, limit=limit, batch_size=batch_size)}
-    versus = evaluate_model(integer, name, reference=fake_quant, limit=limit, batch_size=batch_size)
-    result = {"model": name, "scores": scores, "integer_vs_fake_quant_agreement": versus["agreement"],
+    inputs, labels = evaluation_images(fake_quant, name, limit)
+    fp, fq, ints = (predict(m, inputs, batch_size=batch_size, desc=label) for m, label in (
+        (FloatView(fake_quant, set_lattice_quant), "FP"), (fake_quant, "fake-quant"), (integer, "integer")))
+    scores = {"fp": image_scores(fp, labels), "fake_quant": image_scores(fq, labels, fp),
+              "integer": image_scores(ints, labels, fp)}
+    same_prediction = fp_agreement(fq, ints)
+    result = {"model": name, "scores": scores, "integer_vs_fake_quant_agreement": same_prediction,
               "overflows": {k: s.overflows for k, s in stats.items() if s.overflows},
               "max_acc_bits": max(s.acc_bits for s in stats.values()), "integer_layers": len(stats)}
     if as_json:
@@ -130,7 +132,7 @@ def _emulate_lattice(artifact, artifact_path, limit: int | None, batch_size: int
         digits = 4 if key == "kl" else 2
         row = "   ".join(f"{label} {s[key]:.{digits}f}" for label, s in scores.items() if key in s)
         click.echo(f"  {key:10s} {row}")
-    click.echo(f"  integer vs fake-quant: same prediction {versus['agreement']:.2f}%   "
+    click.echo(f"  integer vs fake-quant: same prediction {same_prediction:.2f}%   "
                f"widest accumulator {result['max_acc_bits']} bits")
     click.echo("  overflow: " + (", ".join(f"{k}: {v}" for k, v in result["overflows"].items())
                                  if result["overflows"] else "none"))
