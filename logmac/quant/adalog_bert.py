@@ -28,6 +28,7 @@ from logmac.quant.adalog_vit import (
     _linear_score,
     _rows,
     _set,
+    calibrate_head_quantizers,
     quantizer_summary,
     set_quant,
 )
@@ -121,25 +122,7 @@ def rewrite_bert(encoder: nn.Module, cfg: AdaLogConfig) -> nn.Module:
 @torch.no_grad()
 def _calibrate_attention(quant: AttentionQuantizers, search: dict) -> None:
     rec = {k: torch.cat(v) for k, v in quant.record.items()}
-    q, k, v, a = rec["q"], rec["k"], rec["v"], rec["a"]
-    for h in range(q.shape[1]):
-        qh, kh, vh, ah = q[:, h], k[:, h], v[:, h], a[:, h]
-        scores = qh @ kh.transpose(-2, -1)
-        _set(quant.q_quant, *fpcs_uniform(qh, quant.q_quant.bits, lambda c, kh=kh, s=scores: float(
-            (c @ kh.transpose(-2, -1) - s).pow(2).sum()), **search), (0, h, 0, 0))
-        _set(quant.k_quant, *fpcs_uniform(kh, quant.k_quant.bits, lambda c, qh=qh, s=scores: float(
-            (qh @ c.transpose(-2, -1) - s).pow(2).sum()), **search), (0, h, 0, 0))
-        _set(quant.v_quant, *fpcs_uniform(vh, quant.v_quant.bits, lambda c, ah=ah, t=ah @ vh: float(
-            (ah @ c - t).pow(2).sum()), **search), (0, h, 0, 0))
-    target = a @ v
-
-    def score(a_hat: torch.Tensor) -> float:
-        return float((a_hat @ v - target).pow(2).sum())
-
-    if isinstance(quant.attn_quant, AdaLogQuant):
-        fpcs_adalog(a, quant.attn_quant, score, search_scale=False, **search)
-    else:
-        _set(quant.attn_quant, *fpcs_uniform(a, quant.attn_quant.bits, score, **search))
+    calibrate_head_quantizers(quant, rec["q"], rec["k"], rec["v"], rec["a"], search)
 
 
 @torch.no_grad()

@@ -319,31 +319,39 @@ def _calibrate_attention(attn: AdaLogAttention, search: dict) -> None:
     rec = attn.record
     _calibrate_uniform(attn.in_quant, rec["x"], attn.qkv, search)
     _calibrate_uniform(attn.proj_quant, rec["out"], attn.proj, search)
-    q, k, v, a = rec["q"], rec["k"], rec["v"], rec["a"]
-    for h in range(attn.num_heads):
+    calibrate_head_quantizers(attn, rec["q"], rec["k"], rec["v"], rec["a"], search)
+
+
+@torch.no_grad()
+def calibrate_head_quantizers(quant: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
+                              search: dict) -> None:
+    """FPCS for an attention's per-head q, k and V quantizers (each scored on the product it feeds) and its
+    post-Softmax quantizer (scored on A·V), from recorded (N, heads, T, d) tensors.  ``quant`` holds
+    ``q_quant``, ``k_quant``, ``v_quant`` and ``attn_quant`` (the ViT attention and the BERT hook alike)."""
+    for h in range(q.shape[1]):
         qh, kh, vh, ah = q[:, h], k[:, h], v[:, h], a[:, h]
         scores = qh @ kh.transpose(-2, -1)
-        _set(attn.q_quant, *fpcs_uniform(qh, attn.q_quant.bits,
-                                         lambda c, kh=kh, s=scores: float((c @ kh.transpose(-2, -1) - s).pow(2).sum()),
-                                         **search),
+        _set(quant.q_quant, *fpcs_uniform(qh, quant.q_quant.bits,
+                                          lambda c, kh=kh, s=scores: float((c @ kh.transpose(-2, -1) - s).pow(2).sum()),
+                                          **search),
              (0, h, 0, 0))
-        _set(attn.k_quant, *fpcs_uniform(kh, attn.k_quant.bits,
-                                         lambda c, qh=qh, s=scores: float((qh @ c.transpose(-2, -1) - s).pow(2).sum()),
-                                         **search),
+        _set(quant.k_quant, *fpcs_uniform(kh, quant.k_quant.bits,
+                                          lambda c, qh=qh, s=scores: float((qh @ c.transpose(-2, -1) - s).pow(2).sum()),
+                                          **search),
              (0, h, 0, 0))
         av = ah @ vh
-        _set(attn.v_quant, *fpcs_uniform(vh, attn.v_quant.bits,
-                                         lambda c, ah=ah, t=av: float((ah @ c - t).pow(2).sum()), **search),
+        _set(quant.v_quant, *fpcs_uniform(vh, quant.v_quant.bits,
+                                          lambda c, ah=ah, t=av: float((ah @ c - t).pow(2).sum()), **search),
              (0, h, 0, 0))
     target = a @ v
 
     def attn_score(a_hat: torch.Tensor) -> float:
         return float((a_hat @ v - target).pow(2).sum())
 
-    if isinstance(attn.attn_quant, AdaLogQuant):
-        fpcs_adalog(a, attn.attn_quant, attn_score, search_scale=False, **search)
+    if isinstance(quant.attn_quant, AdaLogQuant):
+        fpcs_adalog(a, quant.attn_quant, attn_score, search_scale=False, **search)
     else:
-        _set(attn.attn_quant, *fpcs_uniform(a, attn.attn_quant.bits, attn_score, **search))
+        _set(quant.attn_quant, *fpcs_uniform(a, quant.attn_quant.bits, attn_score, **search))
 
 
 @torch.no_grad()

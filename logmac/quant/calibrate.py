@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,17 +49,14 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
-_LIBC: list = []
-
-
-def _libc():
-    if not _LIBC:
-        try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.append(lib if hasattr(lib, "malloc_trim") else None)
-        except OSError:
-            _LIBC.append(None)
-    return _LIBC[0]
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library when it has ``malloc_trim`` (glibc), else None; looked up once."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return lib if hasattr(lib, "malloc_trim") else None
 
 
 class _Stop(Exception):

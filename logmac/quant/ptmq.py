@@ -132,8 +132,7 @@ def wrap_multibit(model: nn.Module, cfg: QuantConfig, ptmq: PtmqConfig) -> dict[
         parent_path, _, child = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         setattr(parent, child, MultiBitLayer(layer.name, layer.inner, cfg, list(ptmq.bits), list(ptmq.a_bits),
-                                             ptmq.nest, seed=cfg.seed + i))
-        getattr(parent, child).width_scale = ptmq.width_scale
+                                             ptmq.nest, seed=cfg.seed + i, width_scale=ptmq.width_scale))
     return float_modules
 
 
@@ -224,16 +223,6 @@ def _mixed_input(inputs: dict[int, list], targets: list, drawn: list[int], r: in
     return (x,) + tuple(args[1:]), kwargs
 
 
-def _own_input(inputs: dict[int, list], targets: list, b: int, r: int, p: float,
-               gen: torch.Generator) -> tuple[tuple, dict]:
-    """Width b's own quantized-prefix input (what it sees when deployed), elements replaced by FP with probability p."""
-    args, kwargs, _ = inputs[b][r]
-    x = first_tensor(args)
-    if p > 0:
-        x = torch.where(torch.rand(x.shape, generator=gen).to(x.device) < p, first_tensor(targets[r][0]), x)
-    return (x,) + tuple(args[1:]), kwargs
-
-
 def _outputs(unit: nn.Module, layers: list[MultiBitLayer], drawn: list[int], args: tuple, kwargs: dict) -> list:
     outs = []
     for b in drawn:
@@ -299,8 +288,8 @@ def _reconstruct(unit: nn.Module, layers: list[MultiBitLayer], inputs: dict[int,
         r = int(rng.integers(n))
         if ptmq.own_inputs:
             outs = []
-            for b in drawn:
-                args, kwargs = _own_input(inputs, targets, b, r, ptmq.mix_p, gen)
+            for b in drawn:  # each width on its own prefix's input (MFM over that one width)
+                args, kwargs = _mixed_input(inputs, targets, [b], r, ptmq.mix_p, gen)
                 outs += _outputs(unit, layers, [b], args, kwargs)
         else:
             args, kwargs = _mixed_input(inputs, targets, drawn, r, ptmq.mix_p, gen)

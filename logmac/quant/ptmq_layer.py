@@ -111,7 +111,7 @@ class MultiBitLayer(QuantLayer):
     """A QuantLayer with several weight/activation precisions and one shared rounding (see module docstring)."""
 
     def __init__(self, name: str, inner: nn.Conv2d | nn.Linear, cfg: QuantConfig, bits: list[int],
-                 a_bits: list[int], nest: NestMode, seed: int = 0) -> None:
+                 a_bits: list[int], nest: NestMode, seed: int = 0, width_scale: bool = False) -> None:
         self.bits_list, self.top = list(bits), max(bits)
         base = {**cfg.to_dict(), "w_bits": self.top, "a_bits": a_bits[bits.index(self.top)]}
         top_cfg = PrecisionConfig(**base)
@@ -124,7 +124,7 @@ class MultiBitLayer(QuantLayer):
         self.acts = nn.ModuleDict({str(b): LsqActQuant(a, cfg.act_init, seed) for b, a in zip(bits, a_bits, strict=True)})
         self.shared: LogRounding | nn.ModuleDict | None = None  # the rounding all precisions learn together
         # Per lower log width, a per-channel weight step (PTMQ's S_w): the nested table's scale times this gain.
-        self.width_scale = False
+        self.width_scale = width_scale
         self.gains: dict[int, np.ndarray] = {}
         self._luts: dict[int, torch.Tensor] = {}
         self.precision = self.top
