@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from logmac.codes import (
+from logmac.format import (
     DecodeTable,
     FormatError,
     LogFormat,

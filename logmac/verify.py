@@ -21,7 +21,7 @@ import torch
 
 from logmac import artifact as artifact_io
 from logmac.artifact import Artifact
-from logmac.codes import LogFormat, decode_float, level_values
+from logmac.format import LogFormat, decode_float, level_values
 
 DEFAULT_MODEL = "resnet18_fmnist"
 TILE = 16  # a tile is TILE input rows (output pixels / tokens) x TILE output channels
@@ -125,9 +125,9 @@ def weight_errors(art: Artifact, float_model: torch.nn.Module) -> dict[str, floa
 def check_hardware(emu, art: Artifact, inputs: torch.Tensor, opts: VerifyOptions, workdir: Path):
     """Trace ``opts.tiles`` random output tiles (``TILE`` rows x ``TILE`` channels) of every layer out of the
     emulator and replay them all through the RTL in one simulator run."""
-    from logmac.codes import FormatError
     from logmac.cosim import load_vectors, run_vectors
     from logmac.cosim.runner import Report
+    from logmac.format import FormatError
 
     tiles = max(1, opts.tiles)
     rng = np.random.default_rng(opts.seed)

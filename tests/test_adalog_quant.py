@@ -1,4 +1,4 @@
-"""AdaLog quantizers against the codes.py format, FPCS, the RepQ fold and the GELU bias reparameterisation."""
+"""AdaLog quantizers against the logmac.format format, FPCS, the RepQ fold and the GELU bias reparameterisation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from logmac.codes import AdaLogFormat, FormatError, adalog_decode_float, adalog_indices, adalog_words
+from logmac.format import AdaLogFormat, FormatError, adalog_decode_float, adalog_indices, adalog_words
 from logmac.models.house import build_vit
 from logmac.quant.adalog import (
     GELU_OFFSET,

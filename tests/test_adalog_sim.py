@@ -7,7 +7,14 @@ import pytest
 import torch
 from test_adalog_quant import tiny_vit
 
-from logmac.codes import AdaLogFormat, FormatError, LogFormat, adalog_decode_int, adalog_words, make_words, random_table
+from logmac.format import (
+    AdaLogFormat,
+    FormatError,
+    LogFormat,
+    adalog_decode_int,
+    adalog_words,
+    make_words,
+)
 from logmac.quant.adalog_vit import AdaLogConfig, quantize_vit
 from logmac.sim import IntWeights, int_matmul, log_matmul, log_matmul_reference
 from logmac.sim.adalog import (
@@ -17,6 +24,7 @@ from logmac.sim.adalog import (
     compare_vit,
     save_attention_vectors,
 )
+from logmac.stimulus import random_table
 
 
 def random_words(fmt: AdaLogFormat, shape, rng) -> np.ndarray:

@@ -9,7 +9,14 @@ import pytest
 from safetensors.numpy import save as st_save
 
 from logmac import artifact as art
-from logmac.codes import GridKind, LogFormat, UniformFormat, ZeroMode, encode, random_table
+from logmac.format import (
+    GridKind,
+    LogFormat,
+    UniformFormat,
+    ZeroMode,
+    encode,
+)
+from logmac.stimulus import random_table
 
 
 def make_artifact(seed: int = 0) -> art.Artifact:

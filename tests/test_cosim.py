@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from test_hw import all_formats
 
-from logmac.codes import GridKind, LogFormat, UniformFormat, ZeroMode
 from logmac.cosim import runner, toolchain
 from logmac.cosim.runner import Report, run_vectors
 from logmac.cosim.vectors import golden, load_vectors, random_vectors, save_vectors
+from logmac.format import GridKind, LogFormat, UniformFormat, ZeroMode
 from logmac.hw.config import HwConfig
 
 pytestmark = pytest.mark.cosim

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from test_cosim import assert_clean
 
-from logmac.codes import AdaLogFormat, FormatError, GridKind, LogFormat, UniformFormat, ZeroMode, adalog_decode_int
 from logmac.cosim import toolchain
 from logmac.cosim.logact_runner import logact_commands, run_logact_vectors
 from logmac.cosim.logact_suite import (
@@ -41,6 +40,7 @@ from logmac.cosim.logact_vectors import (
     save_logact_vectors,
     vectors_from_attention_tiles,
 )
+from logmac.format import AdaLogFormat, FormatError, GridKind, LogFormat, UniformFormat, ZeroMode, adalog_decode_int
 from logmac.hw.config import HwConfigError
 from logmac.hw.logact_engine import ENGINE_NAME, LogActConfig, LogActEngine, act_table_image, export
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from logmac.codes import FormatError, LogFormat
 from logmac.cosim import toolchain
+from logmac.format import FormatError, LogFormat
 from logmac.hw.multibit import MultiBitVectors, build_multibit_commands, multibit_build, random_multibit, run_multibit
 from logmac.hw.regmap import nest_writes
 from logmac.quant.ptmq_nest import NEST_MODES

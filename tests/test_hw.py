@@ -1,5 +1,5 @@
 """The compile-free tier: the Amaranth RTL under Amaranth's simulator, the table image, parameter checks and
-a Verilator lint of the exported Verilog.  Every expected value comes from logmac.codes / logmac.sim."""
+a Verilator lint of the exported Verilog.  Every expected value comes from logmac.format / logmac.sim."""
 
 from __future__ import annotations
 
@@ -11,14 +11,22 @@ import pytest
 from amaranth.sim import Simulator
 from hw_amaranth_sim import run_commands
 
-from logmac.codes import FormatError, GridKind, LogFormat, UniformFormat, ZeroMode, decode_int, random_table
 from logmac.cosim import toolchain
 from logmac.cosim.stream import build_commands
 from logmac.cosim.vectors import golden, random_vectors
+from logmac.format import (
+    FormatError,
+    GridKind,
+    LogFormat,
+    UniformFormat,
+    ZeroMode,
+    decode_int,
+)
 from logmac.hw.config import HwConfig, HwConfigError
 from logmac.hw.export import export
 from logmac.hw.lanes import LogLane
 from logmac.hw.regmap import Requant, channel_writes, table_image
+from logmac.stimulus import random_table
 
 
 def all_formats(max_bits: int = 6) -> list[LogFormat]:
@@ -38,7 +46,7 @@ def decode_payload(hw: HwConfig, words: list[int]) -> tuple[np.ndarray, np.ndarr
 
 
 def test_table_image_reproduces_decode_int_for_every_word_and_format() -> None:
-    """The run-time image (one build for every zero mode and width) decodes each legal word like codes.py."""
+    """The run-time image (one build for every zero mode and width) decodes each legal word like logmac.format."""
     hw = HwConfig(weight_bits=6, lanes=1)
     rng = np.random.default_rng(3)
     for fmt in all_formats():

@@ -13,7 +13,13 @@ from test_quant_pipeline import CALIB, tiny_net
 from logmac import artifact as artifact_io
 from logmac.artifact import ArtifactError
 from logmac.cli import main
-from logmac.codes import FormatError, LogFormat, decode_float, decode_int, level_values, random_table
+from logmac.format import (
+    FormatError,
+    LogFormat,
+    decode_float,
+    decode_int,
+    level_values,
+)
 from logmac.quant import QuantConfig, QuantError
 from logmac.quant.export import build_artifact
 from logmac.quant.ptmq import PtmqConfig, ptmq_quantize, set_precision
@@ -23,6 +29,7 @@ from logmac.quant.ptmq_nest import NEST_MODES, nest_register, nest_table, nest_w
 from logmac.sim.emulator import Emulator
 from logmac.sim.layers import EmulatorError
 from logmac.sim.multibit import MultiBitEmulator
+from logmac.stimulus import random_table
 
 
 @pytest.mark.parametrize("zero", ["code", "flag"])

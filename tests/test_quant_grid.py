@@ -1,4 +1,4 @@
-"""Grid search, rounding and export arithmetic of logmac.quant against the codes.py contract."""
+"""Grid search, rounding and export arithmetic of logmac.quant against the logmac.format contract."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from logmac import codes
-from logmac.codes import LogFormat
+from logmac import format as codes_format
+from logmac.format import LogFormat
 from logmac.quant.export import fixed_point_multiplier
 from logmac.quant.fold import FoldError, fold_batchnorm
 from logmac.quant.loggrid import LogGrid, quantize_rtn, search_grid, words_from
@@ -47,10 +47,10 @@ def test_rtn_matches_codes_encode_and_decode(fmt: LogFormat) -> None:
     w = _weights(1)
     grid = _search(w, fmt)
     table = grid.table()
-    words = codes.encode(w, table, fmt)
+    words = codes_format.encode(w, table, fmt)
     value, sign, index, zero = quantize_rtn(w, grid.levels(), fmt)
     np.testing.assert_array_equal(words_from(fmt, sign, index, zero), words)
-    np.testing.assert_array_equal(value.numpy(), codes.decode_float(words, table, fmt))
+    np.testing.assert_array_equal(value.numpy(), codes_format.decode_float(words, table, fmt))
 
 
 @pytest.mark.parametrize("fmt", FORMATS[::5], ids=lambda f: f"{f.bits}b-{f.grid.value}-{f.zero.value}")
@@ -64,7 +64,7 @@ def test_log_rounding_starts_at_rtn_and_exports_what_it_computes(fmt: LogFormat)
     with torch.no_grad():
         r.v.normal_(generator=torch.Generator().manual_seed(3))  # arbitrary learned decisions
     words = words_from(fmt, *r.indices())
-    np.testing.assert_array_equal(codes.decode_float(words, grid.table(), fmt), r(hard=True).numpy())
+    np.testing.assert_array_equal(codes_format.decode_float(words, grid.table(), fmt), r(hard=True).numpy())
     soft_start = LogRounding(w, grid.levels(), fmt)(hard=False)
     learn = r.learn
     torch.testing.assert_close(soft_start[learn], w[learn], rtol=1e-3, atol=1e-12)  # starts at w (h clamped off 0, 1)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from logmac import artifact as artifact_io
-from logmac import codes
+from logmac import format as codes_format
 from logmac.quant import QuantConfig, QuantError, quantize_model
 from logmac.quant.modules import QuantLayer, set_quant
 from logmac.sim.mac import requantize
@@ -76,7 +76,7 @@ def test_artifact_decodes_to_the_fake_quant_weights(cfg: QuantConfig, tmp_path) 
     layers = {m.name: m for m in res.model.modules() if isinstance(m, QuantLayer)}
     for name, q in art.layers.items():
         if q.table is not None:
-            w = codes.decode_float(q.codes, q.table, q.fmt)
+            w = codes_format.decode_float(q.codes, q.table, q.fmt)
         else:
             w = (q.codes.astype(np.float64) - q.zero_point.reshape(-1, *[1] * (q.codes.ndim - 1))) \
                 * q.scale.reshape(-1, *[1] * (q.codes.ndim - 1))
@@ -99,7 +99,7 @@ def test_integer_layers_match_the_fake_quant_model() -> None:
     hook2.remove()
     act = q1.attrs["act_in"]
     x_q = torch.clamp(torch.round(seen["x"] / act["scale"]) + act["zero_point"], 0, act["qmax"]).double()
-    w_int = torch.from_numpy(codes.decode_int(q1.codes, q1.table, q1.fmt)).double()
+    w_int = torch.from_numpy(codes_format.decode_int(q1.codes, q1.table, q1.fmt)).double()
     x_pad = nn.functional.pad(x_q, (1, 1, 1, 1), value=act["zero_point"])
     acc = nn.functional.conv2d(x_pad, w_int).round().long()
     per_ch = {k: torch.from_numpy(q1.extras[k])[None, :, None, None] for k in ("out_scale", "bias_int")}

@@ -12,7 +12,7 @@ from torch import nn
 
 from logmac import artifact as art
 from logmac import sim
-from logmac.codes import LogFormat, UniformFormat
+from logmac.format import LogFormat, UniformFormat
 from logmac.sim.layers import EmulatorError, fake_quant_model
 
 

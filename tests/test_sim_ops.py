@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from test_sim_support import activations, log_formats, make_table, random_words
 
 from logmac import sim
-from logmac.codes import DecodeTable, FormatError, LogFormat, UniformFormat, accumulator_bits, decode_int
+from logmac.format import DecodeTable, FormatError, LogFormat, UniformFormat, accumulator_bits, decode_int
 from logmac.sim.gemm import IntWeights, exact_matmul, gemm_plan
 
 SETTINGS = settings(max_examples=150, deadline=None)

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from logmac.codes import (
+from logmac.format import (
     MAX_BITS,
     MIN_BITS,
     DecodeTable,
@@ -81,7 +81,7 @@ def export_model(model, calib, fmt, *, a_bits: int = 8, requant: dict | None = N
     from torch import nn
 
     from logmac.artifact import Artifact, QuantizedLayer
-    from logmac.codes import LogFormat, decode_int, encode
+    from logmac.format import LogFormat, decode_int, encode
 
     requant = requant or {}
     mods = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}

@@ -7,7 +7,7 @@ import pytest
 from test_sim_support import activations, make_table, random_words
 
 from logmac import sim
-from logmac.codes import FormatError, LogFormat, UniformFormat, ZeroMode
+from logmac.format import FormatError, LogFormat, UniformFormat, ZeroMode
 
 
 @pytest.mark.parametrize("zero", list(ZeroMode))

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from logmac.codes import adalog_words
 from logmac.cosim.logact_vectors import LogActVectors, golden
 from logmac.cosim.runner import Job, Report, score_jobs
 from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, _bits
+from logmac.format import adalog_words
 from logmac.hw import config as C
 from logmac.hw.logact_engine import LogActConfig, act_table_image
 from logmac.hw.regmap import Requant, channel_writes, int_words, table_image

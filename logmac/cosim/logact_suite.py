@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from logmac.codes import AdaLogFormat, FormatError, GridKind, LogFormat, UniformFormat, ZeroMode
 from logmac.cosim.logact_runner import check_fits, logact_config_for, run_logact_vectors
 from logmac.cosim.logact_vectors import (
     LogActVectors,
@@ -17,6 +16,7 @@ from logmac.cosim.logact_vectors import (
     vectors_from_attention_tiles,
 )
 from logmac.cosim.runner import Report
+from logmac.format import AdaLogFormat, FormatError, GridKind, LogFormat, UniformFormat, ZeroMode
 from logmac.hw.logact_engine import LogActConfig, check_act_format
 
 # 16 lanes, 6-bit AdaLog codes with shifts up to 15 (every q at every width 2..6), 48-bit accumulator.

@@ -1,6 +1,6 @@
 """Test vectors for the AdaLog-activation engine (``logmac.hw.logact_engine``): AdaLog activation words, the
 weights (log code words with their decode table, or uniform signed integers), and the expected results, which
-always come from ``logmac.sim`` on the decoded integer levels (``codes.adalog_decode_int``).
+always come from ``logmac.sim`` on the decoded integer levels (``format.adalog_decode_int``).
 
 The file format is a plain ``.npz`` (no pickle), written by :func:`save_logact_vectors` and read by
 :func:`load_logact_vectors`; both the random generator here and the AdaLog quantizer's real attention tiles
@@ -11,7 +11,7 @@ key                     dtype, shape  meaning
 ======================  ============  =====================================================================
 ``logact_version``      int64 ()      1
 ``name``                str ()        free text (layer / tile name)
-``act_format``          str ()        JSON of ``AdaLogFormat.to_dict()`` (``codes.format_from_dict`` reads it)
+``act_format``          str ()        JSON of ``AdaLogFormat.to_dict()`` (``format.format_from_dict`` reads it)
 ``act_words``           int64 (N, K)  stored AdaLog words of the N input rows (zero code / flag included)
 ``weight_format``       str ()        JSON of ``LogFormat.to_dict()`` or of a symmetric ``UniformFormat``
 ``weights``             int64 (C, K)  log code words, or signed integers of the uniform format
@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from logmac.codes import (
+from logmac.cosim.vectors import Expected, random_requant
+from logmac.format import (
     AdaLogFormat,
     DecodeTable,
     FormatError,
@@ -48,11 +49,10 @@ from logmac.codes import (
     adalog_decode_int,
     adalog_words,
     format_from_dict,
-    random_table,
 )
-from logmac.cosim.vectors import Expected, random_requant
 from logmac.sim.mac import requantize
 from logmac.sim.ops import log_matmul, uniform_matmul
+from logmac.stimulus import random_table
 
 LOGACT_VERSION = 1
 STYLES = ("random", "every_code", "extreme", "overflow")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from logmac.codes import GridKind, LogFormat, ZeroMode
 from logmac.cosim.vectors import Vectors, random_vectors
+from logmac.format import GridKind, LogFormat, ZeroMode
 
 
 def format_matrix(rng: np.random.Generator, rows: int = 3, k: int = 21) -> list[Vectors]:

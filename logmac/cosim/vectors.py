@@ -6,7 +6,7 @@ Trace files are the emulator's ``.npz`` traces (``logmac.sim.trace``: keys ``x``
 ``u``/``h``/``scale``, ``act_bits``, ``act_signed``, ``acc_bits``, ``overflow_mode``, ``acc``, ``overflow``
 and optionally ``requant_multiplier``, ``requant_shift``, ``bias_int``, ``out_zero_point``, ``clamp_lo``,
 ``clamp_hi``, ``y``, ``weight_zero_point``); ``load_vectors`` reads them, ``save_vectors`` writes them,
-``random_vectors`` makes constrained-random ones from ``logmac.codes``.
+``random_vectors`` makes constrained-random ones from ``logmac.format``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from logmac.codes import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, random_table
+from logmac.format import (
+    DecodeTable,
+    FormatError,
+    LogFormat,
+    OverflowMode,
+    UniformFormat,
+)
 from logmac.sim import trace as sim_trace
 from logmac.sim.mac import check_activations, log_matmul_reference, requantize, uniform_matmul_reference
+from logmac.stimulus import random_table
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from logmac.codes import (
+from logmac.format import (
     MAX_SHIFT_LIMIT,
     FormatError,
     GridKind,
@@ -95,7 +95,7 @@ class HwConfig:
         if not 2 <= self.weight_bits <= top:
             raise HwConfigError(
                 f"{self.kind} engine weight_bits must be 2..{top}, got {self.weight_bits}"
-                + (" (7- and 8-bit log grids exceed the 31-octave shift limit of logmac.codes)" if self.kind == "log" else "")
+                + (" (7- and 8-bit log grids exceed the 31-octave shift limit of logmac.format)" if self.kind == "log" else "")
             )
         if self.max_shift == -1:
             object.__setattr__(self, "max_shift", default_max_shift(self.weight_bits) if self.kind == "log" else 0)
@@ -145,7 +145,7 @@ class HwConfig:
 
     @property
     def exact_bits(self) -> int:
-        """Width of the exact sum: the accumulator rule of logmac.codes at ``max_k``."""
+        """Width of the exact sum: the accumulator rule of logmac.format at ``max_k``."""
         return accumulator_bits(self.max_k, self.act_bits, self.act_signed, self.max_multiplier)
 
     @property

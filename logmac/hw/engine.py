@@ -6,7 +6,7 @@ One input beat carries ``lanes`` activations, ``lanes`` weight words and ``last`
 per dot product carries the fitted accumulator, its overflow flag and the requantized output ``y``.
 All pipeline registers advance together when the output is free (``en = ~o.valid | o.ready``), so the
 engine takes one beat a cycle under no back-pressure.  Run-time settings come through ``cfg``; write
-them only while ``idle`` is high.  Behaviour is stated by ``logmac.sim.mac`` and ``logmac.codes``.
+them only while ``idle`` is high.  Behaviour is stated by ``logmac.sim.mac`` and ``logmac.format``.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class MacEngine(wiring.Component):
         return products
 
     def _fit(self, m: Module, en: Signal, exact: Signal, valid: Signal, regs: dict) -> tuple[Signal, Signal, Signal]:
-        """The overflow contract of ``logmac.codes.apply_accumulator`` at the run-time width a."""
+        """The overflow contract of ``logmac.format.apply_accumulator`` at the run-time width a."""
         cfg = self.hw
         w = max(cfg.exact_bits, cfg.acc_bits) + 1
         hi, lo, mask = Signal(signed(w)), Signal(signed(w)), Signal(signed(w))

@@ -14,7 +14,7 @@ from amaranth import Module, Mux, Shape, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from logmac.codes import accumulator_bits
+from logmac.format import accumulator_bits
 from logmac.hw.config import HwConfig
 
 

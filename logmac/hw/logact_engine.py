@@ -3,12 +3,12 @@ the log side.
 
 An AdaLog activation word indexes a run-time activation table whose entry is ``(m, s, zero)``: the
 (bits+1)-bit mantissa ``m`` and the left shift ``s = top_shift - t`` of ``AdaLogFormat.level_shifts()``, so
-the word's integer level is ``m << s`` (``codes.adalog_decode_int``).  Against a log weight ``(u, h, sign)``
+the word's integer level is ``m << s`` (``format.adalog_decode_int``).  Against a log weight ``(u, h, sign)``
 the product is ``sign * (m << s) * (2**u + h * 2**(u-1))``, built as ``((2m + h*m) << (s + u)) >> 1``: the
 two shifts add, one small adder forms ``(2 + h) * m``, one barrel shifter does the rest.  Against a uniform
 signed integer ``w`` (AdaLog's attention-probability x V case) it is ``(m * w) << s``: a (bits+1) x w-bit
 multiplier and a shifter.  Everything after the lanes (adder tree, exact accumulator, the
-``codes.apply_accumulator`` fit with its sticky flag, requantization, the stall rule and the register map
+``format.apply_accumulator`` fit with its sticky flag, requantization, the stall rule and the register map
 below the tables) is the existing ``MacEngine``'s, inherited unchanged.
 
 Both tables are images indexed by raw word bits, loaded through the config port like the weight engine's
@@ -30,7 +30,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from logmac import __version__
-from logmac.codes import (
+from logmac.format import (
     ADALOG_MAX_SHIFT,
     MAX_BITS,
     MAX_SHIFT_LIMIT,
@@ -212,7 +212,7 @@ def check_act_format(cfg: LogActConfig, fmt: AdaLogFormat) -> None:
 def act_table_image(cfg: LogActConfig, fmt: AdaLogFormat) -> np.ndarray:
     """Packed entries (``cfg.act_table_depth`` ints) indexed by the low ``act_code_bits`` bits of a word.
 
-    Each address is decoded by ``codes.adalog_decode_int``; its level is matched to the format's
+    Each address is decoded by ``format.adalog_decode_int``; its level is matched to the format's
     ``(mantissa, shift)`` pair, so zero codes, zero flags inside the low bits, indices past the shift cap and
     words wider than the format all become ``zero`` entries.  A flag at bit ``act_code_bits`` (widest codes,
     ``flag`` mode) is wired to the lane's zero gate.

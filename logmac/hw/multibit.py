@@ -20,14 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from logmac.codes import DecodeTable, FormatError, LogFormat, random_table
 from logmac.cosim import runner
 from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, _bits, read_capture
 from logmac.cosim.vectors import Vectors, golden, random_requant
+from logmac.format import DecodeTable, FormatError, LogFormat
 from logmac.hw import config as C
 from logmac.hw.config import HwConfig
 from logmac.hw.regmap import Requant, channel_writes, nest_writes, table_image
 from logmac.quant.ptmq_nest import NestMode, nest_register, nest_table, nest_words, nested_format
+from logmac.stimulus import random_table
 
 
 def multibit_build(lanes: int = 16) -> HwConfig:

@@ -1,7 +1,7 @@
 """What the host writes to the engine's config port to run one output channel, and how stream beats pack.
 
 The decode table is loaded as an *image* indexed by the low ``weight_bits`` bits of a word: each entry
-holds ``(u, h, neg, zero)`` computed by ``logmac.codes.split_words`` and the channel's ``DecodeTable``.
+holds ``(u, h, neg, zero)`` computed by ``logmac.format.split_words`` and the channel's ``DecodeTable``.
 That is how one build serves every zero mode and every code width up to ``weight_bits``: code-mode zero,
 a flag bit inside the low bits (narrow codes) and the sign position all become table content, and a
 flag bit at position ``weight_bits`` (widest codes, ``flag`` mode) is wired straight to the zero gate.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from logmac.codes import DecodeTable, FormatError, LogFormat, OverflowMode, accumulator_range, split_words
+from logmac.format import DecodeTable, FormatError, LogFormat, OverflowMode, accumulator_range, split_words
 from logmac.hw import config as C
 from logmac.hw.config import HwConfig
 

@@ -3,7 +3,7 @@
 Two fake-quant modules share one life cycle (disabled = pass-through until calibrated):
 
 - :class:`AdaLogQuant`: non-negative activations (post-Softmax, shifted post-GELU) on the adaptive base
-  ``2**(q/37)``.  In eval mode it is *exactly* the datapath's format: ``codes.adalog_indices`` ->
+  ``2**(q/37)``.  In eval mode it is *exactly* the datapath's format: ``format.adalog_indices`` ->
   ``adalog_words`` -> ``adalog_decode_float`` (the (bits+1)-bit mantissa table).  In training mode it uses
   the exact ``2**(-idx*q/r)`` with a straight-through round, so reconstruction can train through it.
 - :class:`UniformQuant`: asymmetric uniform integers with per-tensor or per-group (per-head) parameters.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from logmac.codes import (
+from logmac.format import (
     ADALOG_Q_RANGE,
     ADALOG_R,
     AdaLogFormat,

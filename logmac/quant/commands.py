@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from logmac.codes import MAX_BITS, MIN_BITS
+from logmac.format import MAX_BITS, MIN_BITS
 from logmac.quant.config import METHODS, QuantConfig, QuantError
 
 

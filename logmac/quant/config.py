@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from logmac.codes import MAX_BITS, MIN_BITS, LogFormat, UniformFormat, ZeroMode
+from logmac.format import MAX_BITS, MIN_BITS, LogFormat, UniformFormat, ZeroMode
 
 LOG_METHODS = ("log_2", "log_sqrt2", "log_dynamic")
 LINEAR_METHODS = ("linear_minmax", "linear_mse")
@@ -76,7 +76,7 @@ class QuantConfig:
         return self.a_bits != 32
 
     def weight_format(self) -> LogFormat | UniformFormat:
-        """The codes.py format every layer of this run is exported in."""
+        """The logmac.format format every layer of this run is exported in."""
         if self.is_log:
             try:
                 return LogFormat(self.w_bits, grid=self.method, hardware_approx=self.hardware_approx, zero=self.zero)

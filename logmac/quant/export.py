@@ -1,7 +1,7 @@
 """Export: fitted QuantLayers -> an Artifact with everything the integer emulator needs (docs/artifact-schema.md).
 
 The only new arithmetic here is the fixed-point requantization multiplier and the integer bias; codes,
-tables and scales come straight from the layers, which decoded them with ``logmac.codes``.
+tables and scales come straight from the layers, which decoded them with ``logmac.format``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from logmac import codes
+from logmac import format as codes_format
 from logmac.artifact import Artifact, QuantizedLayer
 from logmac.quant.modules import QuantLayer
 
@@ -94,7 +94,7 @@ def integer_weights(layer: QuantLayer) -> np.ndarray:
     """(C, K) int64 weights the MAC multiplies by: decoded log multipliers, or code - zero_point."""
     fmt = layer.cfg.weight_format()
     if layer.cfg.is_log:
-        return codes.decode_int(layer.words, layer.grid.table(), fmt).reshape(layer.words.shape[0], -1)
+        return codes_format.decode_int(layer.words, layer.grid.table(), fmt).reshape(layer.words.shape[0], -1)
     zp = layer.uniform[1].cpu().numpy().astype(np.int64)
     return layer.words.reshape(layer.words.shape[0], -1).astype(np.int64) - zp[:, None]
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from logmac.artifact import Artifact, QuantizedLayer
-from logmac.codes import UniformFormat
+from logmac.format import UniformFormat
 from logmac.quant.lattice_model import ActQuantizer, LatticeConfig, LatticeLayer, LatticeResult, lattice_layers
 from logmac.quant.latticeq import LatticeCode, LatticeError
 from logmac.quant.modules import static_padding

@@ -3,7 +3,7 @@
 A channel's grid is fixed by three numbers: the DBS mix ``n_base2`` (how many of its levels sit on the
 base-2 part), the SFS scale ``alpha`` and, per sign, the top half-exponent ``top_k`` (ABS gives each sign
 its own top; without ABS both signs share the top of max |w|).  The levels themselves always come from
-``logmac.codes`` (``grid_half_exponents`` -> ``table_from_exponents`` -> ``level_values``), so the search
+``logmac.format`` (``grid_half_exponents`` -> ``table_from_exponents`` -> ``level_values``), so the search
 scores exactly the values the exported codes decode to.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from logmac.codes import (
+from logmac.format import (
     DecodeTable,
     LogFormat,
     ZeroMode,
@@ -45,7 +45,7 @@ class LogGrid:
         return table_from_exponents(self.fmt, self.half_exponents(), self.alpha)
 
     def levels(self) -> torch.Tensor:
-        """(C, 2, n) float64 non-zero level magnitudes, computed as ``codes.decode_float`` computes them."""
+        """(C, 2, n) float64 non-zero level magnitudes, computed as ``format.decode_float`` computes them."""
         table = self.table()
         first = 1 if self.fmt.zero is ZeroMode.CODE else 0
         vals = level_values(table, self.fmt)[:, :, first:] * table.scale[:, None, None]
@@ -130,7 +130,7 @@ def tops_for(fmt: LogFormat, n_base2: np.ndarray, pos: np.ndarray, neg: np.ndarr
 
 
 def quantize_rtn(w2d: torch.Tensor, levels: torch.Tensor, fmt: LogFormat) -> tuple[torch.Tensor, ...]:
-    """Nearest level in the log domain, with the codes.py zero rule.
+    """Nearest level in the log domain, with the logmac.format zero rule.
 
     Returns ``(value, sign, index, is_zero)``; ``index`` counts non-zero levels from 0.  Thresholds are
     geometric midpoints of adjacent levels; below ``zero_threshold_ratio * smallest level`` a weight is
@@ -159,7 +159,7 @@ def quantize_rtn(w2d: torch.Tensor, levels: torch.Tensor, fmt: LogFormat) -> tup
 
 
 def words_from(fmt: LogFormat, sign: torch.Tensor, index: torch.Tensor, is_zero: torch.Tensor) -> np.ndarray:
-    """Code words for (sign, non-zero level index, zero) triples, via ``codes.make_words``."""
+    """Code words for (sign, non-zero level index, zero) triples, via ``format.make_words``."""
     first = 1 if fmt.zero is ZeroMode.CODE else 0
     idx = torch.where(is_zero, torch.zeros_like(index), index + first) if first else index
     sgn = torch.where(is_zero, torch.zeros_like(sign), sign)

@@ -3,7 +3,7 @@
 It keeps the FP weight (for the FP reference path) and the quantized weight's codes, so one model serves
 both paths of sequential calibration.  ``quant_on`` picks the path; during reconstruction a
 :class:`~logmac.quant.rounding.SoftRounding` supplies the weight instead.  After :meth:`fit` or
-:meth:`finish_rounding` the quantized weight is always ``codes.decode_float`` of the stored codes.
+:meth:`finish_rounding` the quantized weight is always ``format.decode_float`` of the stored codes.
 
 Memory: the codes are kept in the smallest unsigned dtype (uint8 up to 8-bit words), and the fake-quant
 weight is not stored: ``qweight`` decodes the codes on use through a per-channel table of the
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from logmac import codes
+from logmac import format as codes_format
 from logmac.quant.config import QuantConfig
 from logmac.quant.loggrid import LogGrid, search_grid, words_from
 from logmac.quant.rounding import LogRounding, SoftRounding, UniformRounding
@@ -147,7 +147,7 @@ class QuantLayer(nn.Module):
             alphas = np.linspace(1.0, cfg.alpha_min, cfg.alpha_steps)
             self.grid = search_grid(w2d, fmt, dbs=cfg.dbs, sfs=cfg.sfs, asym=cfg.abs, alphas=alphas,
                                     per_tensor=cfg.granularity == "tensor", hess=hess, groups=self.groups)
-            self.words = compact_words(codes.encode(w2d, self.grid.table(), fmt))
+            self.words = compact_words(codes_format.encode(w2d, self.grid.table(), fmt))
         else:
             src = w2d.reshape(1, -1) if cfg.granularity == "tensor" else w2d
             scale, zp = uniform_range(src.double(), fmt.bits, mse=cfg.method == "linear_mse")
@@ -179,13 +179,13 @@ class QuantLayer(nn.Module):
 
     def _set_qweight(self) -> None:
         """Build the decode table of the stored codes: per channel, the value of each possible word, computed
-        exactly as the artifact decodes it (``codes.decode_float`` / ``(q - zp) * scale`` in float64)."""
+        exactly as the artifact decodes it (``format.decode_float`` / ``(q - zp) * scale`` in float64)."""
         dtype, dev = self.inner.weight.dtype, self.inner.weight.device
         fmt = self.cfg.weight_format()
         C = self.words.shape[0]
         every = np.broadcast_to(np.arange(1 << fmt.storage_bits, dtype=np.uint16), (C, 1 << fmt.storage_bits))
         if self.cfg.is_log:
-            lut = torch.from_numpy(codes.decode_float(np.ascontiguousarray(every), self.grid.table(), fmt))
+            lut = torch.from_numpy(codes_format.decode_float(np.ascontiguousarray(every), self.grid.table(), fmt))
         else:
             scale, zp = self.uniform
             lut = (torch.from_numpy(every.astype(np.float64)) - zp.double().cpu()[:, None]) * scale.double().cpu()[:, None]

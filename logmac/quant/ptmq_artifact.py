@@ -21,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from logmac.artifact import Artifact, ArtifactError, QuantizedLayer
-from logmac.codes import DecodeTable, LogFormat, format_from_dict
+from logmac.format import DecodeTable, LogFormat, format_from_dict
 from logmac.quant.config import QuantConfig
 from logmac.quant.export import build_artifact
 from logmac.quant.ptmq_layer import set_precision

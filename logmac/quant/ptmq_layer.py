@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from logmac import codes
-from logmac.codes import DecodeTable, LogFormat, UniformFormat, ZeroMode
+from logmac import format as codes_format
+from logmac.format import DecodeTable, LogFormat, UniformFormat, ZeroMode
 from logmac.quant.config import QuantConfig
 from logmac.quant.loggrid import LogGrid, SortedScorer, sign_maxima, tops_for, words_from
 from logmac.quant.modules import QuantLayer
@@ -156,7 +156,7 @@ class MultiBitLayer(QuantLayer):
             fmt = self.top_fmt
             grid = self._search_nested_grid(w2d, fmt)
             self.gains = {}
-            self._set_log_words(grid, codes.encode(w2d, grid.table(), fmt))
+            self._set_log_words(grid, codes_format.encode(w2d, grid.table(), fmt))
             if self.width_scale:
                 self._fit_gains(w2d)
         else:
@@ -335,7 +335,7 @@ def nested_lut(table: DecodeTable, top: LogFormat, bits: int, mode: NestMode) ->
     """(C, 2, L_top) float: the b-bit magnitude each top-code slot decodes to (0 where it merges into zero)."""
     nm = nest_map(top, bits, mode)
     slots = np.arange(top.levels_per_sign)
-    vals = codes.level_values(table, top)[:, :, slots | nm.or_mask] * table.scale[:, None, None]
+    vals = codes_format.level_values(table, top)[:, :, slots | nm.or_mask] * table.scale[:, None, None]
     return np.where(slots < nm.floor, 0.0, vals)
 
 

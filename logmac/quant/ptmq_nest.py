@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from logmac.codes import DecodeTable, FormatError, LogFormat, ZeroMode, make_words, split_words
+from logmac.format import DecodeTable, FormatError, LogFormat, ZeroMode, make_words, split_words
 
 NestMode = Literal["coarsen", "prefix"]
 NEST_MODES: tuple[str, ...] = ("coarsen", "prefix")

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from logmac.codes import LogFormat, ZeroMode, zero_threshold_ratio
+from logmac.format import LogFormat, ZeroMode, zero_threshold_ratio
 
 ZETA, GAMMA = 1.1, -0.1
 

@@ -1,6 +1,6 @@
 """Exact integer emulation of the AdaLog matmuls, and of the AdaLog-quantized ViT around them.
 
-The AdaLog activation format (``codes.AdaLogFormat``) decodes every stored word to an unsigned integer
+The AdaLog activation format (``format.AdaLogFormat``) decodes every stored word to an unsigned integer
 level ``m << (top_shift - shift)``; the float value is ``level * scale * integer_unit``.  So an AdaLog
 matmul is an ordinary integer MAC on those levels:
 
@@ -10,7 +10,7 @@ matmul is an ordinary integer MAC on those levels:
   the activation mantissa is the small factor, exactly what :func:`logmac.sim.log_matmul` computes.
 
 Both run on the emulator's exact GEMM (:func:`logmac.sim.gemm.exact_matmul`, proved exact per call) and the
-accumulator contract of ``codes.apply_accumulator``.  :func:`emulate_vit` swaps these integer matmuls into
+accumulator contract of ``format.apply_accumulator``.  :func:`emulate_vit` swaps these integer matmuls into
 a quantized ViT; everything else stays float32.  The declared boundaries: the accumulators are converted
 to float64 times the product of the two scales (plus fc2's bias) and rounded once to float32.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from logmac.codes import AdaLogFormat, FormatError, OverflowMode, UniformFormat, accumulator_bits, adalog_decode_int
+from logmac.format import AdaLogFormat, FormatError, OverflowMode, UniformFormat, accumulator_bits, adalog_decode_int
 from logmac.quant.adalog import AdaLogQuant, UniformQuant
 from logmac.quant.adalog_vit import AdaLogAttention, AdaLogMlp
 from logmac.quant.modules import QuantLayer

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from logmac.codes import FormatError
+from logmac.format import FormatError
 
 
 @click.command(name="emulate")

@@ -22,7 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from logmac.artifact import Artifact
-from logmac.codes import DecodeTable, OverflowMode, accumulator_bits
+from logmac.format import DecodeTable, OverflowMode, accumulator_bits
 from logmac.sim import ops
 from logmac.sim.gemm import exact_matmul, tap_plan
 from logmac.sim.layers import EmulatorError, LayerSpec, check_module, layer_specs, quantize_input, swap_module
@@ -185,7 +185,7 @@ class Emulator:
 
     ``model`` is the float network with BatchNorm already folded (``logmac.quant.fold.fold_batchnorm``);
     without it the network is rebuilt from ``artifact.meta`` (see :func:`build_float_model`).
-    ``acc_bits=None`` sizes each layer's accumulator by ``codes.accumulator_bits`` (never overflows);
+    ``acc_bits=None`` sizes each layer's accumulator by ``format.accumulator_bits`` (never overflows);
     a number emulates that hardware register width, and overflows are counted per layer.
     ``engine="reference"`` runs every MAC through the int64 reference instead of the BLAS path.
     ``stream=True`` keeps only each layer's narrow integer weights (int8 or int16) between calls and

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from logmac.artifact import Artifact
-from logmac.codes import OverflowMode
+from logmac.format import OverflowMode
 from logmac.sim.emulator import Emulator, build_float_model
 from logmac.sim.layers import fake_quant_model
 

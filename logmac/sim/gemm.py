@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from logmac.codes import DecodeTable, FormatError, LogFormat, UniformFormat, decode_int
+from logmac.format import DecodeTable, FormatError, LogFormat, UniformFormat, decode_int
 
 EXACT_LIMIT = {torch.float32: 1 << 24, torch.float64: 1 << 53}
 # More float32 chunks than this and one float64 GEMM is faster (measured on AVX2/AVX-512 MKL).
@@ -215,5 +215,5 @@ def exact_matmul(weights: IntWeights, rows: torch.Tensor, x_absmax: int | None =
         return acc
     if path == "float64":
         return torch.matmul(rows.to(torch.float64), weights.as_float(torch.float64, device))
-    # int64 GEMM: exact for every width codes.py allows (|M| < 2**32, 16-bit activations); CPU only.
+    # int64 GEMM: exact for every width logmac.format allows (|M| < 2**32, 16-bit activations); CPU only.
     return torch.matmul(rows.cpu().to(torch.int64), weights.mult.transpose(1, 2).cpu().to(torch.int64)).to(device)

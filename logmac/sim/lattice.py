@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from logmac.artifact import Artifact
-from logmac.codes import OverflowMode, accumulator_bits
+from logmac.format import OverflowMode, accumulator_bits
 from logmac.quant.lattice_model import LatticeLayer, lattice_layers
 from logmac.quant.latticeq import LatticeCode
 from logmac.sim import ops

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from logmac.artifact import Artifact, QuantizedLayer
-from logmac.codes import LogFormat, UniformFormat, decode_float
+from logmac.format import LogFormat, UniformFormat, decode_float
 from logmac.sim.gemm import IntWeights
 
 
@@ -74,7 +74,7 @@ class LayerSpec:
         return IntWeights.from_uniform(lay.codes, lay.fmt, zp, groups=self.groups, device=device)
 
     def float_weight(self) -> torch.Tensor:
-        """The fake-quant weight (float32): channel scale times the level, as ``codes.decode_float`` defines it."""
+        """The fake-quant weight (float32): channel scale times the level, as ``format.decode_float`` defines it."""
         lay = self.layer
         if isinstance(lay.fmt, LogFormat):
             w = decode_float(lay.codes, lay.table, lay.fmt)

@@ -1,6 +1,6 @@
 """The golden model of the log MAC and of requantization: plain int64 arithmetic, obviously right.
 
-Everything the RTL computes is defined here (via ``logmac.codes`` for the format and the accumulator
+Everything the RTL computes is defined here (via ``logmac.format`` for the format and the accumulator
 contract); the cocotb scoreboard and the fast emulator paths are checked against these functions.
 """
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from logmac.codes import (
+from logmac.format import (
     DecodeTable,
     FormatError,
     LogFormat,

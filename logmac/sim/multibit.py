@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from logmac.artifact import Artifact
-from logmac.codes import OverflowMode
+from logmac.format import OverflowMode
 from logmac.quant.ptmq_artifact import artifact_at, multibit_bits
 from logmac.sim.emulator import Emulator, IntLayer
 from logmac.sim.layers import EmulatorError, layer_specs, swap_module

@@ -2,7 +2,7 @@
 
 Every function takes integer activations as a numpy array or a torch tensor (any device) and returns
 the same kind.  Matrix products and convolutions go through :func:`logmac.sim.gemm.exact_matmul`
-(BLAS, exact); accumulators are fitted to the hardware register by ``codes.apply_accumulator`` with an
+(BLAS, exact); accumulators are fitted to the hardware register by ``format.apply_accumulator`` with an
 overflow flag; requantization is the only rounding.  The int64 reference these are tested against is
 :mod:`logmac.sim.mac`.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from logmac.codes import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, apply_accumulator
+from logmac.format import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, apply_accumulator
 from logmac.sim.gemm import IntWeights, exact_matmul, tap_plan
 from logmac.sim.mac import MacResult, check_activations
 from logmac.sim.mac import requantize as requantize_reference
@@ -41,7 +41,7 @@ def _check_range(x: torch.Tensor, act_bits: int | None, act_signed: bool) -> Non
 
 
 def fit_accumulator(exact: torch.Tensor, acc_bits: int, overflow: OverflowMode) -> tuple[torch.Tensor, torch.Tensor]:
-    """The register contract of ``codes.apply_accumulator`` on a tensor (CPU: no copy)."""
+    """The register contract of ``format.apply_accumulator`` on a tensor (CPU: no copy)."""
     reg, flag = apply_accumulator(exact.cpu().numpy(), acc_bits, overflow)
     return torch.from_numpy(reg).to(exact.device), torch.from_numpy(flag).to(exact.device)
 

@@ -9,7 +9,7 @@ key                     dtype, shape  meaning
 ======================  ============  =====================================================================
 ``version``             int64 ()      1
 ``layer``               str ()        layer name (module path) or free text
-``format``              str ()        JSON of ``fmt.to_dict()`` (``codes.format_from_dict`` reads it)
+``format``              str ()        JSON of ``fmt.to_dict()`` (``format.format_from_dict`` reads it)
 ``x``                   int64 (N, K)  input integers as the MAC sees them (conv: im2col rows, padding = zp)
 ``codes``               uint16/int16  (C, K) code words (log) or integers (uniform)
 ``u``, ``h``            uint8         (C, 2, L) decode table (log formats only)
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from logmac.codes import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, decode_int, format_from_dict
+from logmac.format import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, decode_int, format_from_dict
 from logmac.sim.mac import check_activations, log_matmul_reference, requantize, uniform_matmul_reference
 
 TRACE_VERSION = 1

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logmac.codes import (
+from logmac.format import (
     ADALOG_R,
     AdaLogFormat,
     FormatError,

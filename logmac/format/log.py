@@ -21,24 +21,13 @@ per-channel float scale, decoded by the same integer MAC with a real multiplier.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
 
 import numpy as np
 import torch
 
-MIN_BITS = 2
-MAX_BITS = 8
-SQRT2 = math.sqrt(2.0)
-# Widest shift the datapath supports: multipliers stay below 2**32, products of 16-bit activations
-# below 2**48, so int64 accumulation is exact for any layer this tool meets.
-MAX_SHIFT_LIMIT = 31
-
-
-class FormatError(ValueError):
-    """A code, table or format parameter that the format does not allow."""
+from logmac.format.errors import MAX_SHIFT_LIMIT, SQRT2, FormatError, check_bits
 
 
 class GridKind(str, Enum):
@@ -56,10 +45,6 @@ class ZeroMode(str, Enum):
     FLAG = "flag"
     NONE = "none"
 
-
-def _check_bits(bits: int, what: str = "bits") -> None:
-    if not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
-        raise FormatError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
 
 
 def base2_counts(grid: GridKind, n_levels: int) -> range:
@@ -120,7 +105,7 @@ class LogFormat:
     max_shift: int = field(default=-1)
 
     def __post_init__(self) -> None:
-        _check_bits(self.bits)
+        check_bits(self.bits)
         object.__setattr__(self, "grid", GridKind(self.grid))
         object.__setattr__(self, "zero", ZeroMode(self.zero))
         spans = {n2: grid_span(self.nonzero_levels, n2) for n2 in base2_counts(self.grid, self.nonzero_levels)}
@@ -180,53 +165,6 @@ class LogFormat:
         }
 
 
-@dataclass(frozen=True)
-class UniformFormat:
-    """The uniform baseline: b-bit two's complement (symmetric) or unsigned with a zero-point."""
-
-    bits: int
-    symmetric: bool = True
-
-    def __post_init__(self) -> None:
-        _check_bits(self.bits)
-
-    @property
-    def storage_bits(self) -> int:
-        return self.bits
-
-    @property
-    def qmin(self) -> int:
-        return -(1 << (self.bits - 1)) if self.symmetric else 0
-
-    @property
-    def qmax(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.symmetric else (1 << self.bits) - 1
-
-    @property
-    def max_multiplier(self) -> int:
-        return max(abs(self.qmin), self.qmax) if self.symmetric else self.qmax
-
-    def to_dict(self) -> dict:
-        return {"kind": "uniform", "bits": int(self.bits), "symmetric": bool(self.symmetric)}
-
-
-WeightFormat = LogFormat | UniformFormat
-
-
-def format_from_dict(d: dict) -> WeightFormat | AdaLogFormat:
-    """Rebuild a format from ``to_dict()`` output, rejecting unknown kinds and keys."""
-    d = dict(d)
-    kind = d.pop("kind", None)
-    try:
-        if kind == "log":
-            return LogFormat(**d)
-        if kind == "uniform":
-            return UniformFormat(**d)
-        if kind == "adalog":
-            return AdaLogFormat(**d)
-    except TypeError as exc:
-        raise FormatError(f"bad {kind} format fields {sorted(d)}: {exc}") from exc
-    raise FormatError(f"unknown format kind {kind!r} (expected 'log', 'uniform' or 'adalog')")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,256 +370,3 @@ def decode_float(words: np.ndarray, table: DecodeTable, fmt: LogFormat, hardware
     return vals * table.scale.reshape((C,) + (1,) * (words.ndim - 1))
 
 
-# ----------------------------------------------------------------------------------------------
-# Packing and the accumulator rule
-# ----------------------------------------------------------------------------------------------
-
-def pack(words: np.ndarray, bits_per_word: int) -> np.ndarray:
-    """Pack unsigned words into a little-endian bit stream, ``bits_per_word`` bits each (uint8 array)."""
-    words = np.asarray(words).reshape(-1).astype(np.uint64)
-    if not 1 <= bits_per_word <= 16:
-        raise FormatError(f"bits_per_word must be 1..16, got {bits_per_word}")
-    if words.size and int(words.max()) >> bits_per_word:
-        raise FormatError(f"word {int(words.max())} does not fit in {bits_per_word} bits")
-    shifts = np.arange(bits_per_word, dtype=np.uint64)
-    bitmat = ((words[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
-    return np.packbits(bitmat.reshape(-1), bitorder="little")
-
-
-def unpack(packed: np.ndarray, bits_per_word: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack`: ``count`` words (uint16) from a packed uint8 stream."""
-    packed = np.asarray(packed, dtype=np.uint8).reshape(-1)
-    need = (count * bits_per_word + 7) // 8
-    if packed.size != need:
-        raise FormatError(f"packed stream has {packed.size} bytes, {count} x {bits_per_word}-bit words need {need}")
-    bits = np.unpackbits(packed, count=count * bits_per_word, bitorder="little").reshape(count, bits_per_word)
-    weights = (1 << np.arange(bits_per_word)).astype(np.uint32)
-    return (bits.astype(np.uint32) @ weights).astype(np.uint16)
-
-
-def activation_absmax(act_bits: int, act_signed: bool) -> int:
-    """Largest |x| of an a-bit activation: 2**(a-1) signed, 2**a - 1 unsigned."""
-    if not 1 <= act_bits <= 32:
-        raise FormatError(f"activation bits must be 1..32, got {act_bits}")
-    return (1 << (act_bits - 1)) if act_signed else (1 << act_bits) - 1
-
-
-def accumulator_bits(k: int, act_bits: int, act_signed: bool, max_multiplier: int, bias_absmax: int = 0) -> int:
-    """Two's-complement width that holds any sum of ``k`` products (plus a bias) without overflow.
-
-    |acc| <= k * max|x| * max|M| + |bias|; the width is that bound's bit length plus the sign bit.
-    """
-    if k < 1 or max_multiplier < 1 or bias_absmax < 0:
-        raise FormatError(f"accumulator rule needs k >= 1 and max_multiplier >= 1, got k={k}, M={max_multiplier}")
-    bound = k * activation_absmax(act_bits, act_signed) * max_multiplier + bias_absmax
-    return bound.bit_length() + 1
-
-
-OverflowMode = Literal["saturate", "wrap"]
-
-
-def accumulator_range(acc_bits: int) -> tuple[int, int]:
-    """Smallest and largest value of an ``acc_bits``-bit two's-complement accumulator."""
-    if not 2 <= acc_bits <= 63:
-        raise FormatError(f"accumulator width must be 2..63 bits, got {acc_bits}")
-    return -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-
-
-def apply_accumulator(exact: np.ndarray, acc_bits: int, mode: OverflowMode) -> tuple[np.ndarray, np.ndarray]:
-    """The accumulator's overflow contract, shared by the emulator and the RTL.
-
-    The engine sums products exactly (its adder tree and guard bits are wide enough for any
-    configured K); only the result is fitted to the ``acc_bits`` register.  ``saturate`` clamps it,
-    ``wrap`` keeps its low ``acc_bits`` bits as two's complement.  The returned flag is set wherever
-    the exact sum was out of range, so overflow never passes silently.
-    """
-    lo, hi = accumulator_range(acc_bits)
-    exact = np.asarray(exact, dtype=np.int64)
-    overflow = (exact < lo) | (exact > hi)
-    if mode == "saturate":
-        return np.clip(exact, lo, hi), overflow
-    if mode == "wrap":
-        span = np.int64(1) << np.int64(acc_bits)
-        return ((exact - lo) & (span - 1)) + lo, overflow
-    raise FormatError(f"overflow mode must be 'saturate' or 'wrap', got {mode!r}")
-
-
-def random_table(fmt: LogFormat, channels: int, rng: np.random.Generator) -> DecodeTable:
-    """A random legal decode table: per channel a random DBS mix, anchor and sign-asymmetric offset.
-
-    Used for stimulus (emulator property tests, cocotb regressions) so every grid and zero mode is hit.
-    """
-    n = fmt.nonzero_levels
-    choices = fmt.base2_choices
-    exps = np.empty((channels, 2, n), dtype=np.int64)
-    for c in range(channels):
-        n_base2 = int(rng.choice(choices))
-        top = int(rng.integers(-12, 4))
-        exps[c, 0] = grid_half_exponents(n, top, n_base2)
-        # ABS: the other sign's top sits lower, as far as the shift field allows.
-        for offset in range(int(rng.integers(0, 4)), -1, -1):
-            other = grid_half_exponents(n, top - offset, n_base2)
-            if shift_span(np.stack([exps[c, 0], other])) <= fmt.max_shift:
-                exps[c, 1] = other
-                break
-    exps = exps[:, rng.permutation(2), :]  # either sign may be the larger one
-    alpha = rng.uniform(0.05, 1.0, size=channels)
-    return table_from_exponents(fmt, exps, alpha)
-
-
-# ----------------------------------------------------------------------------------------------
-# Log-coded activations (AdaLog)
-# ----------------------------------------------------------------------------------------------
-
-ADALOG_R = 37  # AdaLog's fixed denominator: the base is 2**(q / r)
-ADALOG_Q_RANGE = range(10, 139)  # the searched base numerators q (spec section 3.1)
-ADALOG_MAX_SHIFT = 15  # deepest down-shift an activation level may have; deeper codes decode to zero
-
-
-@dataclass(frozen=True)
-class AdaLogFormat:
-    """A non-negative activation coded on AdaLog's adaptive log base ``b = 2**(q/r)``.
-
-    Index ``i`` stands for ``scale * 2**(-i*q/r)``, which the datapath computes exactly as a shift and a
-    (bits+1)-bit mantissa: ``m[(i*q) % r] / D * 2**-floor(i*q/r)`` with ``D = 2**(bits+1) - 2`` and
-    ``m[j] = round(2**(-j/r) * D)`` (so ``m`` is in ``[D/2, D]``).  For the integer MAC every level is held
-    as an integer ``level[i] = m << (top_shift - floor(i*q/r))`` relative to the deepest level, and the
-    constant ``1 / (D * 2**top_shift)`` joins the activation scale, which the output requantization
-    absorbs.  Because ``level`` is just an unsigned integer, a log weight times a log activation is still
-    the weight's shift-and-add applied to it: the two shifts add and the mantissa is the small factor.
-
-    Zero: AdaLog maps everything at or below the deepest index to 0.  ``code`` mode gives the last index
-    to zero (``2**bits - 1`` non-zero levels, ``bits`` bits stored); ``flag`` stores a zero bit beside the
-    index (``2**bits`` levels, ``bits + 1`` bits).  Indices whose down-shift exceeds ``max_shift`` are
-    also zero, which caps the integer level width at ``bits + 1 + max_shift`` bits; quantizer, emulator
-    and RTL all apply the same rule through :attr:`nonzero_levels`.
-    """
-
-    bits: int
-    q: int
-    zero: ZeroMode = ZeroMode.CODE
-    max_shift: int = ADALOG_MAX_SHIFT
-
-    def __post_init__(self) -> None:
-        _check_bits(self.bits)
-        object.__setattr__(self, "zero", ZeroMode(self.zero))
-        if self.zero is ZeroMode.NONE:
-            raise FormatError("AdaLog activations need a zero (use zero mode 'code' or 'flag')")
-        if not isinstance(self.q, (int, np.integer)) or int(self.q) not in ADALOG_Q_RANGE:
-            raise FormatError(f"AdaLog base numerator q must be an integer in 10..138, got {self.q!r}")
-        if not isinstance(self.max_shift, (int, np.integer)) or not 0 <= self.max_shift <= MAX_SHIFT_LIMIT:
-            raise FormatError(f"AdaLog max_shift must be in 0..{MAX_SHIFT_LIMIT}, got {self.max_shift!r}")
-
-    @property
-    def base(self) -> float:
-        return 2.0 ** (self.q / ADALOG_R)
-
-    @property
-    def denominator(self) -> int:
-        """D: the mantissa table's fixed-point denominator."""
-        return (1 << (self.bits + 1)) - 2
-
-    @property
-    def index_slots(self) -> int:
-        """Index values the stored index field can hold, the zero slot in ``code`` mode included."""
-        return 1 << self.bits
-
-    @property
-    def nonzero_levels(self) -> int:
-        """Indices ``0 .. nonzero_levels - 1`` are levels; every larger index (and the zero flag) is 0."""
-        slots = self.index_slots - (1 if self.zero is ZeroMode.CODE else 0)
-        within_shift = -(-(self.max_shift + 1) * ADALOG_R // self.q)  # indices i with floor(i*q/r) <= max_shift
-        return min(slots, within_shift)
-
-    @property
-    def zero_index(self) -> int:
-        """The index word that stands for zero in ``code`` mode (and the index stored beside a zero flag)."""
-        return self.index_slots - 1 if self.zero is ZeroMode.CODE else 0
-
-    @property
-    def storage_bits(self) -> int:
-        return self.bits + (1 if self.zero is ZeroMode.FLAG else 0)
-
-    def mantissa_table(self) -> np.ndarray:
-        """``m[j] = round(2**(-j/r) * D)`` for ``j`` in ``0 .. r-1`` (int64; no ties occur for j > 0)."""
-        j = np.arange(ADALOG_R, dtype=np.float64)
-        return np.floor(np.exp2(-j / ADALOG_R) * self.denominator + 0.5).astype(np.int64)
-
-    def level_shifts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per non-zero index: (mantissa ``m``, down-shift ``floor(i*q/r)``), the decode table the RTL loads."""
-        products = np.arange(self.nonzero_levels, dtype=np.int64) * self.q
-        return self.mantissa_table()[products % ADALOG_R], products // ADALOG_R
-
-    @property
-    def top_shift(self) -> int:
-        """Down-shift of the deepest non-zero level; integer levels are stored relative to it."""
-        return int(self.level_shifts()[1][-1])
-
-    def integer_levels(self) -> np.ndarray:
-        """``level[i] = m_i << (top_shift - shift_i)``: the unsigned integer each index feeds the MAC."""
-        mantissa, shift = self.level_shifts()
-        return mantissa << (self.top_shift - shift)
-
-    @property
-    def level_bits(self) -> int:
-        """Width of the unsigned integer levels (the MAC's activation width for this format)."""
-        return int(self.integer_levels().max()).bit_length()
-
-    @property
-    def integer_unit(self) -> float:
-        """Float value of integer level 1 at scale 1: ``1 / (D * 2**top_shift)``."""
-        return 1.0 / (self.denominator * 2.0**self.top_shift)
-
-    def to_dict(self) -> dict:
-        return {"kind": "adalog", "bits": int(self.bits), "q": int(self.q), "zero": self.zero.value,
-                "max_shift": int(self.max_shift)}
-
-
-def adalog_indices(x: torch.Tensor | np.ndarray, scale: float, fmt: AdaLogFormat) -> np.ndarray:
-    """AdaLog's index rule: ``round(-log_b(clamp(x/scale, 1e-15, 1)))``; ``nonzero_levels`` or more means 0.
-
-    Returns int64 indices with every zero mapped to ``nonzero_levels`` (a sentinel, not a stored word).
-    Rounding is half-up in the log domain, so a value at the geometric midpoint goes to the larger level.
-    """
-    if not scale > 0 or not math.isfinite(scale):
-        raise FormatError(f"AdaLog scale must be a positive finite number, got {scale!r}")
-    x = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
-    if np.isnan(x).any():
-        raise FormatError("AdaLog activations contain NaN")
-    if (x < 0).any():
-        raise FormatError(f"AdaLog activations must be non-negative (min {x.min():.4g}); shift them first")
-    unit = np.clip(x / scale, 1e-15, 1.0)
-    index = np.floor(-np.log2(unit) * ADALOG_R / fmt.q + 0.5).astype(np.int64)
-    return np.minimum(index, fmt.nonzero_levels)
-
-
-def adalog_words(indices: np.ndarray, fmt: AdaLogFormat) -> np.ndarray:
-    """Stored words (uint16) for indices from :func:`adalog_indices`: zero is the zero index or the flag bit."""
-    indices = np.asarray(indices, dtype=np.int64)
-    if indices.min(initial=0) < 0 or indices.max(initial=0) > fmt.nonzero_levels:
-        raise FormatError(f"AdaLog index outside 0..{fmt.nonzero_levels}")
-    is_zero = indices == fmt.nonzero_levels
-    if fmt.zero is ZeroMode.CODE:
-        return np.where(is_zero, fmt.zero_index, indices).astype(np.uint16)
-    return np.where(is_zero, 1 << fmt.bits, indices).astype(np.uint16)
-
-
-def adalog_decode_int(words: np.ndarray, fmt: AdaLogFormat) -> np.ndarray:
-    """Unsigned integer levels (int64) of stored words; zero codes give 0. Rejects words the format cannot hold."""
-    words = np.asarray(words).astype(np.int64)
-    if words.min(initial=0) < 0 or words.max(initial=0) >= 1 << fmt.storage_bits:
-        raise FormatError(f"AdaLog word outside the {fmt.storage_bits}-bit format")
-    if fmt.zero is ZeroMode.FLAG:
-        is_zero = (words >> fmt.bits) == 1
-        index = words & (fmt.index_slots - 1)
-    else:
-        index = words
-        is_zero = index == fmt.zero_index
-    is_zero = is_zero | (index >= fmt.nonzero_levels)
-    levels = np.concatenate([fmt.integer_levels(), [0]])
-    return np.where(is_zero, 0, levels[np.minimum(index, fmt.nonzero_levels)])
-
-
-def adalog_decode_float(words: np.ndarray, scale: float, fmt: AdaLogFormat) -> np.ndarray:
-    """Float activations the datapath computes: ``scale * level * integer_unit`` (float64)."""
-    return adalog_decode_int(words, fmt).astype(np.float64) * (scale * fmt.integer_unit)

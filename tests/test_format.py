@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logmac.codes import (
+from logmac.format import (
     MAX_BITS,
     MIN_BITS,
     SQRT2,
@@ -31,12 +31,12 @@ from logmac.codes import (
     make_words,
     multipliers,
     pack,
-    random_table,
     split_words,
     table_from_exponents,
     unpack,
     zero_threshold_ratio,
 )
+from logmac.stimulus import random_table
 
 ALL_COMBOS = list(itertools.product(range(MIN_BITS, MAX_BITS + 1), GridKind, ZeroMode, (True, False)))
 
