@@ -13,9 +13,9 @@ import pytest
 
 from logmac.cosim import toolchain
 from logmac.format import FormatError, LogFormat
+from logmac.format.nested import NEST_MODES
 from logmac.hw.multibit import MultiBitVectors, build_multibit_commands, multibit_build, random_multibit, run_multibit
 from logmac.hw.regmap import nest_writes
-from logmac.quant.ptmq_nest import NEST_MODES
 
 pytestmark = pytest.mark.cosim
 SCHEDULE = [3, 6, 4, 3]

@@ -20,12 +20,12 @@ from logmac.format import (
     decode_int,
     level_values,
 )
+from logmac.format.nested import NEST_MODES, nest_register, nest_table, nest_words, nested_format
 from logmac.quant import QuantConfig, QuantError
 from logmac.quant.export import build_artifact
 from logmac.quant.ptmq import PtmqConfig, ptmq_quantize, set_precision
 from logmac.quant.ptmq_artifact import artifact_at
 from logmac.quant.ptmq_layer import MultiBitLayer, multibit_layers
-from logmac.quant.ptmq_nest import NEST_MODES, nest_register, nest_table, nest_words, nested_format
 from logmac.sim.emulator import Emulator
 from logmac.sim.layers import EmulatorError
 from logmac.sim.multibit import MultiBitEmulator

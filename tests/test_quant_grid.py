@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from logmac import format as codes_format
-from logmac.format import LogFormat
-from logmac.quant.export import fixed_point_multiplier
+from logmac.format import LogFormat, fixed_point_multiplier
 from logmac.quant.fold import FoldError, fold_batchnorm
 from logmac.quant.loggrid import LogGrid, quantize_rtn, search_grid, words_from
 from logmac.quant.rounding import LogRounding, UniformRounding

@@ -11,9 +11,9 @@ from torch import nn
 
 from logmac import artifact as artifact_io
 from logmac import format as codes_format
+from logmac.format import requantize
 from logmac.quant import QuantConfig, QuantError, quantize_model
 from logmac.quant.modules import QuantLayer, set_quant
-from logmac.sim.mac import requantize
 
 
 class BasicBlock(nn.Module):

@@ -27,7 +27,7 @@ key                     dtype, shape  meaning
 
 The golden model: ``logmac.sim.log_matmul(adalog_decode_int(act_words, act_format), weights, table,
 weight_format, acc_bits, overflow)`` for log weights, ``logmac.sim.uniform_matmul`` on the same levels for
-uniform ones, then ``logmac.sim.mac.requantize``.  A file's expected arrays are checked against it on use.
+uniform ones, then ``logmac.format.requantize``.  A file's expected arrays are checked against it on use.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from logmac.format import (
     adalog_decode_int,
     adalog_words,
     format_from_dict,
+    requantize,
 )
-from logmac.sim.mac import requantize
 from logmac.sim.ops import log_matmul, uniform_matmul
 from logmac.stimulus import random_table
 

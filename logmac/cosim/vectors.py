@@ -22,9 +22,12 @@ from logmac.format import (
     LogFormat,
     OverflowMode,
     UniformFormat,
+    activation_range,
+    check_activations,
+    requantize,
 )
 from logmac.sim import trace as sim_trace
-from logmac.sim.mac import check_activations, log_matmul_reference, requantize, uniform_matmul_reference
+from logmac.sim.mac import log_matmul_reference, uniform_matmul_reference
 from logmac.stimulus import random_table
 
 
@@ -177,7 +180,7 @@ def random_vectors(fmt: LogFormat | UniformFormat, rng: np.random.Generator, *, 
     ``extreme`` (activations at the range ends, largest codes), ``overflow`` (extreme and all one sign, so a
     narrow accumulator overflows).
     """
-    lo_x, hi_x = (-(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1) if act_signed else (0, (1 << act_bits) - 1)
+    lo_x, hi_x = activation_range(act_bits, act_signed)
     x = rng.integers(lo_x, hi_x + 1, size=(rows, k))
     if isinstance(fmt, LogFormat):
         table = random_table(fmt, channels, rng)

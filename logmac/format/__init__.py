@@ -14,13 +14,8 @@ Nothing here imports the rest of logmac.  Each module owns one piece of the cont
 
 from __future__ import annotations
 
-from logmac.format.accumulator import (
-    OverflowMode,
-    accumulator_bits,
-    accumulator_range,
-    activation_absmax,
-    apply_accumulator,
-)
+from logmac.format.accumulator import OverflowMode, accumulator_bits, accumulator_range, apply_accumulator
+from logmac.format.activation import activation_absmax, activation_codes, activation_range, check_activations
 from logmac.format.adalog import (
     ADALOG_MAX_SHIFT,
     ADALOG_Q_RANGE,
@@ -52,6 +47,7 @@ from logmac.format.log import (
     zero_threshold_ratio,
 )
 from logmac.format.packing import pack, unpack
+from logmac.format.requant import MAX_REQUANT_SHIFT, check_requant, fixed_point_multiplier, requantize
 from logmac.format.uniform import UniformFormat
 
 WeightFormat = LogFormat | UniformFormat
@@ -77,6 +73,13 @@ def format_from_dict(d: dict) -> WeightFormat | AdaLogFormat:
 
 
 __all__ = [
+    "requantize",
+    "fixed_point_multiplier",
+    "check_requant",
+    "MAX_REQUANT_SHIFT",
+    "check_activations",
+    "activation_range",
+    "activation_codes",
     "ADALOG_MAX_SHIFT",
     "ADALOG_Q_RANGE",
     "ADALOG_R",

@@ -6,14 +6,8 @@ from typing import Literal
 
 import numpy as np
 
+from logmac.format.activation import activation_absmax
 from logmac.format.errors import FormatError
-
-
-def activation_absmax(act_bits: int, act_signed: bool) -> int:
-    """Largest |x| of an a-bit activation: 2**(a-1) signed, 2**a - 1 unsigned."""
-    if not 1 <= act_bits <= 32:
-        raise FormatError(f"activation bits must be 1..32, got {act_bits}")
-    return (1 << (act_bits - 1)) if act_signed else (1 << act_bits) - 1
 
 
 def accumulator_bits(k: int, act_bits: int, act_signed: bool, max_multiplier: int, bias_absmax: int = 0) -> int:

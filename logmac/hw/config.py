@@ -20,6 +20,7 @@ from logmac.format import (
     LogFormat,
     ZeroMode,
     accumulator_bits,
+    activation_range,
     multipliers,
 )
 
@@ -157,9 +158,7 @@ class HwConfig:
         return 1 << (self.cfg_addr_bits - 1)
 
     def act_range(self) -> tuple[int, int]:
-        if self.act_signed:
-            return -(1 << (self.act_bits - 1)), (1 << (self.act_bits - 1)) - 1
-        return 0, (1 << self.act_bits) - 1
+        return activation_range(self.act_bits, self.act_signed)
 
     # ---- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:

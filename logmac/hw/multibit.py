@@ -2,7 +2,7 @@
 
 A multi-bit layer stores its top-width log words once.  On the engine every precision uses the *same*
 words and the *same* decode table; selecting width b is one write of the precision register
-(``regmap.nest_writes`` with ``ptmq_nest.nest_register``: an index floor under which codes decode to zero
+(``regmap.nest_writes`` with ``format.nested.nest_register``: an index floor under which codes decode to zero
 and an OR mask on the index) plus that width's requantization constants, which differ because each width
 has its own activation steps.  No table reload and no new build.
 
@@ -24,10 +24,10 @@ from logmac.cosim import runner
 from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, _bits, read_capture
 from logmac.cosim.vectors import Vectors, golden, random_requant
 from logmac.format import DecodeTable, FormatError, LogFormat
+from logmac.format.nested import NestMode, nest_register, nest_table, nest_words, nested_format
 from logmac.hw import config as C
 from logmac.hw.config import HwConfig
 from logmac.hw.regmap import Requant, channel_writes, nest_writes, table_image
-from logmac.quant.ptmq_nest import NestMode, nest_register, nest_table, nest_words, nested_format
 from logmac.stimulus import random_table
 
 

@@ -23,7 +23,7 @@ NEST_FIELDS = (0, 16, 32)  # bit offsets of floor, or_mask and index_mask in the
 
 @dataclass(frozen=True)
 class Requant:
-    """One output channel's requantization constants (``logmac.sim.mac.requantize``)."""
+    """One output channel's requantization constants (``logmac.format.requantize``)."""
 
     multiplier: int = 1
     shift: int = 0
@@ -105,7 +105,7 @@ def int_words(hw: HwConfig, weights: np.ndarray) -> np.ndarray:
 def nest_writes(hw: HwConfig, floor: int, or_mask: int, index_mask: int) -> list[tuple[int, int]]:
     """The (address, data) write that selects a precision of multi-bit log codes on a log engine.
 
-    The values come from ``logmac.quant.ptmq_nest.nest_register``; ``(0, 0, 0)`` is the reset state (every
+    The values come from ``logmac.format.nested.nest_register``; ``(0, 0, 0)`` is the reset state (every
     word decoded as stored).  Write it only while the engine is idle, like every other setting.
     """
     if hw.kind != "log":

@@ -25,6 +25,7 @@ from logmac.format import (
     ADALOG_Q_RANGE,
     ADALOG_R,
     AdaLogFormat,
+    activation_codes,
     adalog_decode_float,
     adalog_decode_int,
     adalog_indices,
@@ -113,7 +114,7 @@ class UniformQuant(nn.Module):
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The unsigned integer codes (int64) the datapath reads."""
-        return torch.clamp(torch.round(x / self.scale) + self.zero_point, 0, self.qmax).to(torch.int64)
+        return activation_codes(x, self.scale, self.zero_point, 0, self.qmax).to(torch.int64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:

@@ -7,7 +7,6 @@ tables and scales come straight from the layers, which decoded them with ``logma
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import torch
@@ -17,31 +16,13 @@ from torch import nn
 
 from logmac import format as codes_format
 from logmac.artifact import Artifact, QuantizedLayer
+from logmac.format import fixed_point_multiplier
 from logmac.quant.modules import QuantLayer
 
 log = logging.getLogger(__name__)
 
 _RELU = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Identity: "identity"}
 _RELU_FN = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6"}
-
-
-def fixed_point_multiplier(real: float) -> tuple[int, int]:
-    """``real = M * 2**-S`` with ``M`` in [2**30, 2**31) (gemmlowp's normalised 31-bit mantissa), S in 0..62.
-
-    Multipliers below 2**-32 (dead channels) keep ``S = 62`` with a smaller, possibly zero, ``M``.
-    """
-    if not math.isfinite(real) or real <= 0:
-        raise ValueError(f"requantization multiplier must be finite and positive, got {real}")
-    frac, exp = math.frexp(real)  # real = frac * 2**exp, frac in [0.5, 1)
-    m = round(frac * (1 << 31))
-    if m == 1 << 31:
-        m, exp = m // 2, exp + 1
-    shift = 31 - exp
-    if shift > 62:  # a (near-)dead channel: keep the largest shift and a denormalised (possibly zero) M
-        return round(real * 2.0**62), 62
-    if shift < 0:
-        raise ValueError(f"requantization multiplier {real:.3e} needs a left shift; not supported by the datapath")
-    return m, shift
 
 
 class _Tracer(fx.Tracer):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from logmac.format import activation_codes
 from logmac.quant.fold import fold_batchnorm
 from logmac.quant.latticeq import LatticeCode, LatticeError, LatticeSpec, babai, quantize_weight
 from logmac.quant.modules import static_padding, supported
@@ -138,7 +139,7 @@ class ActQuantizer(nn.Module):
         """``clamp(round(x / s) + z, 0, 2^b - 1)`` in float32: the integers the MAC sees."""
         shape = self._shape(x) if not self.per_tensor else []
         scale, zp = self.scale.reshape(shape).float(), self.zero_point.reshape(shape).float()
-        return torch.clamp(torch.round(x.float() / scale) + zp, 0, self.qmax)
+        return activation_codes(x.float(), scale, zp, 0, self.qmax)
 
     def fit(self) -> None:
         """Fix the range from the observed values (see the module docstring for the three modes)."""

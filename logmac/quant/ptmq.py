@@ -32,13 +32,13 @@ import torch
 from torch import nn
 
 from logmac.artifact import Artifact
+from logmac.format.nested import NEST_MODES
 from logmac.quant.calibrate import Batch, _capture, find_units, recon_loss
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.fold import first_tensor, fold_batchnorm
 from logmac.quant.modules import QuantLayer, quant_layers, set_quant
 from logmac.quant.pipeline import peak_memory_mib, reset_peak_memory, split_batches, wrap_model
 from logmac.quant.ptmq_layer import MultiBitLayer, multibit_layers, set_precision
-from logmac.quant.ptmq_nest import NEST_MODES
 from logmac.quant.rounding import beta_schedule, reconstruction_lr
 
 GROUPS = 3  # low / middle / high

@@ -3,7 +3,7 @@
 The file is an ordinary artifact at the **top** width (every existing tool reads it as that model), plus,
 per layer, what each lower width b needs, under extras prefixed ``p{b}/`` and ``attrs["ptmq"]``:
 
-- log codes: no second copy of the codes (the b-bit words are ``ptmq_nest.nest_words`` of the stored
+- log codes: no second copy of the codes (the b-bit words are ``format.nested.nest_words`` of the stored
   ones); the b-bit decode table ``p{b}/u``, ``p{b}/h`` (checked against the nesting on load);
 - uniform codes: the b-bit codes ``p{b}/codes`` and ``p{b}/scale``, ``p{b}/zero_point`` (shared rounding,
   per-width steps: the integers are not nested);
@@ -22,10 +22,10 @@ from torch import nn
 
 from logmac.artifact import Artifact, ArtifactError, QuantizedLayer
 from logmac.format import DecodeTable, LogFormat, format_from_dict
+from logmac.format.nested import nest_table, nest_words
 from logmac.quant.config import QuantConfig
 from logmac.quant.export import build_artifact
 from logmac.quant.ptmq_layer import set_precision
-from logmac.quant.ptmq_nest import nest_table, nest_words
 
 PER_WIDTH_EXTRAS = ("bias_int", "out_scale", "requant_multiplier", "requant_shift")
 

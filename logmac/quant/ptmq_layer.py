@@ -7,7 +7,7 @@ attributes, so every existing QuantLayer path (forward, export) works unchanged 
 
 Weights, log codes: one grid fitted for all widths at once (DBS/SFS/ABS candidates scored on the sum of
 the nested grids' errors) and one LLR rounding at the top width; every lower width is read out of the top
-code (``logmac.quant.ptmq_nest``).  Weights, uniform codes: a (scale, zero point) per width and one V shared
+code (``logmac.format.nested``).  Weights, uniform codes: a (scale, zero point) per width and one V shared
 by the AdaRound of every width, ``clamp(floor(W / s_b) + h(V) + z_b)`` (PTMQ's shared rounding).
 """
 
@@ -21,10 +21,10 @@ from torch import nn
 
 from logmac import format as codes_format
 from logmac.format import DecodeTable, LogFormat, UniformFormat, ZeroMode
+from logmac.format.nested import NestMode, nest_map, nest_table, nest_words, nested_format
 from logmac.quant.config import QuantConfig
 from logmac.quant.loggrid import LogGrid, SortedScorer, sign_maxima, tops_for, words_from
 from logmac.quant.modules import QuantLayer
-from logmac.quant.ptmq_nest import NestMode, nest_map, nest_table, nest_words, nested_format
 from logmac.quant.rounding import LogRounding, UniformRounding
 from logmac.quant.uniform import ActQuant, RoundSTE, uniform_codes, uniform_range
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from logmac.format import activation_codes
+
 MSE_STEPS = 80
 MSE_P = 2.4
 OBSERVER_SAMPLES = 1 << 18  # values an activation observer keeps per batch (seeded subsample)
@@ -23,7 +25,7 @@ def _qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.Tenso
 
 def fake_uniform(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, bits: int) -> torch.Tensor:
     """Round-to-nearest uniform fake quantization (broadcast ``scale``/``zp`` yourself)."""
-    q = torch.clamp(torch.round(x / scale) + zp, 0, (1 << bits) - 1)
+    q = activation_codes(x, scale, zp, 0, (1 << bits) - 1)
     return (q - zp) * scale
 
 
@@ -88,7 +90,7 @@ class ActQuant(nn.Module):
             return x
         if not self.enabled:
             return x
-        q = torch.clamp(RoundSTE.apply(x / self.scale) + self.zero_point, 0, (1 << self.bits) - 1)
+        q = activation_codes(x, self.scale, self.zero_point, 0, (1 << self.bits) - 1, rounding=RoundSTE.apply)
         return (q - self.zero_point) * self.scale
 
     def init_range(self) -> None:

@@ -1,13 +1,14 @@
 """logmac.sim: the bit-exact integer emulator of the shift-based log MAC datapath.
 
-Per-operation API (numpy or torch in, same kind out) and the int64 reference it is held equal to;
+Per-operation API (numpy or torch in, same kind out) and the int64 reference it is held equal to
+(``requantize`` and ``check_activations`` are the format's own, re-exported here);
 see docs/sim.md.
 """
 
+from logmac.format import check_activations, requantize
 from logmac.sim.emulator import Emulator
 from logmac.sim.gemm import IntWeights, exact_matmul
-from logmac.sim.mac import MacResult, check_activations, log_matmul_reference, uniform_matmul_reference
-from logmac.sim.mac import requantize as requantize_reference
+from logmac.sim.mac import MacResult, log_matmul_reference, uniform_matmul_reference
 from logmac.sim.ops import (
     add,
     clamp,
@@ -17,7 +18,6 @@ from logmac.sim.ops import (
     linear,
     log_matmul,
     max_pool2d,
-    requantize,
     sum_pool2d,
     uniform_matmul,
 )
@@ -26,6 +26,6 @@ from logmac.sim.trace import Requant, Trace, load_trace, save_trace
 __all__ = [
     "Emulator",
     "IntWeights", "MacResult", "add", "check_activations", "clamp", "conv2d", "exact_matmul", "im2col", "int_matmul",
-    "linear", "log_matmul", "log_matmul_reference", "max_pool2d", "requantize", "requantize_reference",
+    "linear", "log_matmul", "log_matmul_reference", "max_pool2d", "requantize",
     "sum_pool2d", "uniform_matmul", "uniform_matmul_reference", "Requant", "Trace", "load_trace", "save_trace",
 ]

@@ -22,7 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from logmac.artifact import Artifact
-from logmac.format import DecodeTable, OverflowMode, accumulator_bits
+from logmac.format import DecodeTable, OverflowMode, accumulator_bits, requantize
 from logmac.sim import ops
 from logmac.sim.gemm import exact_matmul, tap_plan
 from logmac.sim.layers import EmulatorError, LayerSpec, check_module, layer_specs, quantize_input, swap_module
@@ -168,12 +168,12 @@ class IntLayer(nn.Module):
             return ((acc.to(torch.float64) + self.bias_t) * self.out_scale).to(torch.float32)
         lo, hi = (int(v) for v in rq["clamp"])
         zp_out = int(rq["out_zero_point"])
-        if self.rq_affine is not None:  # ops.requantize's arithmetic as one exact float64 multiply-add
+        if self.rq_affine is not None:  # format.requantize's arithmetic as one exact float64 multiply-add
             y = torch.addcmul(self.rq_affine[1], last, self.rq_affine[0]).floor_().clamp_(lo, hi).to(torch.float32)
             y = y.movedim(-1, 1) if acc.ndim == 4 else y
         else:
             ex = self.spec.layer.extras
-            y = ops.requantize(acc.to(torch.int64), ex["requant_multiplier"], ex["requant_shift"], zp_out, lo, hi,
+            y = requantize(acc.to(torch.int64), ex["requant_multiplier"], ex["requant_shift"], zp_out, lo, hi,
                                self.bias_int, channel_axis=1 if self.spec.is_conv else -1).to(torch.float32)
         for nxt in self.next:
             nxt.expect = y

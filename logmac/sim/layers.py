@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from logmac.artifact import Artifact, QuantizedLayer
-from logmac.format import LogFormat, UniformFormat, decode_float
+from logmac.format import LogFormat, UniformFormat, activation_codes, decode_float
 from logmac.sim.gemm import IntWeights
 
 
@@ -102,8 +102,8 @@ def quantize_input(x: torch.Tensor, act_in: dict[str, Any], out: torch.Tensor | 
     if out is not None:
         torch.div(x.to(torch.float32), scale, out=out)
         return out.round_().add_(float(act_in["zero_point"])).clamp_(float(act_in["qmin"]), float(act_in["qmax"]))
-    q = torch.round(x.to(torch.float32) / scale) + float(act_in["zero_point"])
-    return torch.clamp(q, float(act_in["qmin"]), float(act_in["qmax"]))
+    return activation_codes(x.to(torch.float32), scale, float(act_in["zero_point"]), float(act_in["qmin"]),
+                            float(act_in["qmax"]))
 
 
 def swap_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:

@@ -29,20 +29,6 @@ class MacResult:
     overflow: np.ndarray
 
 
-def check_activations(x: np.ndarray, act_bits: int, act_signed: bool) -> np.ndarray:
-    """Activations as int64, rejecting any value an ``act_bits`` input port could not carry."""
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.integer):
-        raise FormatError(f"activations must be integers, got dtype {x.dtype}")
-    lo, hi = (-(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1) if act_signed else (0, (1 << act_bits) - 1)
-    if x.size and (x.min() < lo or x.max() > hi):
-        raise FormatError(
-            f"activations span [{x.min()}, {x.max()}], outside the {act_bits}-bit "
-            f"{'signed' if act_signed else 'unsigned'} range [{lo}, {hi}]"
-        )
-    return x.astype(np.int64)
-
-
 def log_matmul_reference(
     x_int: np.ndarray,
     words: np.ndarray,
@@ -77,38 +63,6 @@ def log_matmul_reference(
         acc += np.where(is_zero[None, :, k], 0, product)
     reg, flag = apply_accumulator(acc, acc_bits, overflow)
     return MacResult(reg, flag)
-
-
-def requantize(
-    acc: np.ndarray,
-    multiplier: np.ndarray,
-    shift: np.ndarray,
-    zero_point: int,
-    lo: int,
-    hi: int,
-    bias: np.ndarray | None = None,
-) -> np.ndarray:
-    """y = clamp(((acc + bias) * M + 2**(S-1)) >> S + zp, lo, hi): round half up, the only rounding.
-
-    ``multiplier`` and ``shift`` are per output channel (the last axis of ``acc``); the clamp is the
-    activation function (ReLU: lo = zp; ReLU6: hi = the code of 6).  Products that would not fit in
-    int64 are computed exactly with Python integers.
-    """
-    acc = np.asarray(acc, dtype=np.int64)
-    m = np.asarray(multiplier, dtype=np.int64)
-    s = np.asarray(shift, dtype=np.int64)
-    if np.any(m < 0) or np.any(s < 0) or np.any(s > 62):
-        raise FormatError("requantization needs multipliers >= 0 and shifts in 0..62")
-    total = acc + (0 if bias is None else np.asarray(bias, dtype=np.int64))
-    bound = int(np.abs(total).max(initial=0)) * int(m.max(initial=0)) + (1 << int(s.max(initial=0)))
-    if bound < (1 << 62):
-        rounding = np.where(s > 0, np.int64(1) << np.maximum(s - 1, 0), 0)
-        y = (total * m + rounding) >> s
-    else:
-        obj = total.astype(object) * m.astype(object)
-        y = np.vectorize(lambda v, sh: (v + ((1 << (sh - 1)) if sh else 0)) >> sh, otypes=[object])(obj, s)
-        y = np.clip(y, lo - zero_point - 1, hi - zero_point + 1).astype(np.int64)
-    return np.clip(y + zero_point, lo, hi)
 
 
 def uniform_matmul_reference(

@@ -15,10 +15,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from logmac.format import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, apply_accumulator
+from logmac.format import (
+    DecodeTable,
+    FormatError,
+    LogFormat,
+    OverflowMode,
+    UniformFormat,
+    apply_accumulator,
+    check_activations,
+    check_requant,
+)
 from logmac.sim.gemm import IntWeights, exact_matmul, tap_plan
-from logmac.sim.mac import MacResult, check_activations
-from logmac.sim.mac import requantize as requantize_reference
+from logmac.sim.mac import MacResult
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -248,49 +256,10 @@ def conv2d(x_int: Array, weights: IntWeights, kernel_size: int | tuple[int, int]
     return MacResult(_like(reg, x_int), _like(flag, x_int))
 
 
-def requantize(acc: Array, multiplier: np.ndarray, shift: np.ndarray, zero_point: int, lo: int, hi: int,
-               bias: np.ndarray | None = None, *, channel_axis: int = -1) -> Array:
-    """y = clamp(((acc + bias) * M + 2**(S-1)) >> S + zp, lo, hi), round half up, per output channel.
-
-    Same semantics as :func:`logmac.sim.mac.requantize`; runs in int64 torch when every product fits and
-    defers to the exact Python-integer reference when it does not.  ``channel_axis`` names the channel
-    axis of ``acc`` (1 for NCHW conv outputs).
-    """
-    a = torch.as_tensor(acc)
-    if a.dtype.is_floating_point:
-        raise FormatError(f"accumulators must be integers, got dtype {a.dtype}")
-    axis = channel_axis % max(a.ndim, 1)
-    m = torch.as_tensor(np.asarray(multiplier, dtype=np.int64), device=a.device)
-    s = torch.as_tensor(np.asarray(shift, dtype=np.int64), device=a.device)
-    if (m < 0).any() or (s < 0).any() or (s > 62).any():
-        raise FormatError("requantization needs multipliers >= 0 and shifts in 0..62")
-    view = [1] * a.ndim
-    if a.ndim:
-        view[axis] = -1
-
-    def per_channel(v: torch.Tensor) -> torch.Tensor:
-        return v.reshape(view) if v.ndim and a.ndim else v
-
-    total = a.to(torch.int64)
-    if bias is not None:
-        total = total + per_channel(torch.as_tensor(np.asarray(bias, dtype=np.int64), device=a.device))
-    absmax = int(total.abs().max()) if total.numel() else 0
-    m_max, s_max = (int(m.max()), int(s.max())) if m.numel() and s.numel() else (0, 0)
-    if absmax * m_max + (1 << s_max) >= (1 << 62):
-        moved = np.moveaxis(total.cpu().numpy(), axis, -1) if a.ndim else total.cpu().numpy()
-        y = requantize_reference(moved, np.asarray(multiplier), np.asarray(shift), zero_point, lo, hi)
-        y = torch.from_numpy(np.ascontiguousarray(np.moveaxis(y, -1, axis) if a.ndim else y)).to(a.device)
-    else:
-        m, s = per_channel(m), per_channel(s)
-        rounding = torch.where(s > 0, torch.ones_like(s) << (s - 1).clamp(min=0), torch.zeros_like(s))
-        y = torch.clamp(((total * m + rounding) >> s) + zero_point, lo, hi)
-    return _like(y, acc)
-
-
 def requant_affine(multiplier: np.ndarray, shift: np.ndarray, zero_point: int, bias: np.ndarray, acc_bound: np.ndarray,
                    shape: tuple[int, ...] = (-1,), device: torch.device | str | None = None,
                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """:func:`requantize` as one float64 multiply-add, ``clamp(floor(acc * a + b), lo, hi)``, or None when not exact.
+    """Requantization as one float64 multiply-add, ``clamp(floor(acc * a + b), lo, hi)``, or None when not exact.
 
     ``a = M * 2**-S`` and ``b = ((bias * M + 2**(S-1)) * 2**-S) + zp`` per channel (reshaped to ``shape``).
     With ``|acc| + |bias| <= acc_bound`` per channel, every intermediate is an integer below 2**53 times a
@@ -300,8 +269,7 @@ def requant_affine(multiplier: np.ndarray, shift: np.ndarray, zero_point: int, b
     m = np.asarray(multiplier, dtype=np.int64).reshape(-1)
     s = np.asarray(shift, dtype=np.int64).reshape(-1)
     bias = np.broadcast_to(np.asarray(bias, dtype=np.int64).reshape(-1), m.shape)
-    if (m < 0).any() or (s < 0).any() or (s > 62).any():
-        raise FormatError("requantization needs multipliers >= 0 and shifts in 0..62")
+    check_requant(m, s)
     numerator = np.asarray(acc_bound, dtype=np.float64) * m + np.ldexp(1.0, s) * (abs(zero_point) + 1)
     if not (numerator < 2**52).all():  # a factor-2 margin over 2**53 covers the float64 rounding of this bound
         return None

@@ -36,8 +36,18 @@ from pathlib import Path
 
 import numpy as np
 
-from logmac.format import DecodeTable, FormatError, LogFormat, OverflowMode, UniformFormat, decode_int, format_from_dict
-from logmac.sim.mac import check_activations, log_matmul_reference, requantize, uniform_matmul_reference
+from logmac.format import (
+    DecodeTable,
+    FormatError,
+    LogFormat,
+    OverflowMode,
+    UniformFormat,
+    check_activations,
+    decode_int,
+    format_from_dict,
+    requantize,
+)
+from logmac.sim.mac import log_matmul_reference, uniform_matmul_reference
 
 TRACE_VERSION = 1
 REQUANT_KEYS = ("requant_multiplier", "requant_shift", "bias_int", "out_zero_point", "clamp_lo", "clamp_hi", "y")

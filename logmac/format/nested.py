@@ -25,7 +25,8 @@ from typing import Literal
 
 import numpy as np
 
-from logmac.format import DecodeTable, FormatError, LogFormat, ZeroMode, make_words, split_words
+from logmac.format.errors import FormatError
+from logmac.format.log import DecodeTable, LogFormat, ZeroMode, make_words, split_words
 
 NestMode = Literal["coarsen", "prefix"]
 NEST_MODES: tuple[str, ...] = ("coarsen", "prefix")
