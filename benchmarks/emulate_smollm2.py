@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from logmac import artifact as art
+from logmac.format import artifact as art
 from logmac.models import load_model
 from logmac.models.text import austen_tokens
 from logmac.quant.pipeline import peak_memory_mib

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from logmac.cosim.multibit import MultiBitVectors, Segment, multibit_build, run_multibit
 from logmac.cosim.vectors import load_vectors
-from logmac.hw.multibit import MultiBitVectors, Segment, multibit_build, run_multibit
 from logmac.models import calibration_samples, evaluate_model, load_model
 from logmac.models.data import fashion_mnist
 from logmac.quant.config import QuantConfig
@@ -65,7 +65,7 @@ def run_multi(name: str, cfg: QuantConfig, ptmq: PtmqConfig, calib: torch.Tensor
     for b in ptmq.bits:
         set_precision(res.model, b)
         out["top1"][str(b)] = _top1(res.model, name)
-    from logmac import artifact as artifact_io
+    from logmac.format import artifact as artifact_io
     artifact_io.save(res.artifact, artifact_path)
     if emu_limit:
         emu = MultiBitEmulator(res.artifact)
@@ -84,7 +84,7 @@ def run_single(name: str, cfg: QuantConfig, calib: torch.Tensor) -> dict:
 
 def rtl_check(artifact_path: Path, name: str, sims: list[str], rows: int = 8, channels: int = 8) -> dict:
     """Two real layers, traced per width, replayed with the precision switched mid-run on every simulator."""
-    from logmac import artifact as artifact_io
+    from logmac.format import artifact as artifact_io
 
     art = artifact_io.load(artifact_path)
     emu = MultiBitEmulator(art)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from logmac import artifact as artifact_io
+from logmac.format import artifact as artifact_io
 from logmac.models import calibration_samples, evaluate_model, load_model
 from logmac.quant.config import QuantConfig
 from logmac.quant.ptmq import PtmqConfig, ptmq_quantize, set_precision

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from logmac import artifact as artifact_io
+from logmac.format import artifact as artifact_io
 
 
 def _human(n: float) -> str:

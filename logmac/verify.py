@@ -19,9 +19,9 @@ import click
 import numpy as np
 import torch
 
-from logmac import artifact as artifact_io
-from logmac.artifact import Artifact
 from logmac.format import LogFormat, decode_float, level_values
+from logmac.format import artifact as artifact_io
+from logmac.format.artifact import Artifact
 
 DEFAULT_MODEL = "resnet18_fmnist"
 TILE = 16  # a tile is TILE input rows (output pixels / tokens) x TILE output channels

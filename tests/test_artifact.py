@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import save as st_save
 
-from logmac import artifact as art
 from logmac.format import (
     GridKind,
     LogFormat,
@@ -16,6 +15,7 @@ from logmac.format import (
     ZeroMode,
     encode,
 )
+from logmac.format import artifact as art
 from logmac.stimulus import random_table
 
 

@@ -7,8 +7,8 @@ import json
 from click.testing import CliRunner
 from test_artifact import make_artifact
 
-from logmac import artifact as art
 from logmac.cli import SUBCOMMANDS, main
+from logmac.format import artifact as art
 
 
 def test_help_lists_every_subcommand():

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from test_cosim import assert_clean
 
-from logmac.cosim import toolchain
+from logmac import toolchain
 from logmac.cosim.logact_runner import logact_commands, run_logact_vectors
 from logmac.cosim.logact_suite import (
     INT_BUILD,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from logmac.cosim import toolchain
+from logmac import toolchain
+from logmac.cosim.multibit import MultiBitVectors, build_multibit_commands, multibit_build, random_multibit, run_multibit
 from logmac.format import FormatError, LogFormat
 from logmac.format.nested import NEST_MODES
-from logmac.hw.multibit import MultiBitVectors, build_multibit_commands, multibit_build, random_multibit, run_multibit
 from logmac.hw.regmap import nest_writes
 
 pytestmark = pytest.mark.cosim

@@ -11,7 +11,7 @@ import pytest
 from amaranth.sim import Simulator
 from hw_amaranth_sim import run_commands
 
-from logmac.cosim import toolchain
+from logmac import toolchain
 from logmac.cosim.stream import build_commands
 from logmac.cosim.vectors import golden, random_vectors
 from logmac.format import (

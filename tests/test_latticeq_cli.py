@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from logmac import artifact as artifact_io
 from logmac.cli import main
+from logmac.format import artifact as artifact_io
 from logmac.quant import lattice_run
 from logmac.quant.lattice_model import lattice_quantize_model
 

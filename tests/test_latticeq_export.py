@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from logmac import artifact as artifact_io
-from logmac.artifact import ArtifactError
+from logmac.format import artifact as artifact_io
+from logmac.format.artifact import ArtifactError
 from logmac.quant.fold import fold_batchnorm
 from logmac.quant.lattice_export import build_lattice_artifact, code_from_layer, load_lattice_model
 from logmac.quant.lattice_model import LatticeConfig, lattice_layers, lattice_quantize_model

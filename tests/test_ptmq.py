@@ -10,8 +10,6 @@ import torch
 from click.testing import CliRunner
 from test_quant_pipeline import CALIB, tiny_net
 
-from logmac import artifact as artifact_io
-from logmac.artifact import ArtifactError
 from logmac.cli import main
 from logmac.format import (
     FormatError,
@@ -20,6 +18,8 @@ from logmac.format import (
     decode_int,
     level_values,
 )
+from logmac.format import artifact as artifact_io
+from logmac.format.artifact import ArtifactError
 from logmac.format.nested import NEST_MODES, nest_register, nest_table, nest_words, nested_format
 from logmac.quant import QuantConfig, QuantError
 from logmac.quant.export import build_artifact

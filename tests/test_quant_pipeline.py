@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from logmac import artifact as artifact_io
 from logmac import format as codes_format
+from logmac.format import artifact as artifact_io
 from logmac.format import requantize
 from logmac.quant import QuantConfig, QuantError, quantize_model
 from logmac.quant.modules import QuantLayer, set_quant

@@ -10,9 +10,9 @@ import torch
 from test_sim_support import export_model
 from torch import nn
 
-from logmac import artifact as art
 from logmac import sim
 from logmac.format import LogFormat, UniformFormat
+from logmac.format import artifact as art
 from logmac.sim.layers import EmulatorError, fake_quant_model
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from logmac import artifact as art
 from logmac import sim
+from logmac.format import artifact as art
 from logmac.models.tv_compat import import_torchvision
 from logmac.quant import QuantConfig, quantize_model
 from logmac.quant.run import decoder_blocks

@@ -80,8 +80,8 @@ def export_model(model, calib, fmt, *, a_bits: int = 8, requant: dict | None = N
     import torch
     from torch import nn
 
-    from logmac.artifact import Artifact, QuantizedLayer
     from logmac.format import LogFormat, decode_int, encode
+    from logmac.format.artifact import Artifact, QuantizedLayer
 
     requant = requant or {}
     mods = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}

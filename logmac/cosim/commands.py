@@ -26,7 +26,7 @@ import numpy as np
 def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: int, gaps: float,
           reset_at: int | None, seed: int, json_out: str | None, logact: bool, full: bool) -> None:
     """Check the exported RTL against the emulator (logmac.sim) bit for bit under cocotb."""
-    from logmac.cosim import toolchain
+    from logmac import toolchain
     from logmac.cosim.runner import run_vectors
     from logmac.cosim.suite import format_matrix
     from logmac.cosim.vectors import load_vectors

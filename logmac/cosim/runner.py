@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from logmac.cosim import tbgen, toolchain
+from logmac import toolchain
+from logmac.cosim import tbgen
 from logmac.cosim.scoreboard import Check, compare
 from logmac.cosim.stream import build_commands, read_capture, write_hex
 from logmac.cosim.vectors import Expected, Vectors, golden

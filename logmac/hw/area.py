@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from logmac.cosim import toolchain
+from logmac import toolchain
 from logmac.hw.config import HwConfig
 from logmac.hw.export import ENGINE_NAME, engine_verilog, parameters
 

@@ -87,6 +87,6 @@ def logact_area_cmd(act_bits: int, weight_bits: int, lanes: str, act_max_shift: 
 @hw.command("tools")
 def tools_cmd() -> None:
     """Say which simulators and synthesis tools are installed, and what is missing."""
-    from logmac.cosim.toolchain import report
+    from logmac.toolchain import report
 
     click.echo(report())

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from logmac.cosim import toolchain
+from logmac import toolchain
 from logmac.hw.area import DEVICE, _count, _run, area_report, cached_synthesis, wrapper_verilog
 from logmac.hw.config import HwConfig
 from logmac.hw.logact_engine import ENGINE_NAME, LogActConfig, logact_verilog, parameters

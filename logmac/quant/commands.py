@@ -66,7 +66,7 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
              max_tokens: int, seq_len: int, data_path: str | None, results: Path, ablation: Path | None,
              output: Path | None, **kw) -> None:
     """Quantize a model to exponent-coded (or uniform) weights, evaluate it and export the artifact."""
-    from logmac import artifact as artifact_io
+    from logmac.format import artifact as artifact_io
     from logmac.quant.run import (
         EvalOptions,
         ablation_configs,

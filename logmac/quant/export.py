@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from logmac import format as codes_format
-from logmac.artifact import Artifact, QuantizedLayer
 from logmac.format import fixed_point_multiplier
+from logmac.format.artifact import Artifact, QuantizedLayer
 from logmac.quant.modules import QuantLayer
 
 log = logging.getLogger(__name__)

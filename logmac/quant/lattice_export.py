@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from logmac.artifact import Artifact, QuantizedLayer
 from logmac.format import UniformFormat
+from logmac.format.artifact import Artifact, QuantizedLayer
 from logmac.quant.lattice_model import ActQuantizer, LatticeConfig, LatticeLayer, LatticeResult, lattice_layers
 from logmac.quant.latticeq import LatticeCode, LatticeError
 from logmac.quant.modules import static_padding

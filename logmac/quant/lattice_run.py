@@ -70,7 +70,7 @@ def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, resul
     click.echo(f"{cfg.label()}: {scores}")
     click.echo(f"time {row['quant_seconds']} s (quantization); results appended to {results}")
     if output:
-        from logmac import artifact as artifact_io
+        from logmac.format import artifact as artifact_io
         from logmac.quant.lattice_export import build_lattice_artifact
 
         metrics = {"fp": _strip(row, "fp_"), "quant": _strip(row, "q_"), "integer": _strip(row, "int_")}

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from logmac.artifact import Artifact
+from logmac.format.artifact import Artifact
 from logmac.quant.calibrate import Batch, calibrate_blocks, calibrate_chain
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.export import build_artifact

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from logmac.artifact import Artifact
+from logmac.format.artifact import Artifact
 from logmac.format.nested import NEST_MODES
 from logmac.quant.calibrate import Batch, _capture, find_units, recon_loss
 from logmac.quant.config import QuantConfig, QuantError

@@ -20,8 +20,8 @@ import copy
 import numpy as np
 from torch import nn
 
-from logmac.artifact import Artifact, ArtifactError, QuantizedLayer
 from logmac.format import DecodeTable, LogFormat, format_from_dict
+from logmac.format.artifact import Artifact, ArtifactError, QuantizedLayer
 from logmac.format.nested import nest_table, nest_words
 from logmac.quant.config import QuantConfig
 from logmac.quant.export import build_artifact

@@ -58,7 +58,7 @@ def quantize_registry_ptmq(name: str, cfg: QuantConfig, ptmq: PtmqConfig, opts: 
 def ptmq_cli(model_name: str, path: str | None, cfg: QuantConfig, ptmq: PtmqConfig, opts: EvalOptions,
              results: Path, output: Path | None) -> None:
     """The CLI body: run, print one line per width, append the rows, write the artifact."""
-    from logmac import artifact as artifact_io
+    from logmac.format import artifact as artifact_io
 
     try:
         res, rows = quantize_registry_ptmq(model_name, cfg, ptmq, opts, path=path)

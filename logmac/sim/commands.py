@@ -34,7 +34,7 @@ def emulate(artifact_path, data, limit, context, stride, batch_size, acc_bits, o
     """
     import torch
 
-    from logmac.artifact import ArtifactError, load
+    from logmac.format.artifact import ArtifactError, load
     from logmac.models.data import fashion_mnist
     from logmac.quant.latticeq import LatticeError
     from logmac.sim.evaluate import compare

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from logmac.artifact import Artifact
 from logmac.format import DecodeTable, OverflowMode, accumulator_bits, requantize
+from logmac.format.artifact import Artifact
 from logmac.sim import ops
 from logmac.sim.gemm import exact_matmul, tap_plan
 from logmac.sim.layers import EmulatorError, LayerSpec, check_module, layer_specs, quantize_input, swap_module

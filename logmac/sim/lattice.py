@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from logmac.artifact import Artifact
 from logmac.format import OverflowMode, accumulator_bits
+from logmac.format.artifact import Artifact
 from logmac.quant.lattice_model import LatticeLayer, lattice_layers
 from logmac.quant.latticeq import LatticeCode
 from logmac.sim import ops

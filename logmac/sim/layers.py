@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from logmac.artifact import Artifact, QuantizedLayer
 from logmac.format import LogFormat, UniformFormat, activation_codes, decode_float
+from logmac.format.artifact import Artifact, QuantizedLayer
 from logmac.sim.gemm import IntWeights
 
 

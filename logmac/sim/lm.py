@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from logmac.artifact import Artifact
+from logmac.format.artifact import Artifact
 from logmac.models.evaluate import perplexity
 from logmac.quant.pipeline import peak_memory_mib, reset_peak_memory
 from logmac.sim.emulator import Emulator

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from logmac.artifact import Artifact
 from logmac.format import OverflowMode
+from logmac.format.artifact import Artifact
 from logmac.quant.ptmq_artifact import artifact_at, multibit_bits
 from logmac.sim.emulator import Emulator, IntLayer
 from logmac.sim.layers import EmulatorError, layer_specs, swap_module
