@@ -24,9 +24,9 @@ from collections import Counter
 from pathlib import Path
 
 from logmac.format import artifact as art
+from logmac.memory import peak_memory_mib
 from logmac.models import load_model
 from logmac.models.text import austen_tokens
-from logmac.quant.pipeline import peak_memory_mib
 from logmac.sim.lm import compare_lm
 
 

@@ -16,7 +16,7 @@ from logmac import __version__
 SUBCOMMANDS = {
     "inspect": ("logmac.artifact_commands", "inspect"),
     "quantize": ("logmac.quant.commands", "quantize"),
-    "emulate": ("logmac.sim.commands", "emulate"),
+    "emulate": ("logmac.emulate_commands", "emulate"),
     "hw": ("logmac.hw.commands", "hw"),
     "cosim": ("logmac.cosim.commands", "cosim"),
     "verify": ("logmac.verify", "verify"),
@@ -43,13 +43,3 @@ class LazyGroup(click.Group):
 def main() -> None:
     """Logarithmic post-training quantization, a bit-exact shift-MAC emulator and its RTL, checked together."""
 
-
-def not_built_yet(name: str, issue: str, help_text: str) -> click.Command:
-    """A subcommand whose room is still being built: says so and which issue builds it."""
-
-    @click.command(name=name, help=f"{help_text} [not built yet: {issue}]",
-                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def command() -> None:
-        raise click.ClickException(f"'logmac {name}' is not built yet; it arrives with {issue}.")
-
-    return command

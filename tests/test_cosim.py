@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from test_hw import all_formats
 
-from logmac.cosim import runner, toolchain
+from logmac import toolchain
+from logmac.cosim import runner
 from logmac.cosim.runner import Report, run_vectors
 from logmac.cosim.vectors import golden, load_vectors, random_vectors, save_vectors
 from logmac.format import GridKind, LogFormat, UniformFormat, ZeroMode

@@ -14,7 +14,7 @@ import numpy as np
 
 from logmac.cosim.logact_vectors import LogActVectors, golden
 from logmac.cosim.runner import Job, Report, score_jobs
-from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, _bits
+from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, bits_of
 from logmac.format import adalog_words
 from logmac.hw import config as C
 from logmac.hw.logact_engine import LogActConfig, act_table_image
@@ -48,9 +48,9 @@ def _config_rows(hw: LogActConfig, lay: TbLayout, writes: list[tuple[int, int]])
     rows = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
     addr = np.array([a for a, _ in writes], dtype=np.int64)
     data = np.array([d & ((1 << 63) - 1) for _, d in writes], dtype=np.int64)
-    rows[:, :63] = _bits(data, 63)
-    rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = _bits(addr, hw.cfg_addr_bits)
-    rows[:, lay.payload_bits + GAP_BITS:] = _bits(np.full(len(writes), KIND_CFG), 2)
+    rows[:, :63] = bits_of(data, 63)
+    rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = bits_of(addr, hw.cfg_addr_bits)
+    rows[:, lay.payload_bits + GAP_BITS:] = bits_of(np.full(len(writes), KIND_CFG), 2)
     return rows
 
 
@@ -69,7 +69,7 @@ def logact_commands(hw: LogActConfig, v: LogActVectors, rng: np.random.Generator
     acts = acts.reshape(v.rows, beats, hw.lanes)  # log formats without a zero code have no zero weight word
     words = v.weights if v.is_log else int_words(hw, v.weights)
     words = np.pad(words, ((0, 0), (0, pad))).reshape(v.channels, beats, hw.lanes)
-    a_bits = _bits(acts, hw.act_bits).reshape(v.rows, beats, -1)
+    a_bits = bits_of(acts, hw.act_bits).reshape(v.rows, beats, -1)
     last = (np.arange(beats) == beats - 1).astype(np.uint8)[None, :, None].repeat(v.rows, 0)
     image = act_table_image(hw, v.act_format) if act_image is None else act_image
     blocks = []
@@ -83,7 +83,7 @@ def logact_commands(hw: LogActConfig, v: LogActVectors, rng: np.random.Generator
             writes += [(hw.weight_table_base + a, int(e)) for a, e in enumerate(entries)]
         if c == 0:
             writes += [(hw.act_table_base + a, int(e)) for a, e in enumerate(image)]
-        w_bits = _bits(words[c], hw.word_bits).reshape(1, beats, -1).repeat(v.rows, 0)
+        w_bits = bits_of(words[c], hw.word_bits).reshape(1, beats, -1).repeat(v.rows, 0)
         beat = np.concatenate([a_bits, w_bits, last], axis=2).reshape(v.rows * beats, lay.in_bits)
         dat = np.zeros((beat.shape[0], lay.cmd_bits), dtype=np.uint8)
         dat[:, :lay.in_bits] = beat
@@ -91,7 +91,7 @@ def logact_commands(hw: LogActConfig, v: LogActVectors, rng: np.random.Generator
     cmds = np.concatenate(blocks)
     if rng is not None and gap_prob > 0:
         gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
-        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = _bits(gaps, GAP_BITS)
+        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = bits_of(gaps, GAP_BITS)
     return cmds
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from logmac.cosim import runner
-from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, _bits, read_capture
+from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, bits_of, read_capture
 from logmac.cosim.vectors import Vectors, golden, random_requant
 from logmac.format import DecodeTable, FormatError, LogFormat
 from logmac.format.nested import NestMode, nest_register, nest_table, nest_words, nested_format
@@ -91,9 +91,9 @@ def _cfg_rows(hw: HwConfig, writes: list[tuple[int, int]]) -> np.ndarray:
     rows = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
     addr = np.array([a for a, _ in writes], dtype=np.int64)
     data = np.array([d & ((1 << 63) - 1) for _, d in writes], dtype=np.int64)
-    rows[:, :63] = _bits(data, 63)
-    rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = _bits(addr, hw.cfg_addr_bits)
-    rows[:, lay.payload_bits + GAP_BITS:] = _bits(np.full(len(writes), KIND_CFG), 2)
+    rows[:, :63] = bits_of(data, 63)
+    rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = bits_of(addr, hw.cfg_addr_bits)
+    rows[:, lay.payload_bits + GAP_BITS:] = bits_of(np.full(len(writes), KIND_CFG), 2)
     return rows
 
 
@@ -102,8 +102,8 @@ def _data_rows(hw: HwConfig, x: np.ndarray, words: np.ndarray) -> np.ndarray:
     rows, k = x.shape
     beats = -(-k // hw.lanes)
     pad = beats * hw.lanes - k
-    xb = _bits(np.pad(x, ((0, 0), (0, pad))).reshape(rows, beats, hw.lanes), hw.act_bits).reshape(rows, beats, -1)
-    wb = _bits(np.pad(words, (0, pad)).reshape(beats, hw.lanes), hw.word_bits).reshape(1, beats, -1).repeat(rows, 0)
+    xb = bits_of(np.pad(x, ((0, 0), (0, pad))).reshape(rows, beats, hw.lanes), hw.act_bits).reshape(rows, beats, -1)
+    wb = bits_of(np.pad(words, (0, pad)).reshape(beats, hw.lanes), hw.word_bits).reshape(1, beats, -1).repeat(rows, 0)
     last = (np.arange(beats) == beats - 1).astype(np.uint8)[None, :, None].repeat(rows, 0)
     beat = np.concatenate([xb, wb, last], axis=2).reshape(rows * beats, lay.in_bits)
     out = np.zeros((beat.shape[0], lay.cmd_bits), dtype=np.uint8)
@@ -130,7 +130,7 @@ def build_multibit_commands(hw: HwConfig, mv: MultiBitVectors, rng: np.random.Ge
     if rng is not None and gap_prob > 0:
         lay = TbLayout.of(hw)
         gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
-        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = _bits(gaps, GAP_BITS)
+        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = bits_of(gaps, GAP_BITS)
     return cmds
 
 

@@ -41,7 +41,7 @@ class TbLayout:
         return cls(in_bits, out_bits, payload, payload + GAP_BITS + 2, out_bits + 32)
 
 
-def _bits(values: np.ndarray, width: int) -> np.ndarray:
+def bits_of(values: np.ndarray, width: int) -> np.ndarray:
     """Two's-complement bits (LSB first) of int64 values, shape values.shape + (width,)."""
     v = np.asarray(values, dtype=np.int64)
     return ((v[..., None] >> np.arange(width, dtype=np.int64)) & 1).astype(np.uint8)
@@ -59,7 +59,7 @@ def build_commands(hw: HwConfig, v: Vectors, rng: np.random.Generator | None = N
     pad = beats * hw.lanes - v.k
     x = np.pad(v.x, ((0, 0), (0, pad))).reshape(v.rows, beats, hw.lanes)
     words = np.pad(_channel_words(hw, v), ((0, 0), (0, pad))).reshape(v.channels, beats, hw.lanes)
-    x_bits = _bits(x, hw.act_bits).reshape(v.rows, beats, -1)
+    x_bits = bits_of(x, hw.act_bits).reshape(v.rows, beats, -1)
     last = (np.arange(beats) == beats - 1).astype(np.uint8)[None, :, None].repeat(v.rows, 0)
     blocks = []
     for c in range(v.channels):
@@ -70,10 +70,10 @@ def build_commands(hw: HwConfig, v: Vectors, rng: np.random.Generator | None = N
         writes = np.array(channel_writes(hw, v.acc_bits, v.overflow, rq, image), dtype=object)
         cfg = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
         data = np.array([int(d) & ((1 << 63) - 1) for d in writes[:, 1]], dtype=np.int64)
-        cfg[:, :63] = _bits(data, 63)
-        cfg[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = _bits(writes[:, 0].astype(np.int64), hw.cfg_addr_bits)
-        cfg[:, lay.payload_bits + GAP_BITS:] = _bits(np.full(len(writes), KIND_CFG), 2)
-        w_bits = _bits(words[c], hw.word_bits).reshape(1, beats, -1).repeat(v.rows, 0)
+        cfg[:, :63] = bits_of(data, 63)
+        cfg[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = bits_of(writes[:, 0].astype(np.int64), hw.cfg_addr_bits)
+        cfg[:, lay.payload_bits + GAP_BITS:] = bits_of(np.full(len(writes), KIND_CFG), 2)
+        w_bits = bits_of(words[c], hw.word_bits).reshape(1, beats, -1).repeat(v.rows, 0)
         beat = np.concatenate([x_bits, w_bits, last], axis=2).reshape(v.rows * beats, lay.in_bits)
         dat = np.zeros((beat.shape[0], lay.cmd_bits), dtype=np.uint8)
         dat[:, :lay.in_bits] = beat
@@ -81,7 +81,7 @@ def build_commands(hw: HwConfig, v: Vectors, rng: np.random.Generator | None = N
     cmds = np.concatenate(blocks)
     if rng is not None and gap_prob > 0:
         gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
-        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = _bits(gaps, GAP_BITS)
+        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = bits_of(gaps, GAP_BITS)
     return cmds
 
 

@@ -23,13 +23,13 @@ from logmac.quant.adalog_vit import (
     AdaLogResult,
     QuantInput,
     Recording,
-    _act_quant,
-    _calibrate_uniform,
-    _linear_score,
-    _rows,
-    _set,
+    activation_quantizer,
     calibrate_head_quantizers,
+    calibrate_uniform_quantizers,
+    flatten_rows,
+    linear_output_score,
     quantizer_summary,
+    set_adalog_quant,
     set_quant,
 )
 from logmac.quant.config import QuantError
@@ -46,7 +46,7 @@ class AttentionQuantizers(Recording, nn.Module):
         self.q_quant = UniformQuant(cfg.a_bits, (1, heads, 1, 1))
         self.k_quant = UniformQuant(cfg.a_bits, (1, heads, 1, 1))
         self.v_quant = UniformQuant(cfg.a_bits, (1, heads, 1, 1))
-        self.attn_quant = _act_quant(cfg)
+        self.attn_quant = activation_quantizer(cfg)
 
 
 def adalog_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -82,7 +82,7 @@ class ShiftedOutput(Recording, nn.Module):
     def __init__(self, name: str, dense: nn.Linear, cfg: AdaLogConfig) -> None:
         super().__init__()
         self.layer = QuantLayer(name, dense, cfg.layer_config())
-        self.hid_quant = _act_quant(cfg, GELU_OFFSET)
+        self.hid_quant = activation_quantizer(cfg, GELU_OFFSET)
         self.register_buffer("shifted_bias", torch.zeros(dense.out_features))
 
     @torch.no_grad()
@@ -148,14 +148,14 @@ def quantize_bert(model: nn.Module, calib: torch.Tensor, cfg: AdaLogConfig, batc
     for m in model.modules():
         if isinstance(m, ShiftedOutput):
             m.reparameterise_bias()
-            h = _rows(torch.cat([t.reshape(-1, t.shape[-1]) for t in m.record["h"]]))
+            h = flatten_rows(torch.cat([t.reshape(-1, t.shape[-1]) for t in m.record["h"]]))
             if isinstance(m.hid_quant, AdaLogQuant):
-                fpcs_adalog(h, m.hid_quant, _linear_score(m.layer, h, GELU_OFFSET), search_scale=True, **cfg.search)
+                fpcs_adalog(h, m.hid_quant, linear_output_score(m.layer, h, GELU_OFFSET), search_scale=True, **cfg.search)
             else:
-                _set(m.hid_quant, *fpcs_uniform(h, m.hid_quant.bits, _linear_score(m.layer, h), **cfg.search))
+                set_adalog_quant(m.hid_quant, *fpcs_uniform(h, m.hid_quant.bits, linear_output_score(m.layer, h), **cfg.search))
         elif isinstance(m, QuantInput):
             x = torch.cat([t.reshape(-1, t.shape[-1]) for t in m.record["x"]])
-            _calibrate_uniform(m.in_quant, x, m.layer, cfg.search)
+            calibrate_uniform_quantizers(m.in_quant, x, m.layer, cfg.search)
         elif isinstance(m, AttentionQuantizers):
             _calibrate_attention(m, cfg.search)
     for m in recorders:

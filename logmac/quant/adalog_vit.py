@@ -92,7 +92,7 @@ class AdaLogConfig:
         return asdict(self)
 
 
-def _act_quant(cfg: AdaLogConfig, offset: float = 0.0) -> AdaLogQuant | UniformQuant:
+def activation_quantizer(cfg: AdaLogConfig, offset: float = 0.0) -> AdaLogQuant | UniformQuant:
     if cfg.acts == "adalog":
         return AdaLogQuant(cfg.act_bits, offset=offset, zero=cfg.zero)
     return UniformQuant(cfg.act_bits)
@@ -137,7 +137,7 @@ class AdaLogAttention(Recording, nn.Module):
         self.q_quant = UniformQuant(cfg.a_bits, (1, heads, 1, 1))
         self.k_quant = UniformQuant(cfg.a_bits, (1, heads, 1, 1))
         self.v_quant = UniformQuant(cfg.a_bits, (1, heads, 1, 1))
-        self.attn_quant = _act_quant(cfg)
+        self.attn_quant = activation_quantizer(cfg)
         self.proj_quant = UniformQuant(cfg.a_bits)
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -187,7 +187,7 @@ class AdaLogMlp(Recording, nn.Module):
         self.fc2 = QuantLayer(f"{name}.fc2", mlp.fc2, layer_cfg)
         self.act = mlp.act
         self.in_quant = UniformQuant(cfg.a_bits)
-        self.hid_quant = _act_quant(cfg, GELU_OFFSET)
+        self.hid_quant = activation_quantizer(cfg, GELU_OFFSET)
         self.register_buffer("fc2_shifted_bias", torch.zeros(mlp.fc2.out_features))
 
     @property
@@ -290,35 +290,35 @@ class AdaLogResult:
     quantizers: dict[str, dict] = field(default_factory=dict)
 
 
-def _rows(t: torch.Tensor, limit: int = SCORE_ROWS) -> torch.Tensor:
+def flatten_rows(t: torch.Tensor, limit: int = SCORE_ROWS) -> torch.Tensor:
     """Up to ``limit`` rows of a (..., C) tensor (strided, deterministic) to keep FPCS scores cheap."""
     flat = t.reshape(-1, t.shape[-1])
     return flat[:: max(1, flat.shape[0] // limit)]
 
 
-def _linear_score(layer: QuantLayer, x: torch.Tensor, offset: float = 0.0):
+def linear_output_score(layer: QuantLayer, x: torch.Tensor, offset: float = 0.0):
     """Score: squared error of ``layer``'s quantized-weight output on the candidate vs its FP output."""
     target = F.linear(x, layer.inner.weight)
     w_hat = layer.effective_weight()
     return lambda x_hat: float((F.linear(x_hat - offset, w_hat) - target).pow(2).sum())
 
 
-def _set(quant: UniformQuant, scale: float, zero_point: float, index: tuple = ()) -> None:
+def set_adalog_quant(quant: UniformQuant, scale: float, zero_point: float, index: tuple = ()) -> None:
     quant.scale[index] = scale
     quant.zero_point[index] = zero_point
 
 
 @torch.no_grad()
-def _calibrate_uniform(quant: UniformQuant, x: torch.Tensor, layer: QuantLayer, search: dict) -> None:
-    x = _rows(x)
-    _set(quant, *fpcs_uniform(x, quant.bits, _linear_score(layer, x), **search))
+def calibrate_uniform_quantizers(quant: UniformQuant, x: torch.Tensor, layer: QuantLayer, search: dict) -> None:
+    x = flatten_rows(x)
+    set_adalog_quant(quant, *fpcs_uniform(x, quant.bits, linear_output_score(layer, x), **search))
 
 
 @torch.no_grad()
 def _calibrate_attention(attn: AdaLogAttention, search: dict) -> None:
     rec = attn.record
-    _calibrate_uniform(attn.in_quant, rec["x"], attn.qkv, search)
-    _calibrate_uniform(attn.proj_quant, rec["out"], attn.proj, search)
+    calibrate_uniform_quantizers(attn.in_quant, rec["x"], attn.qkv, search)
+    calibrate_uniform_quantizers(attn.proj_quant, rec["out"], attn.proj, search)
     calibrate_head_quantizers(attn, rec["q"], rec["k"], rec["v"], rec["a"], search)
 
 
@@ -331,16 +331,16 @@ def calibrate_head_quantizers(quant: nn.Module, q: torch.Tensor, k: torch.Tensor
     for h in range(q.shape[1]):
         qh, kh, vh, ah = q[:, h], k[:, h], v[:, h], a[:, h]
         scores = qh @ kh.transpose(-2, -1)
-        _set(quant.q_quant, *fpcs_uniform(qh, quant.q_quant.bits,
+        set_adalog_quant(quant.q_quant, *fpcs_uniform(qh, quant.q_quant.bits,
                                           lambda c, kh=kh, s=scores: float((c @ kh.transpose(-2, -1) - s).pow(2).sum()),
                                           **search),
              (0, h, 0, 0))
-        _set(quant.k_quant, *fpcs_uniform(kh, quant.k_quant.bits,
+        set_adalog_quant(quant.k_quant, *fpcs_uniform(kh, quant.k_quant.bits,
                                           lambda c, qh=qh, s=scores: float((qh @ c.transpose(-2, -1) - s).pow(2).sum()),
                                           **search),
              (0, h, 0, 0))
         av = ah @ vh
-        _set(quant.v_quant, *fpcs_uniform(vh, quant.v_quant.bits,
+        set_adalog_quant(quant.v_quant, *fpcs_uniform(vh, quant.v_quant.bits,
                                           lambda c, ah=ah, t=av: float((ah @ c - t).pow(2).sum()), **search),
              (0, h, 0, 0))
     target = a @ v
@@ -351,18 +351,18 @@ def calibrate_head_quantizers(quant: nn.Module, q: torch.Tensor, k: torch.Tensor
     if isinstance(quant.attn_quant, AdaLogQuant):
         fpcs_adalog(a, quant.attn_quant, attn_score, search_scale=False, **search)
     else:
-        _set(quant.attn_quant, *fpcs_uniform(a, quant.attn_quant.bits, attn_score, **search))
+        set_adalog_quant(quant.attn_quant, *fpcs_uniform(a, quant.attn_quant.bits, attn_score, **search))
 
 
 @torch.no_grad()
 def _calibrate_mlp(mlp: AdaLogMlp, search: dict) -> None:
     rec = mlp.record
-    _calibrate_uniform(mlp.in_quant, rec["x"], mlp.fc1, search)
-    h = _rows(rec["h"])
+    calibrate_uniform_quantizers(mlp.in_quant, rec["x"], mlp.fc1, search)
+    h = flatten_rows(rec["h"])
     if isinstance(mlp.hid_quant, AdaLogQuant):
-        fpcs_adalog(h, mlp.hid_quant, _linear_score(mlp.fc2, h, GELU_OFFSET), search_scale=True, **search)
+        fpcs_adalog(h, mlp.hid_quant, linear_output_score(mlp.fc2, h, GELU_OFFSET), search_scale=True, **search)
     else:
-        _set(mlp.hid_quant, *fpcs_uniform(h, mlp.hid_quant.bits, _linear_score(mlp.fc2, h), **search))
+        set_adalog_quant(mlp.hid_quant, *fpcs_uniform(h, mlp.hid_quant.bits, linear_output_score(mlp.fc2, h), **search))
 
 
 def _patch_score(layer: QuantLayer, x: torch.Tensor):
@@ -399,9 +399,9 @@ def quantize_vit(model: nn.Module, calib: torch.Tensor, cfg: AdaLogConfig) -> Ad
         _calibrate_attention(block.attn, cfg.search)
         _calibrate_mlp(block.mlp, cfg.search)
     patch = model.patch_embed.proj
-    _set(patch.in_quant, *fpcs_uniform(patch.record["x"], patch.in_quant.bits,
+    set_adalog_quant(patch.in_quant, *fpcs_uniform(patch.record["x"], patch.in_quant.bits,
                                        _patch_score(patch.layer, patch.record["x"]), **cfg.search))
-    _calibrate_uniform(model.head.in_quant, model.head.record["x"], model.head.layer, cfg.search)
+    calibrate_uniform_quantizers(model.head.in_quant, model.head.record["x"], model.head.layer, cfg.search)
     for m in _recorders(model):
         m.record = None
     set_quant(model, True)

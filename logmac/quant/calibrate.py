@@ -99,7 +99,7 @@ def find_units(model: nn.Module, batch: Batch) -> list[tuple[str, nn.Module]]:
     return sorted([(n, m) for n, m in units if n in order], key=lambda nm: order[nm[0]])
 
 
-def _capture(model: nn.Module, unit: nn.Module, batches: Sequence[Batch], want_output: bool) -> list:
+def capture_unit_io(model: nn.Module, unit: nn.Module, batches: Sequence[Batch], want_output: bool) -> list:
     """Per batch, the unit's (args, kwargs) and, with ``want_output``, its output; the rest is skipped."""
     got: list = []
 
@@ -220,10 +220,10 @@ def calibrate_blocks(model: nn.Module, batches: Sequence[Batch], cfg: QuantConfi
             progress(name, i, len(units))
         layers = [unit] if isinstance(unit, QuantLayer) else quant_layers(unit)
         set_quant(model, False)
-        targets = _capture(model, unit, batches, want_output=True) if cfg.learn_rounding else []
+        targets = capture_unit_io(model, unit, batches, want_output=True) if cfg.learn_rounding else []
         for layer in done:
             layer.quant_on = True
-        inputs = _capture(model, unit, batches, want_output=False)
+        inputs = capture_unit_io(model, unit, batches, want_output=False)
         _observe_and_fit(unit, layers, inputs, damp=0.0)
         if cfg.learn_rounding and cfg.iters:
             def loss_fn(r: int, unit=unit, inputs=inputs, targets=targets) -> torch.Tensor:
@@ -242,7 +242,7 @@ def calibrate_chain(model: nn.Module, blocks: Sequence[nn.Module], batches: Sequ
     """GPTQ-style calibration of an LLM's decoder layers, each layer on its own Hessian objective."""
     rng = np.random.default_rng(cfg.seed)
     set_quant(model, False)
-    inputs = _capture(model, blocks[0], batches, want_output=False)
+    inputs = capture_unit_io(model, blocks[0], batches, want_output=False)
     losses: dict[str, dict[str, float]] = {}
     for i, block in enumerate(blocks):
         if progress:

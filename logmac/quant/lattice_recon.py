@@ -62,7 +62,7 @@ def lattice_units(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn
 
 
 @torch.no_grad()
-def _capture(model: nn.Module, unit: nn.Module, batches: list[torch.Tensor], output: bool) -> list[torch.Tensor]:
+def capture_unit_io(model: nn.Module, unit: nn.Module, batches: list[torch.Tensor], output: bool) -> list[torch.Tensor]:
     """Per batch, the unit's input (or output), stopping the forward pass there."""
     got: list[torch.Tensor] = []
 
@@ -136,10 +136,10 @@ def reconstruct_blocks(model: nn.Module, calib: torch.Tensor, cfg: LatticeConfig
     gen = torch.Generator().manual_seed(cfg.seed)
     out: dict[str, tuple[float, float]] = {}
     for name, unit in tqdm(lattice_units(model, batches[0][:1]), desc="reconstruct", disable=not progress):
-        inputs = _capture(model, unit, batches, output=False)
+        inputs = capture_unit_io(model, unit, batches, output=False)
         set_lattice_quant(model, False)
         try:
-            targets = _capture(model, unit, batches, output=True)
+            targets = capture_unit_io(model, unit, batches, output=True)
         finally:
             set_lattice_quant(model, True)
         with torch.enable_grad():

@@ -33,11 +33,12 @@ from torch import nn
 
 from logmac.format.artifact import Artifact
 from logmac.format.nested import NEST_MODES
-from logmac.quant.calibrate import Batch, _capture, find_units, recon_loss
+from logmac.memory import peak_memory_mib, reset_peak_memory
+from logmac.quant.calibrate import Batch, capture_unit_io, find_units, recon_loss
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.fold import first_tensor, fold_batchnorm
 from logmac.quant.modules import QuantLayer, quant_layers, set_quant
-from logmac.quant.pipeline import peak_memory_mib, reset_peak_memory, split_batches, wrap_model
+from logmac.quant.pipeline import split_batches, wrap_model
 from logmac.quant.ptmq_layer import MultiBitLayer, multibit_layers, set_precision
 from logmac.quant.rounding import beta_schedule, reconstruction_lr
 
@@ -179,13 +180,13 @@ def calibrate_multibit(model: nn.Module, batches: Sequence[Batch], cfg: QuantCon
             print(f"[ptmq] unit {i + 1}/{len(units)} {name}", flush=True)
         layers = [unit] if isinstance(unit, QuantLayer) else quant_layers(unit)
         set_quant(model, False)
-        targets = _capture(model, unit, batches, want_output=True)
+        targets = capture_unit_io(model, unit, batches, want_output=True)
         for layer in done:
             layer.quant_on = True
         inputs = {}
         for b in ptmq.bits:
             set_precision(model, b)
-            inputs[b] = _capture(model, unit, batches, want_output=False)
+            inputs[b] = capture_unit_io(model, unit, batches, want_output=False)
         _fit_unit(unit, layers, inputs, ptmq)
         if cfg.learn_rounding and cfg.iters:
             losses[name] = _reconstruct(unit, layers, inputs, targets, cfg, ptmq, rng, gen)

@@ -10,7 +10,7 @@ import click
 
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.ptmq import PtmqConfig, PtmqResult, ptmq_quantize, set_precision
-from logmac.quant.run import EvalOptions, FloatView, _metrics, append_csv
+from logmac.quant.run import EvalOptions, FloatView, append_csv, evaluation_metrics
 
 
 def parse_bits(text: str | None, what: str = "--bits") -> tuple[int, ...]:
@@ -37,11 +37,11 @@ def quantize_registry_ptmq(name: str, cfg: QuantConfig, ptmq: PtmqConfig, opts: 
         raise QuantError(exc.args[0] if exc.args else f"unknown model {name!r}") from exc
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, device=cfg.device, data_path=opts.data_path)
     res = ptmq_quantize(loaded.model, calib, cfg, ptmq, model_name=name)
-    fp = _metrics(FloatView(res.model), name, opts, None, None)
+    fp = evaluation_metrics(FloatView(res.model), name, opts, None, None)
     rows, by_width = [], {}
     for b, a in zip(ptmq.bits, ptmq.a_bits, strict=True):
         set_precision(res.model, b)
-        quant = _metrics(res.model, name, opts, None, FloatView(res.model))
+        quant = evaluation_metrics(res.model, name, opts, None, FloatView(res.model))
         by_width[str(b)] = quant
         row = {"model": name, "label": f"ptmq({ptmq.nest}) {cfg.method} W{b}A{a} of {list(ptmq.bits)}",
                "method": f"ptmq:{cfg.method}", "w_bits": b, "a_bits": a, "calib_samples": cfg.calib_samples,

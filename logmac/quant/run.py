@@ -16,9 +16,10 @@ from typing import Any
 
 from torch import nn
 
+from logmac.memory import fp32_size_mib, peak_memory_mib
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.modules import set_quant
-from logmac.quant.pipeline import QuantResult, fp32_size_mib, peak_memory_mib, quantize_model
+from logmac.quant.pipeline import QuantResult, quantize_model
 
 ABLATION = [(d, s, a, r) for r in (False, True) for d in (False, True) for s in (False, True) for a in (False, True)]
 
@@ -61,7 +62,7 @@ def decoder_blocks(model: nn.Module) -> list[nn.Module] | None:
     return None
 
 
-def _metrics(model: nn.Module, name: str, opts: EvalOptions, tokenizer: Any, reference: nn.Module | None) -> dict:
+def evaluation_metrics(model: nn.Module, name: str, opts: EvalOptions, tokenizer: Any, reference: nn.Module | None) -> dict:
     from logmac.models import evaluate_model
 
     out = evaluate_model(model, name, reference=reference, limit=opts.eval_limit, tokenizer=tokenizer,
@@ -93,8 +94,8 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
     task = "lm" if blocks is not None else "classification"
     res = quantize_model(model, calib, cfg, model_name=name, task=task, blocks=blocks, progress=progress)
     del calib
-    fp = dict(fp_metrics) if fp_metrics is not None else _metrics(FloatView(res.model), name, opts, tok, None)
-    quant = _metrics(res.model, name, opts, tok, FloatView(res.model))
+    fp = dict(fp_metrics) if fp_metrics is not None else evaluation_metrics(FloatView(res.model), name, opts, tok, None)
+    quant = evaluation_metrics(res.model, name, opts, tok, FloatView(res.model))
     res.artifact.meta["metrics"] = {"fp": fp, "quant": quant}
     res.peak_mib = peak_memory_mib(cfg.device)  # quantization and evaluation, after the model was loaded
     row = {"model": name, "label": cfg.label(), **{k: getattr(cfg, k) for k in (

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from logmac.format.artifact import Artifact
+from logmac.memory import peak_memory_mib, reset_peak_memory
 from logmac.models.evaluate import perplexity
-from logmac.quant.pipeline import peak_memory_mib, reset_peak_memory
 from logmac.sim.emulator import Emulator
 from logmac.sim.layers import EmulatorError, FakeQuantLayer, check_module, layer_specs, swap_module
 
