@@ -73,6 +73,7 @@ class HwConfig:
     acc_bits : accumulator register width (a narrower width is a run-time setting).
     pipe_every : adder-tree levels between pipeline registers (0: a combinational tree).
     requant : include the requantization stage (multiplier, shift, round half up, zp, clamp).
+    lean : (log) build ``logmac.hw.lean_engine.LeanMacEngine``, the same behaviour with lean lanes.
     """
 
     kind: EngineKind = "log"
@@ -88,10 +89,13 @@ class HwConfig:
     mult_bits: int = 32
     bias_bits: int = 32
     out_bits: int = 16
+    lean: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("log", "int"):
             raise HwConfigError(f"kind must be 'log' or 'int', got {self.kind!r}")
+        if self.lean and self.kind != "log":
+            raise HwConfigError("lean=True is a log engine option (kind='log')")
         top = 6 if self.kind == "log" else 8
         if not 2 <= self.weight_bits <= top:
             raise HwConfigError(

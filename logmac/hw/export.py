@@ -16,13 +16,17 @@ from amaranth.back import verilog
 from logmac import __version__
 from logmac.hw.config import HwConfig
 from logmac.hw.engine import MacEngine, input_layout, output_layout
+from logmac.hw.lean_engine import LeanMacEngine
 
 ENGINE_NAME = "logmac_engine"
 
 
 def engine_verilog(hw: HwConfig, name: str = ENGINE_NAME) -> str:
-    """Elaborate the engine for ``hw`` and return its Verilog (one module tree, top ``name``)."""
-    engine = MacEngine(hw)
+    """Elaborate the engine for ``hw`` and return its Verilog (one module tree, top ``name``).
+
+    A ``lean`` build takes the general engine's beats (code words; ``LeanMacEngine(beat="codes")``).
+    """
+    engine = LeanMacEngine(hw, beat="codes") if hw.lean else MacEngine(hw)
     return verilog.convert(engine, name=name, emit_src=False)
 
 
