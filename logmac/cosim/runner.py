@@ -53,7 +53,8 @@ def _dut_verilog(hw: HwConfig | LogActConfig) -> str:
 def _source_hash(hw: HwConfig | LogActConfig, sim: str, waves: bool) -> str:
     h = hashlib.sha256(json.dumps([hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH, _environment_key()]).encode())
     here = Path(__file__).resolve().parent
-    rtl = [here.parent / "hw" / f for f in ("config.py", "engine.py", "lanes.py", "export.py", "regmap.py")]
+    rtl = [here.parent / "hw" / f for f in ("config.py", "engine.py", "lanes.py", "lean_engine.py", "lean_lanes.py", "export.py",
+                                         "regmap.py")]
     if isinstance(hw, LogActConfig):
         rtl.append(here.parent / "hw" / "logact_engine.py")
     for path in rtl + [here / "tbgen.py", here / "stream.py"]:  # the files that shape the built model
