@@ -1,0 +1,135 @@
+"""Run vector sets through the exponent-scheduled engine on Icarus or Verilator (``logmac.cosim.runner``'s bench,
+build cache, job runner and scoreboard; only the DUT and the command stream differ).
+
+Each channel's block writes the accumulator/requant registers (``regmap.channel_writes``), then plays the
+channel's compiled schedule (``logmac.format.schedule``) once per input row, the beat's activation tile taken
+from the row.  Expected values come from ``logmac.sim`` (``log_matmul_reference`` via ``vectors.golden``),
+and the scheduled golden model (``logmac.sim.scheduled``) is held equal to them on every set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from logmac.cosim import runner, tbgen
+from logmac.cosim.runner import Job, Report, score_jobs
+from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, bits_of
+from logmac.cosim.vectors import Vectors, golden
+from logmac.format import FormatError
+from logmac.format.schedule import Schedule, compile_schedule
+from logmac.hw import config as C
+from logmac.hw.regmap import Requant, channel_writes
+from logmac.hw.sched_config import SchedConfig, input_layout
+from logmac.hw.sched_engine import sched_verilog
+from logmac.sim.scheduled import run_schedule
+
+_SOURCES = [Path(__file__).resolve().parent.parent / "hw" / f
+            for f in ("sched_config.py", "sched_engine.py", "engine.py", "regmap.py", "config.py")]
+
+
+def beat_rows(cfg: SchedConfig, sched: Schedule, c: int, x: np.ndarray) -> np.ndarray:
+    """Input beats (bit rows, ``input_layout`` packing) of channel ``c`` for every row of ``x`` (N, K), row-major."""
+    lay = input_layout(cfg)
+    L = cfg.lanes
+    lo, hi = sched.offsets[c], sched.offsets[c + 1]
+    tiles = sched.beat_tiles()[lo:hi]
+    xt = np.pad(x, ((0, 0), (0, sched.tiles * L - sched.k))).reshape(x.shape[0], sched.tiles, L)[:, tiles, :]
+    B, N = hi - lo, x.shape[0]
+    rows = np.zeros((N, B, lay.size), dtype=np.uint8)
+
+    def put(name: str, values: np.ndarray, width: int) -> None:
+        off = lay[name].offset
+        bits = bits_of(values, width).reshape(B, -1)
+        rows[:, :, off:off + bits.shape[1]] = bits[None]
+
+    rows[:, :, :L * cfg.act_bits] = bits_of(xt, cfg.act_bits).reshape(N, B, -1)
+    present = {n for n, _ in lay}
+    for name, width in (("en", 1), ("neg", 1), ("aux", 1), ("exp", cfg.shift_bits), ("delta", cfg.shift_bits),
+                        ("tile_last", 1), ("last", 1)):
+        if name in present:
+            put(name, getattr(sched, name)[lo:hi], width)
+    return rows.reshape(N * B, -1)
+
+
+def sched_commands(cfg: SchedConfig, v: Vectors, sched: Schedule, rng: np.random.Generator | None = None,
+                   gap_prob: float = 0.0, max_gap: int = 4) -> np.ndarray:
+    """The command stream (bit matrix) that runs every channel of ``v`` through its schedule."""
+    lay = TbLayout.of(cfg)
+    blocks = []
+    for c in range(v.channels):
+        rq = None
+        if v.multiplier is not None and cfg.requant:
+            rq = Requant(int(v.multiplier[c]), int(v.shift[c]), int(v.bias[c]), v.zero_point, v.lo, v.hi)
+        writes = channel_writes(cfg, v.acc_bits, v.overflow, rq)
+        cfg_rows = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
+        cfg_rows[:, :63] = bits_of(np.array([d & ((1 << 63) - 1) for _, d in writes], dtype=np.int64), 63)
+        cfg_rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + cfg.cfg_addr_bits] = bits_of(
+            np.array([a for a, _ in writes], dtype=np.int64), cfg.cfg_addr_bits)
+        cfg_rows[:, lay.payload_bits + GAP_BITS:] = bits_of(np.full(len(writes), KIND_CFG), 2)
+        beats = beat_rows(cfg, sched, c, v.x)
+        dat = np.zeros((beats.shape[0], lay.cmd_bits), dtype=np.uint8)
+        dat[:, :beats.shape[1]] = beats
+        blocks += [cfg_rows, dat]
+    cmds = np.concatenate(blocks)
+    if rng is not None and gap_prob > 0:
+        gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
+        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = bits_of(gaps, GAP_BITS)
+    return cmds
+
+
+def check_golden(cfg: SchedConfig, v: Vectors, sched: Schedule) -> None:
+    """Raise FormatError unless the scheduled golden model equals ``logmac.sim`` on ``v``."""
+    exp = golden(v)
+    got = run_schedule(sched, v.x, v.acc_bits, v.overflow)
+    if not (np.array_equal(got.acc.T, exp.acc) and np.array_equal(got.overflow.T, exp.overflow)):
+        raise FormatError(f"{v.name}: the scheduled golden model disagrees with logmac.sim")
+
+
+@contextlib.contextmanager
+def _sched_dut():
+    """Let ``logmac.cosim.runner`` build the scheduled engine for a ``SchedConfig`` (cache keyed by its sources)."""
+    dut, src_hash = runner._dut_verilog, runner._source_hash
+
+    def verilog(hw):
+        return sched_verilog(hw, tbgen.ENGINE) if isinstance(hw, SchedConfig) else dut(hw)
+
+    def source_hash(hw, sim: str, waves: bool) -> str:
+        base = src_hash(hw, sim, waves)
+        if not isinstance(hw, SchedConfig):
+            return base
+        h = hashlib.sha256(base.encode())
+        for path in _SOURCES:
+            h.update(path.read_bytes())
+        return "sched" + h.hexdigest()[:16]
+
+    runner._dut_verilog, runner._source_hash = verilog, source_hash
+    try:
+        yield
+    finally:
+        runner._dut_verilog, runner._source_hash = dut, src_hash
+
+
+def run_sched_vectors(vectors: Vectors | list[Vectors], sim: str, cfg: SchedConfig, *, bp: int = 0,
+                      gap_prob: float = 0.0, reset_at: int | None = None, seed: int = 0,
+                      waves_on_failure: bool = True) -> Report:
+    """Compile each set's schedule, run them all in one simulator process and score against ``logmac.sim``."""
+    t_start = time.perf_counter()
+    vs = [vectors] if isinstance(vectors, Vectors) else list(vectors)
+    rng = np.random.default_rng(seed)
+    jobs, exps = [], []
+    for v in vs:
+        lo, hi = cfg.act_range()
+        if v.x.size and (v.x.min() < lo or v.x.max() > hi):
+            raise ValueError(f"{v.name}: activations exceed the build's port [{lo}, {hi}]")
+        sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits())
+        check_golden(cfg, v, sched)
+        exps.append(golden(v))
+        jobs.append(Job(sched_commands(cfg, v, sched, rng, gap_prob), bp=bp, seed=int(rng.integers(1, 1 << 16)),
+                        reset_at=reset_at, expected_beats=v.rows * v.channels))
+    with _sched_dut():
+        return score_jobs(cfg, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start)
