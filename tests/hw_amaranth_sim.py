@@ -10,6 +10,7 @@ from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout
 from logmac.hw import config as C
 from logmac.hw.config import HwConfig
 from logmac.hw.engine import MacEngine
+from logmac.hw.lean_engine import LeanMacEngine
 
 
 def _field(row: np.ndarray, lo: int, width: int) -> int:
@@ -20,7 +21,7 @@ def run_commands(hw: HwConfig, cmds: np.ndarray, ready_prob: float = 1.0, seed: 
                  max_cycles: int = 100_000) -> list[int]:
     """Return the raw output payloads (ints) in order."""
     lay = TbLayout.of(hw)
-    dut = MacEngine(hw)
+    dut = LeanMacEngine(hw, beat="codes") if hw.lean else MacEngine(hw)
     rng = np.random.default_rng(seed)
     out: list[int] = []
 
