@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from logmac.format.atomic import atomic_write_bytes, atomic_write_text
+
 
 def _figure_png(draw) -> bytes:
     """Render one matplotlib figure off-screen and return its PNG bytes."""
@@ -118,7 +120,7 @@ def write_report(results: dict[str, Any], plots: dict[str, bytes], out_dir: str 
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(results, indent=2, default=float))
+    atomic_write_text(out / "report.json", json.dumps(results, indent=2, default=float))
     title = results.get("title", "logmac report")
     sections_md = [f"# {title}", ""]
     sections_html = [f"<h1>{html.escape(title)}</h1>"]
@@ -140,16 +142,16 @@ def write_report(results: dict[str, Any], plots: dict[str, bytes], out_dir: str 
     sections_html.append("<h2>Plots</h2>")
     for i, (caption, png) in enumerate(plots.items()):
         file = out / f"plot{i}.png"
-        file.write_bytes(png)
+        atomic_write_bytes(file, png)
         sections_md += [f"### {caption}", f"![{caption}]({file.name})", ""]
         b64 = base64.b64encode(png).decode()
         sections_html.append(f"<figure><img src='data:image/png;base64,{b64}'><figcaption>{html.escape(caption)}"
                              "</figcaption></figure>")
 
-    (out / "report.md").write_text("\n".join(sections_md) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(sections_md) + "\n")
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}")
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
            f"<style>{style}</style></head><body>{''.join(sections_html)}</body></html>"
-    (out / "report.html").write_text(page)
+    atomic_write_text(out / "report.html", page)
     return {"html": out / "report.html", "markdown": out / "report.md", "json": out / "report.json"}

@@ -30,6 +30,7 @@ def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: 
     from logmac.cosim.runner import run_vectors
     from logmac.cosim.suite import format_matrix
     from logmac.cosim.vectors import load_vectors
+    from logmac.format.atomic import atomic_write_text
     from logmac.hw.config import HwConfig
 
     try:
@@ -47,8 +48,7 @@ def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: 
     if json_out:
         data = {k: getattr(rep, k) for k in ("sim", "config", "transactions", "macs_checked", "mismatches", "cycles",
                                              "sim_seconds", "wall_seconds", "first_mismatch", "waveform")}
-        with open(json_out, "w") as fh:
-            json.dump(data, fh, indent=2)
+        atomic_write_text(json_out, json.dumps(data, indent=2))
     if not rep.passed:
         raise click.ClickException(f"{rep.mismatches} mismatch(es); first: {rep.first_mismatch}")
 

@@ -31,6 +31,7 @@ from logmac.format import (
     split_words,
     unpack,
 )
+from logmac.format.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
 HEADER_KEY = "logmac"
@@ -194,11 +195,7 @@ def to_bytes(artifact: Artifact) -> bytes:
 
 def save(artifact: Artifact, path: str | Path) -> Path:
     """Write ``artifact`` to ``path`` (atomically: a crash never leaves half a file under that name)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(to_bytes(artifact))
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, to_bytes(artifact))
 
 
 def _read_header(data: bytes, source: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -67,6 +67,7 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
              output: Path | None, **kw) -> None:
     """Quantize a model to exponent-coded (or uniform) weights, evaluate it and export the artifact."""
     from logmac.format import artifact as artifact_io
+    from logmac.format.atomic import atomic_write_text
     from logmac.quant.run import (
         EvalOptions,
         ablation_configs,
@@ -113,7 +114,6 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
         del res
     if ablation:
         metric = "perplexity" if "q_perplexity" in rows[0] else ("agreement" if "q_agreement" in rows[0] else "top1")
-        ablation.parent.mkdir(parents=True, exist_ok=True)
-        ablation.write_text(markdown_table(rows, metric) + "\n")
+        atomic_write_text(ablation, markdown_table(rows, metric) + "\n")
         click.echo(f"wrote {ablation}")
     click.echo(f"results appended to {results}")

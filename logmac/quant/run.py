@@ -8,6 +8,7 @@ FP path (:class:`FloatView`), so the network is never held twice.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from logmac.format.atomic import atomic_write_text
 from logmac.memory import fp32_size_mib, peak_memory_mib
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.modules import set_quant
@@ -130,11 +132,11 @@ def append_csv(row: dict, path: str | Path) -> Path:
             rows = list(csv.DictReader(f))
     rows.append({k: str(v) for k, v in row.items()})
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 def ablation_configs(base: QuantConfig) -> list[QuantConfig]:
