@@ -179,7 +179,7 @@ def needs_hessian(cfg: QuantConfig) -> bool:
 
     Round-to-nearest with a fixed grid (uniform, or log without DBS and SFS) skips the costly accumulation.
     """
-    return cfg.learn_rounding or (cfg.is_log and (cfg.dbs or cfg.sfs))
+    return cfg.learn_rounding or cfg.rounding == "gptq" or (cfg.is_log and (cfg.dbs or cfg.sfs))
 
 
 def _observe_and_fit(unit: nn.Module, layers: list[QuantLayer], inputs: list, damp: float,
@@ -202,6 +202,8 @@ def _observe_and_fit(unit: nn.Module, layers: list[QuantLayer], inputs: list, da
             layer.act.init_range()
         hess = layer.take_hessian(damp)
         layer.fit(hess)
+        if layer.cfg.rounding == "gptq" and hess is not None:
+            layer.round_gptq(hess)
         layer.quant_on = True
         if keep:
             kept[layer.name] = hess

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from logmac.format import MAX_BITS, MIN_BITS
-from logmac.quant.config import METHODS, QuantConfig, QuantError
+from logmac.quant.config import METHODS, ROUNDINGS, QuantConfig, QuantError
 
 
 def _config(**kw) -> QuantConfig:
@@ -38,6 +38,9 @@ def _config(**kw) -> QuantConfig:
 @click.option("--no-abs", is_flag=True, help="Disable the sign-asymmetric range.")
 @click.option("--learn-rounding", is_flag=True,
               help="LLR for log methods, AdaRound for linear ones, block reconstruction (--iters steps) for latticeq.")
+@click.option("--rounding", type=click.Choice(ROUNDINGS), default="nearest", show_default=True,
+              help="Codes on the fitted grid: nearest level, or GPTQ error feedback (the start of --learn-rounding).")
+@click.option("--act-order", is_flag=True, help="GPTQ: round the inputs with the largest Hessian diagonal first.")
 @click.option("--hardware-approx", is_flag=True, help="Fit to the datapath's 1+1/2 levels instead of sqrt(2).")
 @click.option("--zero", type=click.Choice(["code", "flag", "none"]), default="code", show_default=True)
 @click.option("--act-init", type=click.Choice(["mse", "percentile"]), default="mse", show_default=True)

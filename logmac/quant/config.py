@@ -9,6 +9,7 @@ from logmac.format import MAX_BITS, MIN_BITS, LogFormat, UniformFormat, ZeroMode
 LOG_METHODS = ("log_2", "log_sqrt2", "log_dynamic")
 LINEAR_METHODS = ("linear_minmax", "linear_mse")
 METHODS = LOG_METHODS + LINEAR_METHODS
+ROUNDINGS = ("nearest", "gptq")  # how codes are first chosen on the fitted grid (learned rounding starts there)
 
 
 class QuantError(ValueError):
@@ -20,8 +21,9 @@ class QuantConfig:
     """Everything that decides the codes; stored verbatim in the artifact's ``settings``.
 
     ``dbs``/``sfs``/``abs`` are LogART's components (ignored by the linear methods); ``learn_rounding``
-    is LLR for log methods and AdaRound for linear ones.  ``iters`` is the reconstruction budget per
-    block (CNN/ViT) or per layer (LLM).
+    is LLR for log methods and AdaRound for linear ones; ``rounding`` = "gptq" rounds with GPTQ error
+    feedback (``act_order``: columns of largest Hessian diagonal first) and is learned rounding's start.
+    ``iters`` is the reconstruction budget per block (CNN/ViT) or per layer (LLM).
     """
 
     method: str = "log_dynamic"
@@ -32,6 +34,8 @@ class QuantConfig:
     sfs: bool = True
     abs: bool = True
     learn_rounding: bool = False
+    rounding: str = "nearest"
+    act_order: bool = False
     hardware_approx: bool = False
     zero: str = "code"
     act_init: str = "mse"
@@ -56,6 +60,8 @@ class QuantConfig:
                 raise QuantError(f"{name} must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
         if self.a_bits != 32 and not MIN_BITS <= self.a_bits <= 16:
             raise QuantError(f"a_bits must be in {MIN_BITS}..16, or 32 for float activations, got {self.a_bits}")
+        if self.rounding not in ROUNDINGS:
+            raise QuantError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}")
         if self.granularity not in ("channel", "tensor"):
             raise QuantError(f"granularity must be 'channel' or 'tensor', got {self.granularity!r}")
         if self.act_init not in ("mse", "percentile"):
@@ -88,9 +94,9 @@ class QuantConfig:
         """Short human name of the method, e.g. ``log_dynamic+DBS+SFS+ABS+LLR W3A8``."""
         if self.is_log:
             parts = [self.method] + [n for n, on in (("DBS", self.dbs), ("SFS", self.sfs), ("ABS", self.abs)) if on]
-            parts += ["LLR"] if self.learn_rounding else []
+            parts += (["GPTQ"] if self.rounding == "gptq" else []) + (["LLR"] if self.learn_rounding else [])
         else:
-            parts = [self.method] + (["AdaRound"] if self.learn_rounding else [])
+            parts = [self.method] + (["GPTQ"] if self.rounding == "gptq" else []) + (["AdaRound"] if self.learn_rounding else [])
         return "+".join(parts) + f" W{self.w_bits}A{self.a_bits if self.quantize_acts else 'fp'}"
 
     def to_dict(self) -> dict:

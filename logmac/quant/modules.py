@@ -20,6 +20,7 @@ from torch import nn
 
 from logmac import format as codes_format
 from logmac.quant.config import QuantConfig
+from logmac.quant.gptq import gptq_layer, log_rounder, uniform_rounder
 from logmac.quant.loggrid import LogGrid, search_grid, words_from
 from logmac.quant.rounding import LogRounding, SoftRounding, UniformRounding
 from logmac.quant.uniform import ActQuant, uniform_codes, uniform_range
@@ -46,6 +47,7 @@ class QuantLayer(nn.Module):
         self.uniform: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, zero_point) of the baseline
         self.hessian: torch.Tensor | None = None
         self.hessian_rows = 0
+        self.round_start: torch.Tensor | None = None  # GPTQ's compensated weights: learned rounding starts there
         self.collect = False
         self._gen = torch.Generator().manual_seed(seed)
 
@@ -156,9 +158,31 @@ class QuantLayer(nn.Module):
             self.words = compact_words(uniform_codes(w2d.double(), scale, zp, fmt.bits).cpu().numpy())
         self._set_qweight()
 
+    @torch.no_grad()
+    def round_gptq(self, hess: torch.Tensor) -> None:
+        """Replace the nearest codes of :meth:`fit` by GPTQ's on the same grid (``hess`` (G, K, K)).
+
+        The rounded values are grid levels, so re-encoding them with the export's own rule gives their codes;
+        with learned rounding on, the compensated weights are kept as its starting point."""
+        w2d, fmt = self.weight2d(), self.cfg.weight_format()
+        if self.cfg.is_log:
+            nearest = log_rounder(self.grid.levels().to(w2d.device), fmt)
+        else:
+            scale, zp = (t.to(w2d.device, torch.float64) for t in self.uniform)
+            nearest = uniform_rounder(scale, zp, fmt.bits)
+        q, start = gptq_layer(w2d, hess, nearest, self.groups, act_order=self.cfg.act_order, name=self.name)
+        if self.cfg.is_log:
+            self.words = compact_words(codes_format.encode(q, self.grid.table(), fmt))
+        else:
+            scale, zp = self.uniform
+            self.words = compact_words(uniform_codes(q, scale.to(q), zp.to(q), fmt.bits).cpu().numpy())
+        self.round_start = start.to(w2d.dtype) if self.cfg.learn_rounding else None
+        self._set_qweight()
+
     def start_rounding(self) -> list[nn.Parameter]:
         """Begin learned rounding (LLR or AdaRound) from the fitted grid; returns the trainable V."""
-        w2d = self.weight2d().double()
+        w2d = (self.round_start if self.round_start is not None else self.weight2d()).double()
+        self.round_start = None
         if self.cfg.is_log:
             self.rounding = LogRounding(w2d, self.grid.levels().to(w2d.device), self.cfg.weight_format())
         else:
@@ -175,6 +199,21 @@ class QuantLayer(nn.Module):
         else:
             self.words = compact_words(r.codes().cpu().numpy())
         self.rounding = None
+        self._set_qweight()
+
+    @torch.no_grad()
+    def load_codes(self, words: np.ndarray, grid: LogGrid | None = None,
+                   uniform: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Take codes fitted elsewhere (an artifact): log words with their grid, or uniform codes with
+        (scale, zero point); the fake-quant weight then decodes them exactly as after :meth:`fit`."""
+        if (grid is None) == (uniform is None) or (grid is None) == self.cfg.is_log:
+            raise ValueError(f"layer {self.name}: {'log' if self.cfg.is_log else 'uniform'} codes need "
+                             f"{'a grid' if self.cfg.is_log else '(scale, zero point)'} and nothing else")
+        if tuple(words.shape) != tuple(self.inner.weight.shape):
+            raise ValueError(f"layer {self.name}: codes of shape {tuple(words.shape)} for a weight of shape "
+                             f"{tuple(self.inner.weight.shape)}")
+        self.grid, self.uniform = grid, uniform
+        self.words = compact_words(np.asarray(words).reshape(words.shape[0], -1))
         self._set_qweight()
 
     def _set_qweight(self) -> None:

@@ -101,7 +101,7 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
     res.artifact.meta["metrics"] = {"fp": fp, "quant": quant}
     res.peak_mib = peak_memory_mib(cfg.device)  # quantization and evaluation, after the model was loaded
     row = {"model": name, "label": cfg.label(), **{k: getattr(cfg, k) for k in (
-        "method", "w_bits", "a_bits", "granularity", "dbs", "sfs", "abs", "learn_rounding", "hardware_approx",
+        "method", "w_bits", "a_bits", "granularity", "dbs", "sfs", "abs", "rounding", "learn_rounding", "hardware_approx",
         "zero", "calib_samples", "iters", "seed")}}
     row.update({f"fp_{k}": v for k, v in fp.items()})
     row.update({f"q_{k}": v for k, v in quant.items()})
