@@ -1,5 +1,9 @@
 """Area and speed of an engine build: yosys ``synth_ice40`` (LUTs, carry cells, flip-flops), a generic yosys
-``synth`` cell count, and Fmax from nextpnr-ice40.
+``synth`` cell count, gate equivalents, and Fmax from nextpnr-ice40.
+
+Gate equivalents (GE, NAND2 = 1): yosys ``synth; dffunmap; abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX`` maps the
+engine to generic gates (``dffunmap`` first turns enable and reset flip-flops into plain ones plus gates, so
+that logic is counted), weighted by ``GE_WEIGHTS``.
 
 Cell counts come from the bare engine.  Fmax comes from the engine inside a small wrapper that shifts all
 inputs in through one pin and folds all outputs into one, because an engine's hundreds of ports do not fit
@@ -19,9 +23,12 @@ from pathlib import Path
 
 from logmac import toolchain
 from logmac.hw.config import HwConfig
-from logmac.hw.export import ENGINE_NAME, engine_verilog, parameters
+from logmac.hw.export import ENGINE_NAME, engine_verilog, lean_verilog, parameters
 
 DEVICE = ("--hx8k", "--package", "ct256")
+FLOW = "ge1"  # part of every cache key: bump when the synthesis flow or the row's fields change
+GE_WEIGHTS = {"NAND": 1.0, "NOR": 1.0, "AND": 1.33, "OR": 1.33, "XOR": 2.33, "XNOR": 2.33, "MUX": 2.33,
+              "NOT": 0.67, "DFF": 4.67}
 
 
 @dataclass
@@ -37,21 +44,24 @@ class AreaRow:
     ffs: int
     cells_generic: int
     fmax_mhz: float | None
+    ge: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def wrapper_verilog(p: dict, cfg_addr_bits: int, engine_name: str = ENGINE_NAME) -> str:
+def wrapper_verilog(p: dict, cfg_addr_bits: int, engine_name: str = ENGINE_NAME, extra_ins: dict | None = None,
+                    extra_outs: dict | None = None) -> str:
     """A top level with one input and one output pin around an engine (for place and route).
 
     ``p`` is the engine's parameter dict (its ``input_fields`` / ``output_fields``); the wide ports are fed
-    from a shift chain and folded into one XOR so synthesis keeps every bit.
+    from a shift chain and folded into one XOR so synthesis keeps every bit.  ``extra_ins`` / ``extra_outs``
+    name further ports and their widths.
     """
     ins = {"i__valid": 1, "i__payload": p["input_fields"]["last"]["offset"] + 1, "o__ready": 1, "cfg__we": 1,
-           "cfg__addr": cfg_addr_bits, "cfg__data": 64}
+           "cfg__addr": cfg_addr_bits, "cfg__data": 64, **(extra_ins or {})}
     outs = {"i__ready": 1, "o__valid": 1, "o__payload": sum(f["width"] for f in p["output_fields"].values()),
-            "idle": 1, "overflow_sticky": 1}
+            "idle": 1, "overflow_sticky": 1, **(extra_outs or {})}
     n_in, n_out = sum(ins.values()), sum(outs.values())
     lines = ["module wrap(input clk, input rst, input sin, output reg sout);",
              f"  reg [{n_in - 1}:0] chain;", f"  wire [{n_out - 1}:0] o;"]
@@ -80,18 +90,32 @@ def _count(stat: str, cell: str) -> int:
     return sum(int(n) for n in re.findall(rf"^\s*{cell}\S*\s+(\d+)\s*$", stat, re.M))
 
 
-def synthesise(hw: HwConfig, fmax: bool = True) -> AreaRow:
-    """Synthesise one build; ``fmax=False`` skips place and route."""
+def gate_equivalents(stat: str) -> float:
+    """NAND2 equivalents of a yosys ``stat`` of generic gates; an unweighted cell type is an error."""
+    total = 0.0
+    for cell, n in re.findall(r"^\s*\$_(\w+?)_\S*\s+(\d+)\s*$", stat, re.M):
+        kind = "DFF" if cell.startswith("DFF") else cell
+        if kind not in GE_WEIGHTS:
+            raise RuntimeError(f"no gate-equivalent weight for yosys cell $_{cell}_")
+        total += GE_WEIGHTS[kind] * int(n)
+    return round(total, 2)
+
+
+def synthesise_verilog(verilog: str, wrapper: str, fmax: bool = True, top: str = ENGINE_NAME) -> dict:
+    """LUT4, carry, FF, generic-cell and GE counts of module ``top`` in ``verilog``, and (``fmax``) the Fmax of
+    ``wrapper`` (a ``wrapper_verilog`` around it) after place and route."""
     toolchain.require("yosys", *(("nextpnr-ice40",) if fmax else ()))
     with tempfile.TemporaryDirectory(prefix="logmac-area-") as tmp:
         d = Path(tmp)
-        (d / "engine.v").write_text(engine_verilog(hw))
-        (d / "wrap.v").write_text(wrapper_verilog(parameters(hw), hw.cfg_addr_bits))
-        ice = _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth_ice40 -top {ENGINE_NAME}; tee -o ice.txt stat"], d)
+        (d / "engine.v").write_text(verilog)
+        (d / "wrap.v").write_text(wrapper)
+        _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth_ice40 -top {top}; tee -o ice.txt stat"], d)
         ice = (d / "ice.txt").read_text()
-        gen = _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {ENGINE_NAME}; tee -o gen.txt stat"], d)
-        gen = (d / "gen.txt").read_text()
-        cells = int(re.search(r"Number of cells:\s+(\d+)", gen).group(1))
+        _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {top}; tee -o gen.txt stat"], d)
+        cells = int(re.search(r"Number of cells:\s+(\d+)", (d / "gen.txt").read_text()).group(1))
+        _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {top}; dffunmap; "
+              "abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX; opt_clean; tee -o ge.txt stat"], d)
+        ge = gate_equivalents((d / "ge.txt").read_text())
         mhz = None
         if fmax:
             _run(["yosys", "-q", "-p", "read_verilog engine.v wrap.v; synth_ice40 -top wrap -json wrap.json"], d)
@@ -99,8 +123,29 @@ def synthesise(hw: HwConfig, fmax: bool = True) -> AreaRow:
                         "--seed", "1"], d)
             found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", log)
             mhz = float(found[-1]) if found else None
-    return AreaRow(hw.kind, hw.weight_bits, hw.act_bits, hw.lanes, _count(ice, "SB_LUT4"), _count(ice, "SB_CARRY"),
-                   _count(ice, "SB_DFF"), cells, mhz)
+    return {"luts": _count(ice, "SB_LUT4"), "carries": _count(ice, "SB_CARRY"), "ffs": _count(ice, "SB_DFF"),
+            "cells_generic": cells, "fmax_mhz": mhz, "ge": ge}
+
+
+def _design(hw: HwConfig, kind: str) -> tuple[str, str]:
+    """(Verilog, wrapper) of an ``int``/``log`` engine (``engine_verilog``) or of the ``lean`` engine in its
+    deployed form (decoded-field beats and the one shared decoder port, ``lean_verilog``)."""
+    if kind != "lean":
+        return engine_verilog(hw), wrapper_verilog(parameters(hw), hw.cfg_addr_bits)
+    from logmac.hw.lean_lanes import field_bits
+
+    verilog, params = lean_verilog(hw)
+    return verilog, wrapper_verilog(params, hw.cfg_addr_bits, extra_ins={"wl_word": hw.word_bits},
+                                    extra_outs={"wl_field": field_bits(hw)})
+
+
+def synthesise(hw: HwConfig, fmax: bool = True, kind: str | None = None) -> AreaRow:
+    """Synthesise one build; ``fmax=False`` skips place and route.  ``kind`` defaults to ``hw.kind``."""
+    return _row(hw, kind or hw.kind, *_design(hw, kind or hw.kind), fmax)
+
+
+def _row(hw: HwConfig, kind: str, verilog: str, wrapper: str, fmax: bool) -> AreaRow:
+    return AreaRow(kind, hw.weight_bits, hw.act_bits, hw.lanes, **synthesise_verilog(verilog, wrapper, fmax))
 
 
 def comparison_configs(bits: tuple[int, ...] = (3, 4), lanes: tuple[int, ...] = (1, 16), act_bits: int = 8) -> list[HwConfig]:
@@ -121,12 +166,14 @@ def area_report(configs: list[HwConfig] | None = None, fmax: bool = True, cache:
     Results are cached under the hash of the exact Verilog synthesised (and the tool versions' outputs
     cannot change without the sources changing here), so a repeated report costs no synthesis.
     """
-    rows = []
-    for hw in configs or comparison_configs():
-        wrapper = wrapper_verilog(parameters(hw), hw.cfg_addr_bits)
-        rows.append(cached_synthesis(f"{engine_verilog(hw)}|{wrapper}|fmax={fmax}", "", AreaRow,
-                                     lambda hw=hw: synthesise(hw, fmax), cache))
-    return rows
+    return [area_row(hw, hw.kind, fmax, cache) for hw in configs or comparison_configs()]
+
+
+def area_row(hw: HwConfig, kind: str, fmax: bool = True, cache: bool = True) -> AreaRow:
+    """One build's row (``kind``: ``int``, ``log`` or ``lean``), cached by the Verilog synthesised and ``FLOW``."""
+    verilog, wrapper = _design(hw, kind)
+    return cached_synthesis(f"{FLOW}|{kind}|{verilog}|{wrapper}|fmax={fmax}", "", AreaRow,
+                            lambda: _row(hw, kind, verilog, wrapper, fmax), cache)
 
 
 def cached_synthesis(verilog_key: str, prefix: str, row_type: type, synth, cache: bool):

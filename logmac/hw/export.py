@@ -16,7 +16,7 @@ from amaranth.back import verilog
 from logmac import __version__
 from logmac.hw.config import HwConfig
 from logmac.hw.engine import MacEngine, input_layout, output_layout
-from logmac.hw.lean_engine import LeanMacEngine
+from logmac.hw.lean_engine import LeanMacEngine, lean_input_layout
 
 ENGINE_NAME = "logmac_engine"
 
@@ -32,6 +32,13 @@ def engine_verilog(hw: HwConfig, name: str = ENGINE_NAME) -> str:
 
 def _fields(layout) -> dict:
     return {name: {"offset": f.offset, "width": f.width} for name, f in layout}
+
+
+def lean_verilog(hw: HwConfig, name: str = ENGINE_NAME) -> tuple[str, dict]:
+    """The lean engine as deployed (decoded-field beats, the shared decoder on ``wl_word`` -> ``wl_field``):
+    its Verilog and its payload fields (``input_fields`` / ``output_fields``, LSB first)."""
+    v = verilog.convert(LeanMacEngine(hw), name=name, emit_src=False)
+    return v, {"input_fields": _fields(lean_input_layout(hw)), "output_fields": _fields(output_layout(hw))}
 
 
 def parameters(hw: HwConfig, name: str = ENGINE_NAME) -> dict:
