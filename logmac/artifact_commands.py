@@ -44,5 +44,7 @@ def inspect(file: Path, as_json: bool) -> None:
         shape = "x".join(str(d) for d in r["shape"])
         click.echo(f"{r['name']:<{name_w}}  {r['op']:<{op_w}} {shape:<18} {r['format']:<44} "
                    f"{r['bits_per_weight']:>4} {_human(r['code_bytes'] + r['table_bytes']):>10}")
+    for a in info["activations"]:
+        click.echo(f"{a['name']:<{name_w}}  {'act':<{op_w}} {'':<18} {a['format']:<44} {a['bits']:>4}")
     click.echo(f"{len(info['layers'])} layers, {info['weights']:,} weights: {_human(info['stored_bytes'])} stored "
                f"vs {_human(info['fp32_bytes'])} fp32 ({info['compression_vs_fp32']:.2f}x smaller)")

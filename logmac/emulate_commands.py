@@ -22,12 +22,14 @@ from logmac.format import FormatError
               help="Hardware accumulator width; default: per layer, wide enough never to overflow.")
 @click.option("--overflow", type=click.Choice(["saturate", "wrap"]), default="saturate", show_default=True)
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+@click.option("--path", "model_path", default=None,
+              help="Causal LMs: the float model (save_pretrained folder or .gguf) instead of the one the artifact records.")
 @click.option("--placement/--no-placement", default=False, help="Print which ops run on the integer datapath.")
 @click.option("--trace", "trace_layer", default=None, help="Also write a trace of this layer for the RTL suite.")
 @click.option("--trace-out", type=click.Path(dir_okay=False), default="trace.npz", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
-def emulate(artifact_path, data, limit, context, stride, batch_size, acc_bits, overflow, device, placement, trace_layer,
-            trace_out, as_json) -> None:
+def emulate(artifact_path, data, limit, context, stride, batch_size, acc_bits, overflow, device, model_path, placement,
+            trace_layer, trace_out, as_json) -> None:
     """Run an exported artifact on the bit-exact integer emulator and compare it with the fake-quant model.
 
     Causal LMs (artifact ``meta.task`` = ``lm``) are scored by perplexity on the Austen evaluation text instead.
@@ -35,6 +37,7 @@ def emulate(artifact_path, data, limit, context, stride, batch_size, acc_bits, o
     import torch
 
     from logmac.format.artifact import ArtifactError, load
+    from logmac.models.causal_lm import ModelFileError
     from logmac.models.data import fashion_mnist
     from logmac.quant.latticeq import LatticeError
     from logmac.sim.evaluate import compare
@@ -45,15 +48,18 @@ def emulate(artifact_path, data, limit, context, stride, batch_size, acc_bits, o
     try:
         artifact = load(artifact_path)
         if artifact.meta.get("task") == "lm":
-            return _emulate_lm(artifact, artifact_path, limit or 1024, context, stride, device, placement, as_json)
+            return _emulate_lm(artifact, artifact_path, limit or 1024, context, stride, device, placement, as_json,
+                               model_path)
         if artifact.settings.get("method") == "latticeq":
             return _emulate_lattice(artifact, artifact_path, limit, batch_size, acc_bits, overflow, as_json)
+        if artifact.settings.get("method") == "adalog":
+            return _emulate_adalog(artifact, artifact_path, limit, batch_size, as_json)
         inputs, labels = fashion_mnist("test", limit=limit)
         result, emu = compare(artifact, inputs, labels, batch_size=batch_size, acc_bits=acc_bits, overflow=overflow,
                               device=device)
         if trace_layer:
             path = emu.capture(trace_layer, inputs[:1], trace_out)
-    except (ArtifactError, EmulatorError, FormatError, FileNotFoundError, LatticeError) as exc:
+    except (ArtifactError, EmulatorError, FormatError, FileNotFoundError, LatticeError, ModelFileError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
@@ -74,15 +80,18 @@ def emulate(artifact_path, data, limit, context, stride, batch_size, acc_bits, o
 
 
 def _emulate_lm(artifact, artifact_path, tokens: int, context: int, stride: int, device: str, placement: bool,
-                as_json: bool) -> None:
-    """FP, fake-quant and emulator perplexity of a causal LM on the first ``tokens`` tokens of Persuasion."""
+                as_json: bool, model_path: str | None = None) -> None:
+    """FP, fake-quant and emulator perplexity of a causal LM on the first ``tokens`` tokens of Persuasion.
+
+    The float model comes from ``model_path`` if given, else from where the artifact says it was loaded."""
     from logmac.models import load_model
     from logmac.models.text import austen_tokens
     from logmac.sim.lm import compare_lm
 
-    loaded = load_model(artifact.meta["model"], device=device)
+    loaded = load_model(artifact.meta["model"], path=model_path or artifact.meta.get("model_path"), device=device)
     ids = austen_tokens(loaded.tokenizer, "evaluation", max_tokens=tokens)
-    result, emu = compare_lm(artifact, loaded.model, ids, context=context, stride=stride, device=device)
+    result, emu = compare_lm(artifact, loaded.model, ids, context=context, stride=stride, device=device,
+                             bos_token_id=getattr(loaded.tokenizer, "bos_token_id", None))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -136,3 +145,30 @@ def _emulate_lattice(artifact, artifact_path, limit: int | None, batch_size: int
                f"widest accumulator {result['max_acc_bits']} bits")
     click.echo("  overflow: " + (", ".join(f"{k}: {v}" for k, v in result["overflows"].items())
                                  if result["overflows"] else "none"))
+
+
+def _emulate_adalog(artifact, artifact_path, limit: int | None, batch_size: int, as_json: bool) -> None:
+    """An AdaLog ViT artifact on Fashion-MNIST: FP, fake-quant and emulator (exact integer attn@V and fc2)."""
+    import torch
+
+    from logmac.models import load_model
+    from logmac.models.data import fashion_mnist
+    from logmac.quant.adalog_export import load_adalog_model
+    from logmac.sim.adalog import compare_vit
+
+    name = artifact.meta.get("model")
+    fp_model = load_model(name).model.eval()
+    images, labels = fashion_mnist("test", limit=limit)
+    with torch.no_grad():
+        reference = torch.cat([fp_model(b) for b in images.split(batch_size)])
+    model = load_adalog_model(artifact, load_model(name).model)
+    result = {"model": name, "fp_top1": 100 * float((reference.argmax(1) == labels).float().mean()),
+              **compare_vit(model, images, labels, batch_size=batch_size, reference=reference)}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{name} (AdaLog, {len(artifact.activations)} activation quantizers), {result['images']} test images, "
+               f"{artifact_path}")
+    click.echo(f"  top-1   FP {result['fp_top1']:.2f}%   fake-quant {result['fake_top1']:.2f}%   "
+               f"emulator {result['emulator_top1']:.2f}%   same prediction {result['same_prediction']:.2f}%")
+    click.echo(f"  max |logit diff| {result['max_logit_diff']:.3g}   overflowing outputs {result['overflows']}")

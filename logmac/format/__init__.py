@@ -58,6 +58,8 @@ WeightFormat = LogFormat | UniformFormat
 
 def format_from_dict(d: dict) -> WeightFormat | AdaLogFormat:
     """Rebuild a format from ``to_dict()`` output, rejecting unknown kinds and keys."""
+    if not isinstance(d, dict):
+        raise FormatError(f"a format is a JSON object with a 'kind', got {d!r}")
     d = dict(d)
     kind = d.pop("kind", None)
     try:
@@ -67,7 +69,9 @@ def format_from_dict(d: dict) -> WeightFormat | AdaLogFormat:
             return UniformFormat(**d)
         if kind == "adalog":
             return AdaLogFormat(**d)
-    except TypeError as exc:
+    except FormatError:
+        raise
+    except (TypeError, ValueError) as exc:  # unknown fields, or a value no enum member has
         raise FormatError(f"bad {kind} format fields {sorted(d)}: {exc}") from exc
     raise FormatError(f"unknown format kind {kind!r} (expected 'log', 'uniform' or 'adalog')")
 

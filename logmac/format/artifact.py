@@ -21,6 +21,8 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from logmac.format import (
+    ADALOG_R,
+    AdaLogFormat,
     DecodeTable,
     FormatError,
     LogFormat,
@@ -31,6 +33,7 @@ from logmac.format import (
     split_words,
     unpack,
 )
+from logmac.format.artifact_checks import check_header, check_tensors
 from logmac.format.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
@@ -100,6 +103,55 @@ class QuantizedLayer:
 
 
 LATTICE_OPS = ("lattice_conv2d", "lattice_linear")
+ACTIVATION_KINDS = ("adalog", "uniform")
+
+
+@dataclass
+class ActivationLayer:
+    """A quantized activation the datapath reads as codes: the input of a matmul whose other side is a weight
+    layer or another activation (attn@V).
+
+    ``adalog``: log-coded non-negative values of ``x + offset`` (``fmt`` an :class:`AdaLogFormat`, one float
+    ``scale``).  ``uniform``: unsigned ``bits``-bit codes ``clamp(round(x / scale) + zero_point, 0, 2**bits - 1)``
+    with ``scale`` and ``zero_point`` arrays of one shape (``()`` per tensor, ``(1, H, 1, 1)`` per head).
+    """
+
+    name: str
+    kind: str
+    bits: int
+    scale: np.ndarray
+    zero_point: np.ndarray | None = None
+    fmt: AdaLogFormat | None = None
+    offset: float = 0.0
+
+    def validate(self) -> None:
+        """Raise FormatError unless the parameters are ones the datapath can run."""
+        where = f"activation {self.name}"
+        if self.kind not in ACTIVATION_KINDS:
+            raise FormatError(f"{where}: kind must be one of {ACTIVATION_KINDS}, got {self.kind!r}")
+        if not np.all(np.isfinite(self.scale)) or np.any(self.scale <= 0):
+            raise FormatError(f"{where}: scales must be finite and positive")
+        if self.kind == "adalog":
+            if not isinstance(self.fmt, AdaLogFormat) or self.fmt.bits != self.bits:
+                raise FormatError(f"{where}: an adalog activation needs a {self.bits}-bit AdaLog format")
+            if self.scale.shape != () or self.zero_point is not None:
+                raise FormatError(f"{where}: an adalog activation has one scale and no zero point")
+            if not np.isfinite(self.offset) or self.offset < 0:
+                raise FormatError(f"{where}: the offset must be finite and non-negative, got {self.offset}")
+            return
+        if self.fmt is not None or self.offset != 0.0:
+            raise FormatError(f"{where}: a uniform activation has no AdaLog format and no offset")
+        if not 1 <= self.bits <= 16:
+            raise FormatError(f"{where}: uniform activation bits must be 1..16, got {self.bits}")
+        zp = self.zero_point
+        if zp is None or zp.shape != self.scale.shape:
+            raise FormatError(f"{where}: zero point shape {None if zp is None else zp.shape} != scale shape {self.scale.shape}")
+        if np.any(zp != np.round(zp)) or np.any(zp < 0) or np.any(zp > (1 << self.bits) - 1):
+            raise FormatError(f"{where}: zero points must be integers in 0..{(1 << self.bits) - 1}")
+
+    def header(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "bits": int(self.bits), "offset": float(self.offset),
+                "format": None if self.fmt is None else self.fmt.to_dict()}
 
 
 def _validate_lattice(layer: QuantizedLayer) -> None:
@@ -134,10 +186,13 @@ class Artifact:
     settings: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    activations: dict[str, ActivationLayer] = field(default_factory=dict)
 
     def validate(self) -> None:
         for layer in self.layers.values():
             layer.validate()
+        for act in self.activations.values():
+            act.validate()
 
 
 def _words_to_codes(words: np.ndarray, fmt: WeightFormat, shape: tuple[int, ...]) -> np.ndarray:
@@ -183,12 +238,18 @@ def to_bytes(artifact: Artifact) -> bytes:
         })
     for key, value in artifact.tensors.items():
         tensors["shared/" + key] = np.ascontiguousarray(value)
+    for name, act in artifact.activations.items():
+        tensors[f"acts/{name}/scale"] = np.asarray(act.scale, dtype=np.float64)
+        if act.zero_point is not None:
+            tensors[f"acts/{name}/zero_point"] = np.asarray(act.zero_point, dtype=np.int32)
     header = {
         "format_version": FORMAT_VERSION,
         "settings": artifact.settings,
         "meta": artifact.meta,
         "layers": layer_headers,
     }
+    if artifact.activations:
+        header["activations"] = [act.header() for act in artifact.activations.values()]
     header["checksum"] = _checksum(header, tensors)
     return st_save(tensors, metadata={HEADER_KEY: json.dumps(header, sort_keys=True)})
 
@@ -226,6 +287,11 @@ def _read_header(data: bytes, source: str) -> tuple[dict[str, Any], dict[str, np
 def from_bytes(data: bytes, source: str = "<bytes>") -> Artifact:
     """Parse and fully validate an artifact; raises ArtifactError naming the first problem found."""
     header, tensors = _read_header(data, source)
+    try:
+        check_header(header)
+        check_tensors(header, tensors)
+    except FormatError as exc:
+        raise ArtifactError(f"{source}: {exc}") from exc
     layers: dict[str, QuantizedLayer] = {}
     try:
         for entry in header["layers"]:
@@ -246,12 +312,30 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> Artifact:
             )
             layer.validate()
             layers[name] = layer
+        activations = _read_activations(header.get("activations", []), tensors)
     except KeyError as exc:
         raise ArtifactError(f"{source}: missing entry {exc} in the artifact") from exc
     except FormatError as exc:
         raise ArtifactError(f"{source}: {exc}") from exc
     shared = {k.removeprefix("shared/"): v for k, v in tensors.items() if k.startswith("shared/")}
-    return Artifact(layers=layers, settings=header["settings"], meta=header["meta"], tensors=shared)
+    return Artifact(layers=layers, settings=header["settings"], meta=header["meta"], tensors=shared,
+                    activations=activations)
+
+
+def _read_activations(entries: list[dict[str, Any]], tensors: dict[str, np.ndarray]) -> dict[str, ActivationLayer]:
+    """The activation layers of the header, each validated (FormatError names the first bad one)."""
+    activations = {}
+    for entry in entries:
+        name = entry["name"]
+        fmt = None if entry["format"] is None else format_from_dict(entry["format"])
+        if fmt is not None and not isinstance(fmt, AdaLogFormat):
+            raise FormatError(f"activation {name}: format kind {entry['format'].get('kind')!r} is not an activation format")
+        zp = tensors.get(f"acts/{name}/zero_point")
+        act = ActivationLayer(name=name, kind=entry["kind"], bits=int(entry["bits"]), scale=tensors[f"acts/{name}/scale"],
+                              zero_point=zp, fmt=fmt, offset=float(entry["offset"]))
+        act.validate()
+        activations[name] = act
+    return activations
 
 
 def load(path: str | Path) -> Artifact:
@@ -285,11 +369,17 @@ def summary(artifact: Artifact) -> dict[str, Any]:
         })
     weights = sum(r["weights"] for r in rows)
     stored = sum(r["code_bytes"] + r["table_bytes"] for r in rows)
+    activations = [{"name": a.name, "kind": a.kind, "bits": a.bits,
+                    "format": (f"AdaLog A{a.bits} base 2^({a.fmt.q}/{ADALOG_R}) zero={a.fmt.zero.value} "
+                               f"max_shift={a.fmt.max_shift} offset={a.offset:g}") if a.fmt is not None
+                    else f"uniform A{a.bits} {'per tensor' if a.scale.size == 1 else f'{a.scale.size} scales'}"}
+                   for a in artifact.activations.values()]
     return {
         "format_version": FORMAT_VERSION,
         "settings": artifact.settings,
         "meta": artifact.meta,
         "layers": rows,
+        "activations": activations,
         "weights": weights,
         "stored_bytes": stored,
         "fp32_bytes": 4 * weights,

@@ -120,7 +120,7 @@ class UniformQuant(nn.Module):
         if not self.enabled:
             return x
         if self.training:
-            q = torch.clamp(RoundSTE.apply(x / self.scale) + self.zero_point, 0, self.qmax)
+            q = activation_codes(x, self.scale, self.zero_point, 0, self.qmax, rounding=RoundSTE.apply)
             return (q - self.zero_point) * self.scale
         return fake_uniform(x, self.scale, self.zero_point, self.bits)
 

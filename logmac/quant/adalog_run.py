@@ -68,9 +68,9 @@ def adalog_cli(model_name: str, path: str | None, eval_limit: int | None, result
 
     from logmac.quant.run import append_csv
 
-    if output:
-        raise click.UsageError("-o: AdaLog models cannot be saved yet (the artifact format has no AdaLog activation "
-                               "layers); run without -o to quantize and score the model")
+    if output and model_name not in VIT_MODELS:
+        raise click.UsageError(f"-o: AdaLog artifacts hold ViTs ({', '.join(VIT_MODELS)}); {model_name} cannot be "
+                               "saved yet (its attention is rewritten in place); run without -o to score it")
     torch.manual_seed(kw["seed"])
     try:
         cfg = AdaLogConfig(w_bits=kw["w_bits"], a_bits=kw["a_bits"], weights=kw["adalog_weights"],
@@ -84,6 +84,11 @@ def adalog_cli(model_name: str, path: str | None, eval_limit: int | None, result
     click.echo(f"time {row['quant_seconds']} s (calibration), {row['total_seconds']} s with evaluation")
     for name, q in res.quantizers.items():
         click.echo(f"  {name}: base 2^({q['q']}/37), scale {q['scale']}")
-    click.echo("not saved: AdaLog models have no artifact form yet")
+    if output:
+        from logmac.format.artifact import save
+        from logmac.quant.adalog_export import adalog_artifact
+
+        meta = {"model": model_name, "task": "classification", "metrics": {k: row[k] for k in scores}}
+        click.echo(f"wrote {save(adalog_artifact(res.model, cfg, meta), output)}")
     click.echo(f"results appended to {results}")
 
