@@ -99,7 +99,7 @@ def test_emulate_command_scores_a_causal_lm(lm, tmp_path, monkeypatch):
     assert artifact.meta["task"] == "lm"
     path = art.save(artifact, tmp_path / "tiny_llama.lmq")
     monkeypatch.setattr(logmac.models, "load_model",
-                        lambda name, device=None: LoadedModel(tiny_llama(), model_info("smollm2_135m"), None))
+                        lambda name, path=None, device=None: LoadedModel(tiny_llama(), model_info("smollm2_135m"), None))
     monkeypatch.setattr(logmac.models.text, "austen_tokens", lambda tok, split, max_tokens: torch.arange(max_tokens) % VOCAB)
     out = CliRunner().invoke(main, ["emulate", str(path), "--limit", "40", "--context", "16", "--stride", "8",
                                     "--placement"])

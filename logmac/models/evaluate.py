@@ -59,13 +59,15 @@ def embedding_cosine(reference: torch.Tensor, embeddings: torch.Tensor) -> float
 
 @torch.no_grad()
 def perplexity(model: nn.Module, token_ids: torch.Tensor, *, context: int = 512, stride: int = 256,
-               device: str | torch.device | None = None, desc: str = "perplexity") -> float:
+               device: str | torch.device | None = None, desc: str = "perplexity",
+               bos_token_id: int | None = None) -> float:
     """Perplexity of a causal LM over one long token stream, by sliding window.
 
     Windows of at most ``context`` tokens end every ``stride`` tokens; each window scores only the tokens that
     earlier windows did not, so every token but the first is predicted exactly once, with at least
     ``context - stride`` tokens of history (fewer only at the very start). ``model(ids)`` must return logits
-    ``[1, T, vocab]``.
+    ``[1, T, vocab]``.  With ``bos_token_id`` every window starts with that token (as the model saw text in
+    training) followed by at most ``context - 1`` tokens, and the first token is scored too.
     """
     if not 0 < stride < context:
         raise ValueError(f"stride {stride} must be in [1, context={context}): otherwise tokens go unscored or lack history")
@@ -74,12 +76,14 @@ def perplexity(model: nn.Module, token_ids: torch.Tensor, *, context: int = 512,
     ids = token_ids.reshape(-1)
     if len(ids) < 2:
         raise ValueError("perplexity needs at least 2 tokens")
-    total_nll, prev_end, end = 0.0, 1, min(context, len(ids))  # token 0 has no history: never scored
+    bos = ids.new_tensor([] if bos_token_id is None else [bos_token_id])
+    span = context - len(bos)
+    total_nll, prev_end, end = 0.0, 1 - len(bos), min(span, len(ids))  # without BOS token 0 is never scored
     windows = 1 + -(-(len(ids) - end) // stride)
     for _ in tqdm(range(windows), desc=desc, disable=None, leave=False):
-        window = ids[max(0, end - context):end].to(device)[None]
+        window = torch.cat([bos, ids[max(0, end - span):end]]).to(device)[None]
         new = end - prev_end  # tokens this window scores for the first time
         logits = model(window)[0, -new - 1:-1].float()
         total_nll += F.cross_entropy(logits, window[0, -new:], reduction="sum").item()
         prev_end, end = end, min(end + stride, len(ids))
-    return math.exp(total_nll / (len(ids) - 1))
+    return math.exp(total_nll / (len(ids) - 1 + len(bos)))

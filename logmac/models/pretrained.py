@@ -172,26 +172,6 @@ def load_timm(name: str, path: str | Path | None = None) -> nn.Module:
                                   f"models--timm--{name}...) or pass --path FILE.safetensors") from err
 
 
-def load_hf_causal_lm(name: str, path: str | Path | None = None) -> tuple[nn.Module, Any]:
-    """HF causal LM ``name`` (OPT, Llama...) from a local folder ``path`` or the offline Hugging Face cache."""
-    auto_model, _ = _transformers_autos()
-    try:
-        tokenizer = hf_tokenizer(name, path)
-        model = auto_model.from_pretrained(str(path) if path is not None else name, local_files_only=True,
-                                           dtype=torch.float32)
-    except OSError as err:
-        raise WeightsMissingError(f"HF model {name} is not on this machine: pass --path to a folder with config.json, "
-                                  "tokenizer files and *.safetensors (as saved by save_pretrained), or put it in the "
-                                  "Hugging Face cache (HF_HOME); nothing can be downloaded here") from err
-    return CausalLMLogits(model), tokenizer
-
-
-def hf_tokenizer(name: str, path: str | Path | None = None) -> Any:
-    """The tokenizer of HF model ``name`` from ``path`` or the offline cache (``OSError`` when absent)."""
-    _, auto_tokenizer = _transformers_autos()
-    return auto_tokenizer.from_pretrained(str(path) if path is not None else name, local_files_only=True)
-
-
 def _transformers_autos() -> tuple[Any, Any]:
     import_torchvision()  # transformers imports torchvision when present
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from logmac.models import house, pretrained
+from logmac.models import causal_lm, house, pretrained
 from logmac.models.evaluate import default_device
 
 
@@ -93,15 +93,16 @@ def _is_timm(name: str) -> bool:
 
 
 def _is_hf_causal_lm(name: str) -> bool:
-    return name.startswith("facebook/opt-") or ("/" in name and "llama" in name.lower())
+    """A ``save_pretrained`` folder, a ``.gguf`` file or an ``org/model`` name: the architecture is read from it."""
+    return causal_lm.is_local_path(name) or name.count("/") == 1
 
 
 LOCAL_PATTERNS = (  # (names, task, where the weights go)
     ("resnet18 resnet50 mobilenet_v2 (torchvision)", "image-classification",
      "ImageNet .pth in <torch hub>/checkpoints or --path"),
     ("deit_* vit_* (timm)", "image-classification", "HF cache (models--timm--NAME) or --path FILE.safetensors"),
-    ("facebook/opt-* org/*llama* (HF causal LM)", "causal-lm",
-     "HF cache or --path to a save_pretrained folder"),
+    ("PATH or org/model (any HF causal LM)", "causal-lm",
+     "a save_pretrained folder or .gguf file as --model PATH, or the offline HF cache"),
 )
 
 
@@ -113,7 +114,7 @@ def model_info(name: str) -> ModelInfo:
         library = "torchvision" if _is_torchvision(name) else "timm"
         return ModelInfo(name, source=f"local {library} ImageNet checkpoint", needs_path=True, **_IMAGENET)
     if _is_hf_causal_lm(name):
-        return ModelInfo(name, source="local Hugging Face checkpoint", needs_path=True, **_LM)
+        return ModelInfo(name, source="local Hugging Face checkpoint", needs_path=not causal_lm.is_local_path(name), **_LM)
     raise UnknownModelError(f"unknown model {name!r}: shipped models are {sorted(SHIPPED)}; with local weights also "
                             + "; ".join(pattern for pattern, _, _ in LOCAL_PATTERNS) + " (see `logmac models list`)")
 
@@ -132,7 +133,7 @@ def load_model(name: str, path: str | Path | None = None, device: str | torch.de
         loaded = (pretrained.load_torchvision(name, path) if _is_torchvision(name)
                   else pretrained.load_timm(name, path))
     else:
-        loaded = pretrained.load_hf_causal_lm(name, path)
+        loaded = causal_lm.load_causal_lm(name, path)
     model, tokenizer = loaded if isinstance(loaded, tuple) else (loaded, None)
     return LoadedModel(model.to(device).eval(), info, tokenizer, device)
 

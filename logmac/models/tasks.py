@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from logmac.models import data, evaluate, pretrained, text
+from logmac.models import causal_lm, data, evaluate, pretrained, text
 from logmac.models.registry import ModelInfo, load_model, model_info
 
 SENTENCE_TOKENS = 128  # sentence-encoder inputs are cut to this many tokens (MiniLM was trained on up to 128)
@@ -79,10 +79,13 @@ def evaluate_model(model: nn.Module, name: str, *, reference: nn.Module | None =
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(info)
     if info.dataset == "austen-lm":
         ids = text.austen_tokens(tokenizer, "evaluation", max_tokens=max_tokens)
-        scores = {"perplexity": evaluate.perplexity(model, ids, context=context, stride=stride, device=device),
+        scores = {"perplexity": evaluate.perplexity(model, ids, context=context, stride=stride, device=device,
+                                                    bos_token_id=getattr(tokenizer, "bos_token_id", None)),
                   "tokens": len(ids), "context": context}
         if reference is not None:
             window = ids[:context][None].to(device)
+            if getattr(tokenizer, "bos_token_id", None) is not None:
+                window = torch.cat([window.new_tensor([[tokenizer.bos_token_id]]), window[:, :-1]], 1)
             with torch.no_grad():
                 logits, ref = model(window)[0].float().cpu(), reference(window)[0].float().cpu()
             scores |= {"agreement": evaluate.fp_agreement(ref, logits), "kl": evaluate.kl_divergence(ref, logits)}
@@ -122,12 +125,16 @@ def _text_windows(tokenizer: Any, n: int, seq_len: int, generator: torch.Generat
     """``n`` windows of ``seq_len`` tokens at random places in the calibration novels.
 
     Tokenising the 3 MB of calibration text takes seconds, so each window tokenises only a chunk from a random
-    character offset, dropping the first token (the offset may cut a word).
+    character offset, dropping the first token (the offset may cut a word).  A window starts with the
+    tokenizer's BOS token when it has one, as evaluation windows do.
     """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    head = [] if bos is None else [bos]
     corpus = text.austen_text("calibration")
     chunk = 16 * seq_len  # characters; English averages ~4-5 characters a token
     starts = torch.randint(0, len(corpus) - chunk, (n,), generator=generator).tolist()
-    windows = [tokenizer(corpus[s:s + chunk], add_special_tokens=False)["input_ids"][1:seq_len + 1] for s in starts]
+    windows = [head + tokenizer(corpus[s:s + chunk], add_special_tokens=False)["input_ids"][1:seq_len + 1 - len(head)]
+               for s in starts]
     if min(len(w) for w in windows) < seq_len:
         raise ValueError(f"seq_len {seq_len} too long for a {chunk}-character chunk of text")
     return torch.tensor(windows, dtype=torch.long)
@@ -159,7 +166,7 @@ def load_tokenizer(info: ModelInfo | str, path: str | Path | None = None) -> Any
     if info.name == "minilm_l6_v2":
         return pretrained.minilm_tokenizer(path)
     if info.task == "causal-lm":
-        return pretrained.hf_tokenizer(info.name, path)
+        return causal_lm.causal_lm_tokenizer(info.name, path)
     raise ValueError(f"{info.name} is not a text model and has no tokenizer")
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from logmac.format.atomic import atomic_write_text
 from logmac.memory import fp32_size_mib, peak_memory_mib
 from logmac.quant.config import QuantConfig, QuantError
+from logmac.quant.llm import decoder_blocks
 from logmac.quant.modules import set_quant
 from logmac.quant.pipeline import QuantResult, quantize_model
 
@@ -56,14 +57,6 @@ class EvalOptions:
     data_path: str | None = None
 
 
-def decoder_blocks(model: nn.Module) -> list[nn.Module] | None:
-    """The decoder layers of a causal LM (the ModuleList of ``*DecoderLayer``), or None for other models."""
-    for mod in model.modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) and type(mod[0]).__name__.endswith("DecoderLayer"):
-            return list(mod)
-    return None
-
-
 def evaluation_metrics(model: nn.Module, name: str, opts: EvalOptions, tokenizer: Any, reference: nn.Module | None) -> dict:
     from logmac.models import evaluate_model
 
@@ -81,6 +74,7 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
     evaluation, which is a large share of a sweep's time on an LLM.
     """
     from logmac.models import UnknownModelError, calibration_samples, load_model
+    from logmac.models.causal_lm import ModelFileError, is_local_path
 
     opts = opts or EvalOptions()
     start = time.perf_counter()
@@ -88,17 +82,21 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
         loaded = load_model(name, path, device=cfg.device)
     except UnknownModelError as exc:
         raise QuantError(exc.args[0] if exc.args else f"unknown model {name!r}") from exc
+    except ModelFileError as exc:
+        raise QuantError(str(exc)) from exc
     model, tok = loaded.model, loaded.tokenizer
     model_mib = fp32_size_mib(model)
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, seq_len=opts.seq_len, tokenizer=tok,
                                 model=model, device=cfg.device, data_path=opts.data_path)
-    blocks = decoder_blocks(model)
+    blocks = decoder_blocks(model) if loaded.info.task == "causal-lm" else None
     task = "lm" if blocks is not None else "classification"
     res = quantize_model(model, calib, cfg, model_name=name, task=task, blocks=blocks, progress=progress)
     del calib
     fp = dict(fp_metrics) if fp_metrics is not None else evaluation_metrics(FloatView(res.model), name, opts, tok, None)
     quant = evaluation_metrics(res.model, name, opts, tok, FloatView(res.model))
     res.artifact.meta["metrics"] = {"fp": fp, "quant": quant}
+    source = path if path is not None else (name if loaded.info.task == "causal-lm" and is_local_path(name) else None)
+    res.artifact.meta["model_path"] = str(Path(source).expanduser().resolve()) if source is not None else None
     res.peak_mib = peak_memory_mib(cfg.device)  # quantization and evaluation, after the model was loaded
     row = {"model": name, "label": cfg.label(), **{k: getattr(cfg, k) for k in (
         "method", "w_bits", "a_bits", "granularity", "dbs", "sfs", "abs", "rounding", "learn_rounding", "hardware_approx",

@@ -62,12 +62,13 @@ def _timed_stage(name: str, fn, seconds: dict, peaks: dict):
 
 def compare_lm(artifact: Artifact, model: nn.Module, token_ids: torch.Tensor, *, context: int = 512, stride: int = 256,
                stream: bool = True, device: torch.device | str = "cpu", diff_tokens: int = 128,
-               ) -> tuple[LMComparison, Emulator]:
+               bos_token_id: int | None = None) -> tuple[LMComparison, Emulator]:
     """Perplexity of ``model`` (``ids [1, T] -> logits [1, T, V]``) as FP, fake-quant and emulated on ``token_ids``,
     and the logit difference emulator vs fake-quant on the first ``diff_tokens`` tokens.
 
     ``model`` is changed in place and ends up inside the returned :class:`Emulator`.  ``stream`` keeps only
-    the narrow integer weights between layer calls (see :class:`Emulator`).
+    the narrow integer weights between layer calls (see :class:`Emulator`).  ``bos_token_id`` starts every
+    perplexity window with it, as the evaluation in ``logmac.models`` does for a tokenizer that has one.
     """
     if artifact.meta.get("task", "lm") != "lm":
         raise EmulatorError(f"artifact of a {artifact.meta.get('task')!r} model, not a causal LM")
@@ -78,7 +79,7 @@ def compare_lm(artifact: Artifact, model: nn.Module, token_ids: torch.Tensor, *,
     peaks: dict[str, float] = {}
 
     def ppl(fn) -> float:
-        return perplexity(fn, ids, context=context, stride=stride, device=device)
+        return perplexity(fn, ids, context=context, stride=stride, device=device, bos_token_id=bos_token_id)
 
     fp = _timed_stage("fp", lambda: ppl(model), seconds, peaks)
     originals = {}
