@@ -41,7 +41,7 @@ def _resolve(name: str, path: str | Path | None) -> tuple[str, dict, str]:
         try:
             AutoTokenizer.from_pretrained(name, local_files_only=True)
         except OSError as err:
-            raise WeightsMissingError(f"HF model {name} is not in the offline Hugging Face cache (HF_HOME); pass "
+            raise WeightsMissingError(f"HF model {name} is not in the offline Hugging Face cache (HF_HOME); pass --path or "
                                       "--model PATH to a save_pretrained folder or a .gguf file") from err
         return name, {}, f"HF model {name}"
     if source.suffix == ".gguf":
