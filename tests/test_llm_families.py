@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,4 +101,16 @@ def test_bad_model_input_is_one_clear_line(case: str, message: str, tmp_path) ->
     run = CliRunner().invoke(main, ["quantize", "--model", str(target), *QUANTIZE])
     assert run.exit_code != 0 and "Traceback" not in run.output
     error = [line for line in run.output.splitlines() if line.startswith("Error")]
-    assert len(error) == 1 and __import__("re").search(message, error[0]), run.output
+    assert len(error) == 1 and re.search(message, error[0]), run.output
+
+
+def test_lm_table_quick_smoke(tmp_path) -> None:
+    """benchmarks/lm_table.py --quick: the four rows on a tiny random Llama, as CI runs it."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "lm_table.py"
+    out = tmp_path / "table.md"
+    subprocess.run([sys.executable, str(script), "--quick", "--bits", "3", "--results", str(tmp_path / "r.csv"),
+                    "-o", str(out)], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 3 |")]
+    assert [r.split(" | ")[1] for r in rows] == ["uniform RTN", "uniform GPTQ", "log RTN (DBS+SFS+ABS)",
+                                                 "log GPTQ (DBS+SFS+ABS)"]
+    assert all(float(r.split(" | ")[2]) > 1 for r in rows)
