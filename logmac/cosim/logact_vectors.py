@@ -51,6 +51,7 @@ from logmac.format import (
     format_from_dict,
     requantize,
 )
+from logmac.format.arrays import check_arrays
 from logmac.sim.ops import log_matmul, uniform_matmul
 from logmac.stimulus import random_table
 
@@ -191,6 +192,18 @@ def save_logact_vectors(v: LogActVectors, path: str | Path) -> Path:
     return path
 
 
+RQ_KEYS = ("requant_multiplier", "requant_shift", "bias_int", "out_zero_point", "clamp_lo", "clamp_hi", "y")
+# What save_logact_vectors writes: key -> (kind, allowed ranks).
+LOGACT_SCHEMA = {
+    "logact_version": ("int", (0,)), "name": ("str", (0,)), "act_format": ("str", (0,)),
+    "weight_format": ("str", (0,)), "overflow_mode": ("str", (0,)), "meta": ("str", (0,)),
+    "act_words": ("int", (2,)), "weights": ("int", (2,)), "acc": ("int", (2,)), "y": ("int", (2,)),
+    "overflow": ("bool", (2,)), "acc_bits": ("int", (0,)), "u": ("uint", (3,)), "h": ("uint", (3,)),
+    "scale": ("float", (1,)), "requant_multiplier": ("int", (0, 1)), "requant_shift": ("int", (0, 1)),
+    "bias_int": ("int", (0, 1)), "out_zero_point": ("int", (0,)), "clamp_lo": ("int", (0,)), "clamp_hi": ("int", (0,)),
+}
+
+
 def load_logact_vectors(path: str | Path) -> LogActVectors:
     """Read a file written by :func:`save_logact_vectors`; a wrong version, missing key or bad shape is an error."""
     try:
@@ -198,6 +211,7 @@ def load_logact_vectors(path: str | Path) -> LogActVectors:
             a = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as exc:
         raise FormatError(f"cannot read AdaLog vector file {path}: {exc}") from exc
+    check_arrays(a, LOGACT_SCHEMA, str(path))
     version = int(a.get("logact_version", -1))
     if version != LOGACT_VERSION:
         raise FormatError(f"{path}: logact_version {version}, this reader understands {LOGACT_VERSION}")
@@ -205,8 +219,17 @@ def load_logact_vectors(path: str | Path) -> LogActVectors:
     missing = [k for k in need if k not in a]
     if missing:
         raise FormatError(f"{path}: missing keys {missing}")
-    act_format = format_from_dict(json.loads(str(a["act_format"])))
-    weight_format = format_from_dict(json.loads(str(a["weight_format"])))
+    for group in (("u", "h", "scale"), RQ_KEYS):
+        if 0 < sum(k in a for k in group) < len(group):
+            raise FormatError(f"{path}: {', '.join(group)} come together; this file has only some of them")
+    try:
+        act_format = format_from_dict(json.loads(str(a["act_format"])))
+        weight_format = format_from_dict(json.loads(str(a["weight_format"])))
+        meta = json.loads(str(a.get("meta", "{}")))
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: a format or meta entry is not JSON ({exc})") from exc
+    if not isinstance(act_format, AdaLogFormat) or isinstance(weight_format, AdaLogFormat) or not isinstance(meta, dict):
+        raise FormatError(f"{path}: act_format must be AdaLog, weight_format log or uniform, meta a JSON object")
     table = DecodeTable(a["u"], a["h"], a["scale"]) if "u" in a else None
     rq = {}
     if "requant_multiplier" in a:
@@ -214,7 +237,7 @@ def load_logact_vectors(path: str | Path) -> LogActVectors:
               "zero_point": int(a["out_zero_point"]), "lo": int(a["clamp_lo"]), "hi": int(a["clamp_hi"])}
     v = LogActVectors(act_words=a["act_words"], act_format=act_format, weights=a["weights"], weight_format=weight_format,
                       table=table, acc_bits=int(a["acc_bits"]), overflow=str(a["overflow_mode"]),
-                      name=str(a["name"]) or Path(path).stem, meta=json.loads(str(a.get("meta", "{}"))),
+                      name=str(a["name"]) or Path(path).stem, meta=meta,
                       file_expected={k: a[k] for k in ("acc", "overflow", "y") if k in a}, **rq)
     for key in ("acc", "overflow"):
         if a[key].shape != (v.rows, v.channels):
@@ -273,7 +296,7 @@ def random_logact_vectors(act_format: AdaLogFormat, weight_format: LogFormat | U
 
 
 def vectors_from_attention_tiles(tiles: dict[str, np.ndarray] | str | Path, name: str = "attn") -> list[LogActVectors]:
-    """Real attn@V tiles (``logmac.sim.adalog.capture_attention_tiles`` output, or its saved ``.npz``) as vectors.
+    """Real attn@V tiles (``logmac.backends.adalog.capture_attention_tiles`` output, or its saved ``.npz``) as vectors.
 
     Each tile is one (image, head): the post-Softmax AdaLog words (T, T) are the activation rows, the V
     multipliers ``v_code - zp_v`` (T, D) the uniform weights (transposed to (D, T)); the tile's own exact

@@ -45,6 +45,15 @@ class HwConfigError(ValueError):
     """A combination of engine parameters the hardware cannot build."""
 
 
+def check_field_types(cls: type, d: dict, what: str) -> None:
+    """Every value of its field's default type: a JSON ``"16"``, ``16.0`` or ``true`` is not a lane count."""
+    if not isinstance(d, dict):
+        raise HwConfigError(f"{what} parameters must be a JSON object, got {type(d).__name__}")
+    for f in fields(cls):
+        if f.name in d and type(d[f.name]) is not type(f.default):
+            raise HwConfigError(f"{what} parameter {f.name} must be {type(f.default).__name__}, got {d[f.name]!r}")
+
+
 def default_max_shift(weight_bits: int) -> int:
     """Largest decode-table shift any legal log format of up to ``weight_bits`` bits can hold."""
     best = 1
@@ -189,6 +198,7 @@ class HwConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> HwConfig:
+        check_field_types(cls, d, "engine")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

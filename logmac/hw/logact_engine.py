@@ -41,7 +41,7 @@ from logmac.format import (
     adalog_decode_int,
 )
 from logmac.hw import config as C
-from logmac.hw.config import HwConfig, HwConfigError
+from logmac.hw.config import HwConfig, HwConfigError, check_field_types
 from logmac.hw.engine import MacEngine, config_signature, output_layout
 from logmac.hw.lanes import entry_layout
 
@@ -184,6 +184,7 @@ class LogActConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> LogActConfig:
+        check_field_types(cls, d, "AdaLog engine")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

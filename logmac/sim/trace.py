@@ -47,6 +47,7 @@ from logmac.format import (
     format_from_dict,
     requantize,
 )
+from logmac.format.arrays import check_arrays
 from logmac.sim.mac import log_matmul_reference, uniform_matmul_reference
 
 TRACE_VERSION = 1
@@ -120,6 +121,17 @@ def save_trace(path: str | Path, x_int: np.ndarray, codes: np.ndarray, fmt: LogF
     return path
 
 
+# What save_trace writes: key -> (kind, allowed ranks); requantization constants are per channel or scalar.
+TRACE_SCHEMA = {
+    "version": ("int", (0,)), "layer": ("str", (0,)), "format": ("str", (0,)), "overflow_mode": ("str", (0,)),
+    "x": ("int", (2,)), "codes": ("int", (2,)), "mult": ("int", (2,)), "acc": ("int", (2,)), "y": ("int", (2,)),
+    "overflow": ("bool", (2,)), "act_bits": ("int", (0,)), "act_signed": ("bool", (0,)), "acc_bits": ("int", (0,)),
+    "u": ("uint", (3,)), "h": ("uint", (3,)), "scale": ("float", (1,)), "weight_zero_point": ("int", (1,)),
+    "requant_multiplier": ("int", (0, 1)), "requant_shift": ("int", (0, 1)), "bias_int": ("int", (0, 1)),
+    "out_zero_point": ("int", (0,)), "clamp_lo": ("int", (0,)), "clamp_hi": ("int", (0,)),
+}
+
+
 def load_trace(path: str | Path) -> Trace:
     """Read a trace, checking its version, its keys and that its shapes agree."""
     path = Path(path)
@@ -128,9 +140,16 @@ def load_trace(path: str | Path) -> Trace:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise FormatError(f"{path}: not a readable trace file ({exc})") from exc
+    check_arrays(arrays, TRACE_SCHEMA, str(path))
     version = int(arrays.get("version", -1))
     if version != TRACE_VERSION:
         raise FormatError(f"{path}: trace version {version}, this logmac reads version {TRACE_VERSION}")
+    if 0 < sum(k in arrays for k in ("u", "h", "scale")) < 3:
+        raise FormatError(f"{path}: a decode table needs all of u, h and scale")
+    try:
+        format_from_dict(json.loads(str(arrays.get("format", "{}"))))
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path}: the format entry is not JSON ({exc})") from exc
     need = {"layer", "format", "x", "codes", "mult", "act_bits", "act_signed", "acc_bits", "overflow_mode", "acc", "overflow"}
     missing = sorted(need - arrays.keys())
     has_requant = [k in arrays for k in REQUANT_KEYS]
