@@ -343,7 +343,11 @@ def load(path: str | Path) -> Artifact:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such artifact file")
-    return from_bytes(path.read_bytes(), str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read the artifact ({exc.strerror or exc})") from exc
+    return from_bytes(data, str(path))
 
 
 def summary(artifact: Artifact) -> dict[str, Any]:

@@ -65,10 +65,13 @@ def _config(**kw) -> QuantConfig:
 @click.option("--ablation", type=click.Path(path_type=Path), default=None,
               help="Run the 16-row DBS/SFS/ABS/LLR table and write it (markdown) to this file; -o is not used.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the artifact here.")
+@click.option("--force", is_flag=True, help="Overwrite an existing -o file.")
 def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_abs: bool, eval_limit: int | None,
              max_tokens: int, seq_len: int, data_path: str | None, results: Path, ablation: Path | None,
-             output: Path | None, **kw) -> None:
+             output: Path | None, force: bool, **kw) -> None:
     """Quantize a model to exponent-coded (or uniform) weights, evaluate it and export the artifact."""
+    if output is not None and output.exists() and not force:  # refuse before the run, not after it
+        raise click.UsageError(f"{output} exists; pass --force to overwrite it")
     from logmac.format import artifact as artifact_io
     from logmac.format.atomic import atomic_write_text
     from logmac.quant.run import (
