@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from logmac.backends.float_model import build_float_model
 from logmac.format import LogFormat
 from logmac.format import artifact as art
 from logmac.sim import Emulator
-from logmac.sim.emulator import build_float_model
 from logmac.sim.layers import fake_quant_model
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from logmac.backends.float_model import build_float_model
+from logmac.backends.multibit import MultiBitEmulator
 from logmac.cosim.multibit import MultiBitVectors, Segment, multibit_build, run_multibit
 from logmac.cosim.vectors import load_vectors
 from logmac.models import calibration_samples, evaluate_model, load_model
@@ -32,7 +34,6 @@ from logmac.models.data import fashion_mnist
 from logmac.quant.config import QuantConfig
 from logmac.quant.pipeline import quantize_model
 from logmac.quant.ptmq import PtmqConfig, ptmq_quantize, set_precision
-from logmac.sim.multibit import MultiBitEmulator
 
 RESULTS = Path("runs/ptmq/results.json")
 DOC = Path("docs/ptmq.md")
@@ -68,7 +69,7 @@ def run_multi(name: str, cfg: QuantConfig, ptmq: PtmqConfig, calib: torch.Tensor
     from logmac.format import artifact as artifact_io
     artifact_io.save(res.artifact, artifact_path)
     if emu_limit:
-        emu = MultiBitEmulator(res.artifact)
+        emu = MultiBitEmulator(res.artifact, build_float_model(res.artifact))
         out["emulator_top1"] = {}
         for b in ptmq.bits:
             emu.set_precision(b)
@@ -87,7 +88,7 @@ def rtl_check(artifact_path: Path, name: str, sims: list[str], rows: int = 8, ch
     from logmac.format import artifact as artifact_io
 
     art = artifact_io.load(artifact_path)
-    emu = MultiBitEmulator(art)
+    emu = MultiBitEmulator(art, build_float_model(art))
     x, _ = fashion_mnist("test", limit=16)
     names = [n for n, layer in emu.layers.items() if layer.spec.groups == 1]  # a trace holds one conv group
     picks = [names[len(names) // 2], names[-1]]

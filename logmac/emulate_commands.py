@@ -36,11 +36,11 @@ def emulate(artifact_path, data, limit, context, stride, batch_size, acc_bits, o
     """
     import torch
 
+    from logmac.backends.evaluate import compare
     from logmac.format.artifact import ArtifactError, load
     from logmac.models.causal_lm import ModelFileError
     from logmac.models.data import fashion_mnist
     from logmac.quant.latticeq import LatticeError
-    from logmac.sim.evaluate import compare
     from logmac.sim.layers import EmulatorError
 
     if device is None:
@@ -114,12 +114,12 @@ def _emulate_lattice(artifact, artifact_path, limit: int | None, batch_size: int
     The integer path is not bit-identical to fake-quant (the basis is applied to integer activations before
     the scale), so the two are compared by their scores and by how often their predictions agree.
     """
+    from logmac.backends.lattice import emulate_lattice
     from logmac.models import fp_agreement, predict
     from logmac.models.tasks import evaluation_images, image_scores
     from logmac.quant.lattice_export import load_lattice_model
     from logmac.quant.lattice_model import set_lattice_quant
     from logmac.quant.run import FloatView
-    from logmac.sim.lattice import emulate_lattice
 
     name = artifact.meta.get("model")
     fake_quant = load_lattice_model(artifact).eval()
@@ -151,10 +151,10 @@ def _emulate_adalog(artifact, artifact_path, limit: int | None, batch_size: int,
     """An AdaLog ViT artifact on Fashion-MNIST: FP, fake-quant and emulator (exact integer attn@V and fc2)."""
     import torch
 
+    from logmac.backends.adalog import compare_vit
     from logmac.models import load_model
     from logmac.models.data import fashion_mnist
     from logmac.quant.adalog_export import load_adalog_model
-    from logmac.sim.adalog import compare_vit
 
     name = artifact.meta.get("model")
     fp_model = load_model(name).model.eval()

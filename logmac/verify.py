@@ -174,9 +174,9 @@ def metric_sweep(opts: VerifyOptions, known: dict[tuple[str, int], float] | None
 
 def run_verify(opts: VerifyOptions) -> VerifyResult:
     """The whole flow; see the module docstring.  Raises nothing on a mismatch: check ``result.passed``."""
+    from logmac.backends.evaluate import compare
+    from logmac.backends.float_model import build_float_model
     from logmac.models import fashion_mnist
-    from logmac.sim.emulator import build_float_model
-    from logmac.sim.evaluate import compare
 
     torch.manual_seed(opts.seed)
     out = Path(opts.out_dir)

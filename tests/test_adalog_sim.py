@@ -7,6 +7,7 @@ import pytest
 import torch
 from test_adalog_quant import tiny_vit
 
+from logmac.backends.adalog import capture_attention_tiles, compare_vit, save_attention_vectors
 from logmac.format import (
     AdaLogFormat,
     FormatError,
@@ -17,13 +18,7 @@ from logmac.format import (
 )
 from logmac.quant.adalog_vit import AdaLogConfig, quantize_vit
 from logmac.sim import IntWeights, int_matmul, log_matmul, log_matmul_reference
-from logmac.sim.adalog import (
-    adalog_acc_bits,
-    attention_values,
-    capture_attention_tiles,
-    compare_vit,
-    save_attention_vectors,
-)
+from logmac.sim.adalog import adalog_acc_bits, attention_values
 from logmac.stimulus import random_table
 
 

@@ -6,7 +6,7 @@ random and every-word stimulus, overflow at narrow accumulators, back-pressure a
 trip, and a corrupted activation table that must be caught.  ``--full`` adds more q values and rows, every log
 weight format against every-word stimulus, heavy back-pressure with a reset mid-stream, a 1-lane build and a
 combinational-tree build without requantization.  Real attention tiles from the AdaLog
-ViT (``logmac.sim.adalog.capture_attention_tiles``) run when ``$LOGMAC_ATTENTION_TILES`` names a saved capture,
+ViT (``logmac.backends.adalog.capture_attention_tiles``) run when ``$LOGMAC_ATTENTION_TILES`` names a saved capture,
 a vector file or a folder of them.
 """
 
@@ -243,7 +243,7 @@ def test_more_builds(sim: str, hw: LogActConfig, full: bool) -> None:
 @cosim
 def test_real_attention_tiles(sim: str) -> None:
     """attn@V tiles captured from the AdaLog ViT: ``$LOGMAC_ATTENTION_TILES`` names a saved capture, a vector file
-    or a folder of vector files (``logmac.sim.adalog.save_attention_vectors``)."""
+    or a folder of vector files (``logmac.backends.adalog.save_attention_vectors``)."""
     path = os.environ.get("LOGMAC_ATTENTION_TILES")
     if not path:
         pytest.skip("set LOGMAC_ATTENTION_TILES to saved attention tiles (logmac.sim.adalog capture)")

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from logmac.backends.lattice import emulate_lattice, grouped_lattice_matmul, lattice_int_weights
 from logmac.quant.lattice_model import LatticeConfig, lattice_layers, lattice_quantize_model
 from logmac.quant.latticeq import (
     LatticeError,
@@ -22,7 +23,6 @@ from logmac.quant.latticeq import (
     search_basis,
 )
 from logmac.sim.gemm import exact_matmul
-from logmac.sim.lattice import emulate_lattice, grouped_lattice_matmul, lattice_int_weights
 from logmac.sim.layers import EmulatorError
 
 FAST = dict(steps=3, restarts=2)

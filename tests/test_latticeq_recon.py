@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from logmac.backends.lattice import emulate_lattice
 from logmac.quant.calibrate import recon_loss
 from logmac.quant.lattice_model import LatticeConfig, lattice_layers, lattice_quantize_model, set_lattice_quant
 from logmac.quant.lattice_recon import lattice_units
 from logmac.quant.latticeq import LatticeError
-from logmac.sim.lattice import emulate_lattice
 
 
 class TinyBlock(nn.Module):

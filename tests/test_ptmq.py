@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 from test_quant_pipeline import CALIB, tiny_net
 
+from logmac.backends.multibit import MultiBitEmulator
 from logmac.cli import main
 from logmac.format import (
     FormatError,
@@ -28,7 +29,6 @@ from logmac.quant.ptmq_artifact import artifact_at
 from logmac.quant.ptmq_layer import MultiBitLayer, multibit_layers
 from logmac.sim.emulator import Emulator
 from logmac.sim.layers import EmulatorError
-from logmac.sim.multibit import MultiBitEmulator
 from logmac.stimulus import random_table
 
 

@@ -117,8 +117,8 @@ def test_bad_models_and_artifacts(setup):
 def test_emulate_command(setup, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
+    from logmac.backends import evaluate
     from logmac.cli import main
-    from logmac.sim import evaluate
 
     model, artifact, _ = setup
     head = copy.deepcopy(model)

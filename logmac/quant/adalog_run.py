@@ -40,8 +40,8 @@ def adalog_registry_model(name: str, cfg: AdaLogConfig, *, eval_limit: int | Non
         quant = evaluate_model(res.model, name, limit=eval_limit)
         row.update(fp_top1=round(fp["top1"], 2), q_top1=round(quant["top1"], 2))
         if emulate:
+            from logmac.backends.adalog import compare_vit
             from logmac.models import fashion_mnist
-            from logmac.sim.adalog import compare_vit
 
             images, labels = fashion_mnist("test", limit=eval_limit)
             emu_start = time.perf_counter()

@@ -1,7 +1,7 @@
 """LatticeQ models in the artifact file (docs/artifact-schema.md, "LatticeQ layers"): export and load.
 
 A lattice layer is stored with op ``lattice_conv2d`` / ``lattice_linear``, so the log-MAC emulator (which
-runs ``conv2d`` / ``linear`` only) refuses it instead of misreading it; :func:`logmac.sim.lattice.
+runs ``conv2d`` / ``linear`` only) refuses it instead of misreading it; :func:`logmac.backends.lattice.
 emulate_lattice_artifact` runs it.  What is stored is exactly the integer form the datapath uses:
 
 - ``codes``: the b-bit coordinates, one per weight position (coordinate i of vector g of channel c sits at

@@ -23,8 +23,8 @@ def lattice_registry_model(name: str, cfg: LatticeConfig, *, eval_limit: int | N
     With ``integer`` (and per-tensor activations) the integer-emulated model is scored too (``int_*``),
     next to the fake-quant scores (``q_*``).
     """
+    from logmac.backends.lattice import emulate_lattice
     from logmac.models import calibration_samples, evaluate_model, load_model
-    from logmac.sim.lattice import emulate_lattice
 
     start = time.perf_counter()
     model = load_model(name, path, device=cfg.device).model

@@ -7,7 +7,7 @@ per layer): ``w_hat = d * (c @ B)``, with ``c`` found by Babai's nearest-plane r
 data-free by a greedy random search with restarts and a falling temperature that minimises
 ``sum |w_hat - w|^3``.  With ``basis_bits`` the basis is snapped to odd integers times a step
 (``2^bB`` levels on ``[-t, t]``, per channel or per layer), so ``c @ B_int`` is an integer weight and the
-layer runs on an integer MAC (see :mod:`logmac.sim.lattice` and docs/latticeq.md).
+layer runs on an integer MAC (see :mod:`logmac.backends.lattice` and docs/latticeq.md).
 """
 
 from __future__ import annotations

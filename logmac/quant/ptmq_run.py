@@ -73,7 +73,7 @@ def ptmq_cli(model_name: str, path: str | None, cfg: QuantConfig, ptmq: PtmqConf
                f"peak memory {res.peak_mib:.0f} MiB")
     if output:
         artifact_io.save(res.artifact, output)
-        click.echo(f"wrote {output} (widths {list(ptmq.bits)}; run it with logmac.sim.multibit)")
+        click.echo(f"wrote {output} (widths {list(ptmq.bits)}; run it with logmac.backends.multibit)")
     click.echo(f"results appended to {results}")
 
 

@@ -14,7 +14,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -184,7 +183,7 @@ class Emulator:
     """Run an exported artifact on the bit-exact integer emulator.
 
     ``model`` is the float network with BatchNorm already folded (``logmac.quant.fold.fold_batchnorm``);
-    without it the network is rebuilt from ``artifact.meta`` (see :func:`build_float_model`).
+    :func:`logmac.backends.float_model.build_float_model` rebuilds it from ``artifact.meta``.
     ``acc_bits=None`` sizes each layer's accumulator by ``format.accumulator_bits`` (never overflows);
     a number emulates that hardware register width, and overflows are counted per layer.
     ``engine="reference"`` runs every MAC through the int64 reference instead of the BLAS path.
@@ -192,12 +191,12 @@ class Emulator:
     makes the float GEMM operand when the layer runs, which is how a large LM fits in memory.
     """
 
-    def __init__(self, artifact: Artifact, model: nn.Module | None = None, *, acc_bits: int | None = None,
+    def __init__(self, artifact: Artifact, model: nn.Module, *, acc_bits: int | None = None,
                  overflow: OverflowMode = "saturate", device: torch.device | str | None = None,
                  engine: str = "fast", stream: bool = False) -> None:
         self.artifact = artifact
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.model = (model if model is not None else build_float_model(artifact)).to(self.device).eval()
+        self.model = model.to(self.device).eval()
         self.layers: dict[str, IntLayer] = {}
         for name, spec in layer_specs(artifact).items():
             check_module(spec, self.model.get_submodule(name))
@@ -362,26 +361,3 @@ def recorded_float_ops(emu: Emulator, inputs: torch.Tensor) -> list[dict[str, st
     return [{"op": path, "kind": kind, "where": "float32",
              "detail": ", ".join(f"{op} x{n}" for op, n in sorted(counts.items()))}
             for (path, kind), counts in recorder.calls.items()]
-
-
-def build_float_model(artifact: Artifact) -> nn.Module:
-    """The float network named in ``artifact.meta['model']`` with BatchNorm folded as the artifact records."""
-    name = artifact.meta.get("model")
-    if not name:
-        raise EmulatorError("the artifact names no model (meta.model); pass the float model to Emulator(model=...)")
-    from logmac.models import UnknownModelError, load_model
-    from logmac.models.house import HOUSE_BUILDERS, load_house
-    from logmac.quant.fold import fold_batchnorm
-
-    recorded: dict[str, Any] = artifact.meta.get("folded_bn", {})
-    if name in HOUSE_BUILDERS:
-        model = load_house(name).eval()
-    else:
-        try:
-            model = load_model(name, device="cpu").model
-        except (UnknownModelError, FileNotFoundError) as exc:
-            raise EmulatorError(f"cannot rebuild model {name!r} ({exc}); pass the float model to Emulator(model=...)") from exc
-    folded = fold_batchnorm(model) if recorded or name in HOUSE_BUILDERS else {}
-    if recorded and folded != recorded:
-        raise EmulatorError(f"BatchNorm folding of {name} differs from the artifact's record: {folded} vs {recorded}")
-    return model

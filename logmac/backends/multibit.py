@@ -22,7 +22,7 @@ from logmac.sim.layers import EmulatorError, layer_specs, swap_module
 class MultiBitEmulator(Emulator):
     """An :class:`Emulator` over every width of a multi-bit artifact; starts at the top width."""
 
-    def __init__(self, artifact: Artifact, model: nn.Module | None = None, *, acc_bits: int | None = None,
+    def __init__(self, artifact: Artifact, model: nn.Module, *, acc_bits: int | None = None,
                  overflow: OverflowMode = "saturate", device: torch.device | str | None = None,
                  engine: str = "fast") -> None:
         self.widths = multibit_bits(artifact)

@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from logmac.backends.float_model import build_float_model
 from logmac.format import OverflowMode
 from logmac.format.artifact import Artifact
-from logmac.sim.emulator import Emulator, build_float_model
+from logmac.sim.emulator import Emulator
 from logmac.sim.layers import fake_quant_model
 
 
