@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "inspect": ("logmac.artifact_commands", "inspect"),
     "quantize": ("logmac.quant.commands", "quantize"),
     "emulate": ("logmac.emulate_commands", "emulate"),
-    "hw": ("logmac.hw.commands", "hw"),
+    "hw": ("logmac.hw_compare", "hw"),  # the hw group with compare, which needs models and quant
     "cosim": ("logmac.cosim.commands", "cosim"),
     "verify": ("logmac.verify", "verify"),
     "demo": ("logmac.verify", "demo"),

@@ -20,6 +20,7 @@ from logmac.format.schedule import (
     compile_schedule,
     load_schedule,
     schedule_cost,
+    tile_beats,
 )
 from logmac.hw import config as C
 from logmac.hw.config import HwConfigError
@@ -34,6 +35,14 @@ def halves(grid: GridKind) -> list[str]:
     return list(HALF_MODES) if grid is GridKind.LOG_2 else ["split", "select"]
 
 
+def all_limits(fmt: LogFormat, grid: GridKind, lanes: int, max_k: int = 256) -> list[ScheduleLimits]:
+    """Every build kind that runs ``fmt``: both variants x half-step options, and the codes store (a 6-bit
+    code build with a zero flag, so narrower and flagged codes are re-packed)."""
+    lims = [ScheduleLimits(v, h, lanes, fmt.max_shift, max_k) for v in VARIANTS for h in halves(grid)]
+    return lims + [ScheduleLimits("inplace", h, lanes, fmt.max_shift, max_k, "codes", 6, True)
+                   for h in halves(grid) if h != "select"]
+
+
 @settings(max_examples=60, deadline=None)
 @given(bits=st.integers(2, 6), grid=st.sampled_from(list(GridKind)), zero=st.sampled_from(list(ZeroMode)),
        k=st.integers(1, 70), lanes=st.sampled_from([1, 3, 8, 16]), seed=st.integers(0, 2**31),
@@ -45,13 +54,30 @@ def test_schedule_equals_the_reference_sum(bits, grid, zero, k, lanes, seed, act
     words = rng.integers(0, 1 << fmt.storage_bits, size=(3, k))
     x = rng.integers(-128 if act_signed else 0, 128 if act_signed else 256, size=(4, k))
     ref = log_matmul_reference(x, words, table, fmt, 48)
-    for variant in VARIANTS:
-        for half in halves(grid):
-            lim = ScheduleLimits(variant, half, lanes, fmt.max_shift, 256)
-            sched = load_schedule(compile_schedule(words, table, fmt, lim).to_dict(), lim)
-            got = run_schedule(sched, x, 48)
-            assert np.array_equal(got.acc, ref.acc), (variant, half)
-            assert sched.beats.min() >= sched.tiles
+    for lim in all_limits(fmt, grid, lanes):
+        sched = load_schedule(compile_schedule(words, table, fmt, lim).to_dict(), lim)
+        got = run_schedule(sched, x, 48)
+        assert np.array_equal(got.acc, ref.acc), lim
+        assert np.array_equal(tile_beats(words, table, fmt, lim).sum(axis=1), sched.beats), lim
+        assert sched.beats.min() >= sched.tiles
+
+
+def test_codes_store_lanes_hold_codes_and_a_beat_takes_a_whole_exponent() -> None:
+    """A codes schedule keeps the code words, and on real-grid tables (distinct levels) it needs the same beats
+    as the terms store: three broadcast slots per sign cover every level with a term at one exponent."""
+    rng = np.random.default_rng(8)
+    fmt = LogFormat(4, GridKind.LOG_DYNAMIC)
+    table = random_table(fmt, 4, rng)
+    words = rng.integers(0, 16, size=(4, 50))
+    terms = compile_schedule(words, table, fmt, ScheduleLimits("inplace", "split", 8, 7, 64))
+    codes = compile_schedule(words, table, fmt, ScheduleLimits("inplace", "split", 8, 7, 64, "codes", 4))
+    assert np.array_equal(codes.words[:, :50], words) and not codes.words[:, 50:].any()
+    levels_distinct = all(len(set(zip(table.u[c, s, 1:], table.h[c, s, 1:], strict=True))) == 7
+                          for c in range(4) for s in range(2))
+    assert levels_distinct
+    assert np.array_equal(codes.beats, terms.beats)
+    cost = schedule_cost(words, table, fmt, codes.limits)
+    assert cost["weight_bits_stored"] == 4 + 7 * 14 / 50 + 14 * 4 / 50  # code, mask per tile, table per channel
 
 
 def test_overflow_and_cost_model() -> None:
@@ -73,6 +99,7 @@ def test_overflow_and_cost_model() -> None:
     (lambda d: d.update(k=np.int64(5000)), "max_k"),
     (lambda d: d["delta"].__setitem__(0, 9), "checksum"),
     (lambda d: d.pop("en"), "missing"),
+    (lambda d: d.update(store=np.str_("codes")), "codes schedule"),
 ])
 def test_bad_schedules_are_rejected(change, match, tmp_path) -> None:
     fmt = LogFormat(4, GridKind.LOG_2)
@@ -102,6 +129,28 @@ def test_codes_the_build_cannot_run_are_rejected() -> None:
         SchedConfig(lanes=0)
     with pytest.raises(HwConfigError, match="variant"):
         SchedConfig(variant="permuted")
+    for variant, half in (("bucketed", "split"), ("inplace", "select")):
+        with pytest.raises(HwConfigError, match="codes store"):
+            SchedConfig(variant=variant, half=half, store="codes", code_bits=4)
+    coded = ScheduleLimits("inplace", "split", 4, 7, 100, "codes", 3)
+    with pytest.raises(FormatError, match="do not fit"):
+        compile_schedule(words, random_table(fmt, 1, rng), fmt, coded)
+    flagged = LogFormat(3, GridKind.LOG_DYNAMIC, zero=ZeroMode.FLAG)
+    with pytest.raises(FormatError, match="zero flag"):
+        compile_schedule(rng.integers(0, 16, size=(1, 20)), random_table(flagged, 1, rng), flagged, coded)
+
+
+def test_a_codes_schedule_whose_lane_bits_disagree_with_its_words_is_rejected() -> None:
+    from logmac.format.schedule import _checksum
+
+    fmt = LogFormat(4, GridKind.LOG_DYNAMIC)
+    rng = np.random.default_rng(3)
+    lim = ScheduleLimits("inplace", "split", 8, fmt.max_shift, 64, "codes", 4)
+    d = compile_schedule(rng.integers(1, 8, size=(2, 30)), random_table(fmt, 2, rng), fmt, lim).to_dict()
+    d["words"] = d["words"] ^ 8  # flip every sign bit: the en bits stay, the neg bits no longer follow
+    d["checksum"] = np.str_(_checksum(d))
+    with pytest.raises(FormatError, match="lane bits"):
+        load_schedule(d, lim)
 
 
 def _field(row: np.ndarray, lo: int, width: int) -> int:
@@ -161,15 +210,18 @@ def decode(cfg: SchedConfig, words: list[int]) -> tuple[np.ndarray, np.ndarray, 
     return y, acc, ovf
 
 
-@pytest.mark.parametrize("variant,half,grid", [("inplace", "split", GridKind.LOG_DYNAMIC),
-                                               ("inplace", "select", GridKind.LOG_SQRT2),
-                                               ("bucketed", "split", GridKind.LOG_DYNAMIC),
-                                               ("bucketed", "select", GridKind.LOG_DYNAMIC),
-                                               ("bucketed", "none", GridKind.LOG_2)])
-def test_engine_matches_golden_in_amaranth_sim(variant: str, half: str, grid: GridKind) -> None:
-    rng = np.random.default_rng(len(variant) * 7 + len(half))
-    cfg = SchedConfig(variant=variant, half=half, lanes=4, act_bits=9, max_shift=7, max_k=64, acc_bits=24,
-                      out_bits=8)
+@pytest.mark.parametrize("variant,half,grid,store", [("inplace", "split", GridKind.LOG_DYNAMIC, "terms"),
+                                                     ("inplace", "select", GridKind.LOG_SQRT2, "terms"),
+                                                     ("bucketed", "split", GridKind.LOG_DYNAMIC, "terms"),
+                                                     ("bucketed", "select", GridKind.LOG_DYNAMIC, "terms"),
+                                                     ("bucketed", "none", GridKind.LOG_2, "terms"),
+                                                     ("inplace", "split", GridKind.LOG_DYNAMIC, "codes"),
+                                                     ("inplace", "none", GridKind.LOG_2, "codes")])
+def test_engine_matches_golden_in_amaranth_sim(variant: str, half: str, grid: GridKind, store: str) -> None:
+    rng = np.random.default_rng(len(variant) * 7 + len(half) + len(store))
+    coded = store == "codes"
+    cfg = SchedConfig(variant=variant, half=half, store=store, code_bits=4 if coded else 0, zero_flag=coded,
+                      lanes=4, act_bits=9, max_shift=7, max_k=64, acc_bits=24, out_bits=8)
     for fmt, style, mode, acc_bits in [(LogFormat(4, grid), "random", "saturate", 24),
                                        (LogFormat(3, grid, zero=ZeroMode.FLAG), "overflow", "wrap", 12)]:
         v = random_vectors(fmt, rng, rows=2, k=11, channels=2, acc_bits=acc_bits, overflow=mode, style=style,

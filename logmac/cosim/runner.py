@@ -16,8 +16,10 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,8 @@ from logmac.cosim.vectors import Expected, Vectors, golden
 from logmac.hw.config import HwConfig
 from logmac.hw.export import engine_verilog
 from logmac.hw.logact_engine import LogActConfig, logact_verilog
+from logmac.hw.sched_config import SchedConfig
+from logmac.hw.sched_engine import sched_verilog
 
 TEST_MODULE = "logmac.cosim.tb_cocotb"
 CMD_DEPTH = 1 << 17
@@ -43,22 +47,42 @@ def cache_root() -> Path:
     return Path(os.environ.get("LOGMAC_BUILD_DIR", Path.home() / ".cache" / "logmac" / "cosim"))
 
 
-def _dut_verilog(hw: HwConfig | LogActConfig) -> str:
-    """The engine under test: the weight engine for a ``HwConfig``, the AdaLog-activation engine for a ``LogActConfig``."""
-    if isinstance(hw, LogActConfig):
-        return logact_verilog(hw, tbgen.ENGINE)
-    return engine_verilog(hw, tbgen.ENGINE)
+_HW = Path(__file__).resolve().parent.parent / "hw"
+_COMMON = ("config.py", "engine.py", "stages.py", "regmap.py")
 
 
-def _source_hash(hw: HwConfig | LogActConfig, sim: str, waves: bool) -> str:
-    h = hashlib.sha256(json.dumps([hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH, _environment_key()]).encode())
+@dataclass(frozen=True)
+class Dut:
+    """How the bench gets an engine: its Verilog (module ``tbgen.ENGINE``) from a build config, and the
+    ``logmac/hw`` files whose source keys the build cache (the bench's own files are always in the key)."""
+
+    verilog: Callable[[Any], str]
+    sources: tuple[str, ...]
+
+
+# build-config type -> engine under test; another engine with the bench's ports plugs in by adding a row
+DUTS: dict[type, Dut] = {
+    HwConfig: Dut(lambda hw: engine_verilog(hw, tbgen.ENGINE),
+                  _COMMON + ("lanes.py", "lean_engine.py", "lean_lanes.py", "export.py")),
+    LogActConfig: Dut(lambda hw: logact_verilog(hw, tbgen.ENGINE), _COMMON + ("lanes.py", "logact_engine.py")),
+    SchedConfig: Dut(lambda hw: sched_verilog(hw, tbgen.ENGINE), _COMMON + ("sched_config.py", "sched_engine.py")),
+}
+
+
+def dut_for(hw) -> Dut:
+    """The registered engine for ``hw``'s config type."""
+    try:
+        return DUTS[type(hw)]
+    except KeyError:
+        raise TypeError(f"no engine registered in logmac.cosim.runner.DUTS for {type(hw).__name__}") from None
+
+
+def _source_hash(hw, sim: str, waves: bool) -> str:
+    h = hashlib.sha256(json.dumps([type(hw).__name__, hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH,
+                                   _environment_key()]).encode())
     here = Path(__file__).resolve().parent
-    rtl = [here.parent / "hw" / f for f in ("config.py", "engine.py", "lanes.py", "lean_engine.py", "lean_lanes.py", "export.py",
-                                         "regmap.py")]
-    if isinstance(hw, LogActConfig):
-        rtl.append(here.parent / "hw" / "logact_engine.py")
-    for path in rtl + [here / "tbgen.py", here / "stream.py"]:  # the files that shape the built model
-        h.update(path.read_bytes())
+    for path in [_HW / f for f in dut_for(hw).sources] + [here / "tbgen.py", here / "stream.py"]:
+        h.update(path.read_bytes())  # the files that shape the built model
     return h.hexdigest()[:16]
 
 
@@ -109,7 +133,7 @@ def _save_runtime(bdir: Path, waves: bool) -> None:
                 shutil.copy2(bdir / (name + ext), dst / (name + ext))
 
 
-def build(hw: HwConfig | LogActConfig, sim: str, waves: bool = False) -> tuple[Path, float]:
+def build(hw: HwConfig | LogActConfig | SchedConfig, sim: str, waves: bool = False) -> tuple[Path, float]:
     """Build the bench for ``hw`` on ``sim`` unless a cached build exists; return (build dir, seconds)."""
     from cocotb_tools.runner import get_runner
 
@@ -125,7 +149,7 @@ def build(hw: HwConfig | LogActConfig, sim: str, waves: bool = False) -> tuple[P
         shutil.rmtree(bdir, ignore_errors=True)
         src = bdir / "src"
         src.mkdir(parents=True)
-        (src / "engine.v").write_text(_dut_verilog(hw))
+        (src / "engine.v").write_text(dut_for(hw).verilog(hw))
         (src / "tb.v").write_text(tbgen.bench_verilog(hw, CMD_DEPTH, CAP_DEPTH))
         args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast"] \
             if sim == "verilator" else []
@@ -171,7 +195,7 @@ class JobResult:
     capture: Path | None
 
 
-def run_jobs(hw: HwConfig | LogActConfig, sim: str, jobs: list[Job], waves: bool = False,
+def run_jobs(hw: HwConfig | LogActConfig | SchedConfig, sim: str, jobs: list[Job], waves: bool = False,
              keep: bool = False) -> tuple[list[JobResult], Path]:
     """Run ``jobs`` in one simulator process; return their results and the run directory."""
     from cocotb_tools.check_results import get_results
@@ -303,7 +327,7 @@ def run_vectors(vectors: Vectors | list[Vectors], sim: str = "verilator", config
     return score_jobs(hw, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start)
 
 
-def score_jobs(hw: HwConfig | LogActConfig, sim: str, vs: list, exps: list[Expected], jobs: list[Job], *,
+def score_jobs(hw: HwConfig | LogActConfig | SchedConfig, sim: str, vs: list, exps: list[Expected], jobs: list[Job], *,
                waves_on_failure: bool = True, t_start: float | None = None) -> Report:
     """Run one job per vector set in one simulator process and compare every capture with its expected arrays
     (and the sticky flag); on a mismatch re-run the first failing job with waves and keep its directory."""

@@ -1,5 +1,5 @@
 """Run vector sets through the exponent-scheduled engine on Icarus or Verilator (``logmac.cosim.runner``'s bench,
-build cache, job runner and scoreboard; only the DUT and the command stream differ).
+build cache, job runner and scoreboard, the engine found through ``runner.DUTS``; only the command stream differs).
 
 Each channel's block writes the accumulator/requant registers (``regmap.channel_writes``), then plays the
 channel's compiled schedule (``logmac.format.schedule``) once per input row, the beat's activation tile taken
@@ -9,14 +9,10 @@ and the scheduled golden model (``logmac.sim.scheduled``) is held equal to them 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import time
-from pathlib import Path
 
 import numpy as np
 
-from logmac.cosim import runner, tbgen
 from logmac.cosim.runner import Job, Report, score_jobs
 from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, bits_of
 from logmac.cosim.vectors import Vectors, golden
@@ -25,11 +21,7 @@ from logmac.format.schedule import Schedule, compile_schedule
 from logmac.hw import config as C
 from logmac.hw.regmap import Requant, channel_writes
 from logmac.hw.sched_config import SchedConfig, input_layout
-from logmac.hw.sched_engine import sched_verilog
 from logmac.sim.scheduled import run_schedule
-
-_SOURCES = [Path(__file__).resolve().parent.parent / "hw" / f
-            for f in ("sched_config.py", "sched_engine.py", "engine.py", "regmap.py", "config.py")]
 
 
 def beat_rows(cfg: SchedConfig, sched: Schedule, c: int, x: np.ndarray) -> np.ndarray:
@@ -49,10 +41,14 @@ def beat_rows(cfg: SchedConfig, sched: Schedule, c: int, x: np.ndarray) -> np.nd
 
     rows[:, :, :L * cfg.act_bits] = bits_of(xt, cfg.act_bits).reshape(N, B, -1)
     present = {n for n, _ in lay}
-    for name, width in (("en", 1), ("neg", 1), ("aux", 1), ("exp", cfg.shift_bits), ("delta", cfg.shift_bits),
-                        ("tile_last", 1), ("last", 1)):
+    fields = {name: getattr(sched, name)[lo:hi] for name in ("en", "neg", "aux", "exp", "delta", "tile_last", "last")}
+    if cfg.store == "codes":
+        bidx = sched.bidx[lo:hi].reshape(B, -1)
+        fields.update(w=sched.beat_words()[lo:hi], bidx=np.maximum(bidx, 0), bval=(bidx >= 0).astype(np.int64))
+    widths = {"exp": cfg.shift_bits, "delta": cfg.shift_bits, "w": sched.limits.word_bits, "bidx": cfg.code_bits - 1}
+    for name, values in fields.items():
         if name in present:
-            put(name, getattr(sched, name)[lo:hi], width)
+            put(name, values, widths.get(name, 1))
     return rows.reshape(N * B, -1)
 
 
@@ -90,30 +86,6 @@ def check_golden(cfg: SchedConfig, v: Vectors, sched: Schedule) -> None:
         raise FormatError(f"{v.name}: the scheduled golden model disagrees with logmac.sim")
 
 
-@contextlib.contextmanager
-def _sched_dut():
-    """Let ``logmac.cosim.runner`` build the scheduled engine for a ``SchedConfig`` (cache keyed by its sources)."""
-    dut, src_hash = runner._dut_verilog, runner._source_hash
-
-    def verilog(hw):
-        return sched_verilog(hw, tbgen.ENGINE) if isinstance(hw, SchedConfig) else dut(hw)
-
-    def source_hash(hw, sim: str, waves: bool) -> str:
-        base = src_hash(hw, sim, waves)
-        if not isinstance(hw, SchedConfig):
-            return base
-        h = hashlib.sha256(base.encode())
-        for path in _SOURCES:
-            h.update(path.read_bytes())
-        return "sched" + h.hexdigest()[:16]
-
-    runner._dut_verilog, runner._source_hash = verilog, source_hash
-    try:
-        yield
-    finally:
-        runner._dut_verilog, runner._source_hash = dut, src_hash
-
-
 def run_sched_vectors(vectors: Vectors | list[Vectors], sim: str, cfg: SchedConfig, *, bp: int = 0,
                       gap_prob: float = 0.0, reset_at: int | None = None, seed: int = 0,
                       waves_on_failure: bool = True) -> Report:
@@ -131,5 +103,4 @@ def run_sched_vectors(vectors: Vectors | list[Vectors], sim: str, cfg: SchedConf
         exps.append(golden(v))
         jobs.append(Job(sched_commands(cfg, v, sched, rng, gap_prob), bp=bp, seed=int(rng.integers(1, 1 << 16)),
                         reset_at=reset_at, expected_beats=v.rows * v.channels))
-    with _sched_dut():
-        return score_jobs(cfg, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start)
+    return score_jobs(cfg, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start)

@@ -15,6 +15,13 @@ base-2 tables only.  Two stream variants:
   exponent's adder tree; the trees are summed with fixed shifts.  ``split`` lanes carry ``u`` and ``h``
   and feed trees ``u`` and ``u - 1``.
 
+An in-place build can store the codes themselves (``store="codes"``) instead of per-beat lane bits: the
+weight buffer keeps each weight's code word; per tile a presence mask of the non-zero codes that occur lets
+the controller walk only the present levels, highest term exponent first; each beat broadcasts, per sign,
+up to ``slots`` level indices (1, or 3 on ``split`` builds, where a half step's lower term shares an
+exponent with other levels), and a lane is enabled when its code's index equals one broadcast for its sign
+(:func:`coded_lanes`), its sign the code's sign bit.  The Horner stream is the in-place one.
+
 A third, ``permuted`` (terms sorted by exponent, gathered through an index per term), is priced by
 :func:`schedule_cost` only.  Schedules serialise to a dict of arrays with a checksum; loading checks them
 against the limits of the engine build (:class:`ScheduleLimits`).
@@ -24,31 +31,37 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from logmac.format.errors import MAX_SHIFT_LIMIT, FormatError
-from logmac.format.log import DecodeTable, LogFormat, split_words
+from logmac.format.log import DecodeTable, LogFormat, ZeroMode, split_words
 
 HalfMode = Literal["none", "split", "select"]
 Variant = Literal["inplace", "bucketed"]
+Store = Literal["terms", "codes"]
 HALF_MODES = ("none", "split", "select")
 VARIANTS = ("inplace", "bucketed")
-SCHEDULE_VERSION = 1
+STORES = ("terms", "codes")
+SCHEDULE_VERSION = 2
 _LANE_FIELDS = ("en", "neg", "aux", "exp")  # aux: triple (select) or half (bucketed split)
 
 
 @dataclass(frozen=True)
 class ScheduleLimits:
-    """What one engine build accepts: its variant, half-step option, lane count, shift field and longest K."""
+    """What one engine build accepts: its variant, half-step option, lane count, shift field and longest K;
+    a ``codes`` build also its code width (sign + index bits) and whether words carry a zero flag above it."""
 
     variant: Variant
     half: HalfMode
     lanes: int
     max_shift: int
     max_k: int
+    store: Store = "terms"
+    code_bits: int = 0
+    zero_flag: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -61,10 +74,30 @@ class ScheduleLimits:
             raise FormatError(f"max_shift must be 1..{MAX_SHIFT_LIMIT}, got {self.max_shift}")
         if self.max_k < 1:
             raise FormatError(f"max_k must be >= 1, got {self.max_k}")
+        if self.store not in STORES:
+            raise FormatError(f"schedule store must be one of {STORES}, got {self.store!r}")
+        if self.store == "codes":
+            if self.variant != "inplace" or self.half == "select":
+                raise FormatError("a codes store is an in-place schedule with 'none' or 'split' half steps")
+            if not 2 <= self.code_bits <= 8:
+                raise FormatError(f"code_bits must be 2..8, got {self.code_bits}")
+        elif self.code_bits or self.zero_flag:
+            raise FormatError("code_bits and zero_flag belong to a codes store")
 
     @property
     def shift_bits(self) -> int:
         return self.max_shift.bit_length()
+
+    @property
+    def slots(self) -> int:
+        """Level indices a codes beat broadcasts per sign: on ``split`` builds up to three distinct levels have
+        a term at one exponent (``2**g``, ``1.5 * 2**g`` and the lower half of ``1.5 * 2**(g+1)``)."""
+        return 1 if self.half == "none" else 3
+
+    @property
+    def word_bits(self) -> int:
+        """Bits of a stored code word on a codes build (the zero flag included)."""
+        return self.code_bits + self.zero_flag
 
 
 @dataclass
@@ -73,6 +106,8 @@ class Schedule:
 
     Per beat and lane: ``en``, ``neg``, ``aux`` (triple in ``select``, half in bucketed ``split``) and
     ``exp`` (bucketed only).  Per beat: ``delta`` and ``tile_last`` (in place only) and ``last``.
+    A codes store adds the stored ``words`` (C, tiles * lanes) and the broadcast ``bidx`` (beats, 2, slots;
+    -1: slot unused); its ``en`` and ``neg`` are what the lanes derive from them (:func:`coded_lanes`).
     """
 
     limits: ScheduleLimits
@@ -85,6 +120,8 @@ class Schedule:
     delta: np.ndarray
     tile_last: np.ndarray
     last: np.ndarray
+    words: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    bidx: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 1), dtype=np.int64))
 
     @property
     def channels(self) -> int:
@@ -107,6 +144,11 @@ class Schedule:
             t[lo:hi] = np.concatenate([[0], np.cumsum(self.tile_last[lo:hi - 1])])
         return t
 
+    def beat_words(self) -> np.ndarray:
+        """(beats, lanes) stored code words each beat's lanes hold (codes store)."""
+        ch = np.repeat(np.arange(self.channels), self.beats)
+        return self.words.reshape(self.channels, self.tiles, self.limits.lanes)[ch, self.beat_tiles()]
+
     def lane_multipliers(self) -> np.ndarray:
         """(beats, lanes) signed multiplier each lane applies before its exponent: 0, +-1 or +-3."""
         m = np.where(self.aux.astype(bool) & (self.limits.half == "select"), 3, 1)
@@ -116,8 +158,10 @@ class Schedule:
         """Plain arrays and scalars (``np.savez`` ready), with a checksum over everything."""
         d = {"schedule_version": np.int64(SCHEDULE_VERSION), "variant": np.str_(self.limits.variant),
              "half": np.str_(self.limits.half), "lanes": np.int64(self.limits.lanes),
-             "max_shift": np.int64(self.limits.max_shift), "k": np.int64(self.k)}
-        for name in ("offsets", "delta", "tile_last", "last", *_LANE_FIELDS):
+             "max_shift": np.int64(self.limits.max_shift), "k": np.int64(self.k),
+             "store": np.str_(self.limits.store), "code_bits": np.int64(self.limits.code_bits),
+             "zero_flag": np.int64(self.limits.zero_flag)}
+        for name in ("offsets", "delta", "tile_last", "last", *_LANE_FIELDS, "words", "bidx"):
             d[name] = np.asarray(getattr(self, name), dtype=np.int64)
         d["checksum"] = np.str_(_checksum(d))
         return d
@@ -144,7 +188,7 @@ def load_schedule(source, limits: ScheduleLimits) -> Schedule:
         except (OSError, ValueError) as exc:
             raise FormatError(f"cannot read schedule {source}: {exc}") from exc
     need = {"schedule_version", "variant", "half", "lanes", "max_shift", "k", "offsets", "delta", "tile_last",
-            "last", *_LANE_FIELDS, "checksum"}
+            "last", *_LANE_FIELDS, "store", "code_bits", "zero_flag", "words", "bidx", "checksum"}
     missing = sorted(need - set(source))
     if missing:
         raise FormatError(f"schedule is missing {missing}")
@@ -155,6 +199,11 @@ def load_schedule(source, limits: ScheduleLimits) -> Schedule:
     if str(source["variant"]) != limits.variant or str(source["half"]) != limits.half:
         raise FormatError(f"a {source['variant']}/{source['half']} schedule cannot run on a "
                           f"{limits.variant}/{limits.half} build")
+    if (str(source["store"]), int(source["code_bits"]), bool(source["zero_flag"])) != \
+            (limits.store, limits.code_bits, limits.zero_flag):
+        raise FormatError(f"a {source['store']} schedule of {int(source['code_bits'])}-bit codes (zero flag "
+                          f"{bool(source['zero_flag'])}) cannot run on a {limits.store} build of "
+                          f"{limits.code_bits}-bit codes (zero flag {limits.zero_flag})")
     if int(source["lanes"]) != limits.lanes:
         raise FormatError(f"schedule for {int(source['lanes'])} lanes, the build has lanes={limits.lanes}")
     if int(source["max_shift"]) > limits.max_shift:
@@ -163,7 +212,7 @@ def load_schedule(source, limits: ScheduleLimits) -> Schedule:
     if not 1 <= int(source["k"]) <= limits.max_k:
         raise FormatError(f"schedule K={int(source['k'])} outside 1..max_k={limits.max_k} of the build")
     sched = Schedule(limits, int(source["k"]), *(np.asarray(source[n], dtype=np.int64) for n in
-                     ("offsets", "en", "neg", "aux", "exp", "delta", "tile_last", "last")))
+                     ("offsets", "en", "neg", "aux", "exp", "delta", "tile_last", "last", "words", "bidx")))
     validate(sched)
     return sched
 
@@ -205,6 +254,34 @@ def validate(s: Schedule) -> None:
         raise FormatError("an in-place schedule carries no per-lane exponents")
     if np.any(tiles_per_channel != s.tiles):
         raise FormatError(f"every channel must step through all {s.tiles} tiles of K={s.k}")
+    if lim.store == "codes":
+        _validate_codes(s, tiles_per_channel)
+
+
+def _validate_codes(s: Schedule, tiles_per_channel: np.ndarray) -> None:
+    lim = s.limits
+    if s.words.shape != (s.channels, s.tiles * lim.lanes) or s.bidx.shape != (len(s.last), 2, lim.slots):
+        raise FormatError(f"a codes schedule needs words ({s.channels}, {s.tiles * lim.lanes}) and bidx "
+                          f"({len(s.last)}, 2, {lim.slots})")
+    if s.words.size and (s.words.min() < 0 or s.words.max() >= 1 << lim.word_bits):
+        raise FormatError(f"stored code words must fit {lim.word_bits} bits")
+    if s.bidx.size and (s.bidx.min() < -1 or s.bidx.max() >= 1 << (lim.code_bits - 1)):
+        raise FormatError(f"broadcast indices must be -1 or fit {lim.code_bits - 1} bits")
+    en, neg = coded_lanes(lim, s.beat_words(), s.bidx)
+    if not (np.array_equal(en, s.en) and np.array_equal(neg, s.neg)):
+        raise FormatError("a codes schedule's lane bits must be those its words and broadcasts give")
+
+
+def coded_lanes(limits: ScheduleLimits, words: np.ndarray, bidx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lane rule of a codes build: (beats, lanes) stored words and (beats, 2, slots) broadcast indices to
+    ``en`` (the word is not a flagged zero and its index is broadcast for its sign) and ``neg`` (its sign)."""
+    cb = limits.code_bits
+    w = np.asarray(words, dtype=np.int64)
+    sign, idx = (w >> (cb - 1)) & 1, w & ((1 << (cb - 1)) - 1)
+    flag = (w >> cb) & 1 if limits.zero_flag else np.zeros_like(w)
+    sel = np.take_along_axis(np.asarray(bidx, dtype=np.int64), sign[..., None], axis=1)  # (beats, lanes, slots)
+    en = (sel == idx[..., None]).any(axis=-1) & (flag == 0)
+    return en.astype(np.int64), (en & (sign == 1)).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,16 +311,23 @@ def weight_terms(words: np.ndarray, table: DecodeTable, fmt: LogFormat, half: Ha
     return u, h, sign.astype(bool), nz, e
 
 
-def compile_schedule(words: np.ndarray, table: DecodeTable, fmt: LogFormat, limits: ScheduleLimits) -> Schedule:
-    """The beat stream that computes every channel's exact dot product on a build with ``limits``."""
+def _check_fits(words: np.ndarray, table: DecodeTable, limits: ScheduleLimits) -> np.ndarray:
     words = np.asarray(words)
     if words.ndim != 2:
         raise FormatError(f"codes must be (C, K), got shape {words.shape}")
-    C, K = words.shape
-    if K > limits.max_k:
-        raise FormatError(f"K={K} exceeds the build's max_k={limits.max_k}")
+    if words.shape[1] > limits.max_k:
+        raise FormatError(f"K={words.shape[1]} exceeds the build's max_k={limits.max_k}")
     if int(table.u.max(initial=0)) > limits.max_shift:
         raise FormatError(f"decode table shift {int(table.u.max())} beyond the build's max_shift={limits.max_shift}")
+    return words
+
+
+def compile_schedule(words: np.ndarray, table: DecodeTable, fmt: LogFormat, limits: ScheduleLimits) -> Schedule:
+    """The beat stream that computes every channel's exact dot product on a build with ``limits``."""
+    words = _check_fits(words, table, limits)
+    C, K = words.shape
+    if limits.store == "codes":
+        return _compile_codes(words, table, fmt, limits)
     u, h, neg, nz, e = weight_terms(words, table, fmt, limits.half)
     L = limits.lanes
     T = -(-K // L)
@@ -286,9 +370,82 @@ def compile_schedule(words: np.ndarray, table: DecodeTable, fmt: LogFormat, limi
     return sched
 
 
+def stored_words(words: np.ndarray, fmt: LogFormat, limits: ScheduleLimits) -> np.ndarray:
+    """A format's code words re-packed for a codes build: sign at bit ``code_bits - 1``, the index below it,
+    the zero flag (flag builds) at ``code_bits``; narrower formats keep their indices."""
+    if fmt.bits > limits.code_bits:
+        raise FormatError(f"{fmt.bits}-bit codes do not fit the build's code_bits={limits.code_bits}")
+    if fmt.zero is ZeroMode.FLAG and not limits.zero_flag:
+        raise FormatError("codes with a zero flag need a zero_flag build")
+    sign, index, is_zero = split_words(words, fmt)
+    out = (sign << (limits.code_bits - 1)) | index
+    return out | (is_zero.astype(np.int64) << limits.code_bits) if limits.zero_flag else out
+
+
+def _tile_beats(terms: list[tuple[int, int, int]], slots: int) -> list[tuple[np.ndarray, int]]:
+    """(broadcast (2, slots), delta) beats of one tile from its present levels' terms (exponent, sign, index),
+    highest exponent first; one empty beat if there is none."""
+    exps = sorted({g for g, _, _ in terms}, reverse=True)
+    beats = []
+    for n, g in enumerate(exps):
+        per_sign = [sorted(i for e, s, i in terms if e == g and s == sign) for sign in (0, 1)]
+        count = max(-(-len(ids) // slots) for ids in per_sign)
+        for b in range(count):
+            bidx = np.full((2, slots), -1, dtype=np.int64)
+            for sign, ids in enumerate(per_sign):
+                chunk = ids[b * slots:(b + 1) * slots]
+                bidx[sign, :len(chunk)] = chunk
+            last = b == count - 1
+            beats.append((bidx, (g - (exps[n + 1] if n + 1 < len(exps) else 0)) if last else 0))
+    return beats or [(np.full((2, slots), -1, dtype=np.int64), 0)]
+
+
+def _compile_codes(words: np.ndarray, table: DecodeTable, fmt: LogFormat, limits: ScheduleLimits) -> Schedule:
+    nz = weight_terms(words, table, fmt, limits.half)[3]
+    sign, index, _ = split_words(words, fmt)
+    C, K = words.shape
+    L, T = limits.lanes, -(-K // limits.lanes)
+    stored = np.pad(stored_words(words, fmt, limits), ((0, 0), (0, T * L - K)))
+    present = np.pad(nz, ((0, 0), (0, T * L - K))).reshape(C, T, L)
+    sign_t, index_t = (np.pad(a, ((0, 0), (0, T * L - K))).reshape(C, T, L) for a in (sign, index))
+    bidx, delta, tile_last, last, offsets = [], [], [], [], [0]
+    for c in range(C):
+        for t in range(T):
+            terms = set()
+            for s_, i in {(int(a), int(b)) for a, b in zip(sign_t[c, t][present[c, t]], index_t[c, t][present[c, t]],
+                                                            strict=True)}:
+                uu, hh = int(table.u[c, s_, i]), int(table.h[c, s_, i])
+                terms.add((uu, s_, i))
+                if hh and uu >= 1:  # split: the lower half term (at u = 0 it rounds away, as in decode_int)
+                    terms.add((uu - 1, s_, i))
+            beats = _tile_beats(sorted(terms), limits.slots)
+            for n, (b, d) in enumerate(beats):
+                bidx.append(b)
+                delta.append(d)
+                tile_last.append(int(n == len(beats) - 1))
+                last.append(int(n == len(beats) - 1 and t == T - 1))
+        offsets.append(len(last))
+    n = len(last)
+    sched = Schedule(limits, K, np.array(offsets, dtype=np.int64), np.zeros((n, L), np.int64),
+                     np.zeros((n, L), np.int64), np.zeros((n, L), np.int64), np.zeros((n, L), np.int64),
+                     np.array(delta, dtype=np.int64), np.array(tile_last, dtype=np.int64),
+                     np.array(last, dtype=np.int64), stored, np.array(bidx, dtype=np.int64).reshape(n, 2, -1))
+    sched.en, sched.neg = coded_lanes(limits, sched.beat_words(), sched.bidx)
+    validate(sched)
+    return sched
+
+
 # ----------------------------------------------------------------------------------------------
 # Cost model
 # ----------------------------------------------------------------------------------------------
+
+def code_store_bits(fmt: LogFormat, limits: ScheduleLimits) -> tuple[int, int, int]:
+    """What a codes build stores: bits per weight (the code word), presence-mask bits per tile (one per
+    non-zero code of ``fmt``) and decode-table bits per channel (``u`` and, on split builds, ``h`` per non-zero
+    code), the table read by the controller, not by the lanes."""
+    codes = 2 * fmt.nonzero_levels
+    return limits.word_bits, codes, codes * (limits.shift_bits + (limits.half == "split"))
+
 
 def beat_bits(limits: ScheduleLimits) -> int:
     """Schedule bits one beat carries besides the activations (what the weight memory must store)."""
@@ -299,14 +456,45 @@ def beat_bits(limits: ScheduleLimits) -> int:
     return limits.lanes * lane + limits.shift_bits + 2  # + delta, tile_last, last
 
 
+def tile_beats(words: np.ndarray, table: DecodeTable, fmt: LogFormat, limits: ScheduleLimits) -> np.ndarray:
+    """(C, tiles) beats :func:`compile_schedule` gives each tile, counted without building the stream (whole
+    networks at small lane counts): bucketed one; in place one per exponent present (at least one); codes the
+    same, a beat taking ``slots`` levels per sign at one exponent."""
+    words = _check_fits(words, table, limits)
+    C, K = words.shape
+    L, T = limits.lanes, -(-K // limits.lanes)
+    _, h, _, nz, e = weight_terms(words, table, fmt, limits.half)
+    if limits.variant == "bucketed":
+        return np.ones((C, T), dtype=np.int64)
+    E = np.arange(limits.max_shift + 1)
+    if limits.store == "terms":
+        e_t = np.pad(e, ((0, 0), (0, T * L - K), (0, 0)), constant_values=-1).reshape(C, T, 2 * L)
+        present = (e_t[..., None] == E).any(axis=2)  # (C, T, exponents)
+        return np.maximum(1, present.sum(axis=-1))
+    sign, index, _ = split_words(words, fmt)
+    P = fmt.levels_per_sign
+    code = np.where(nz, sign * P + index, 2 * P)  # 2 * P: no level
+    code_t = np.pad(code, ((0, 0), (0, T * L - K)), constant_values=2 * P).reshape(C, T, L)
+    present = (code_t[..., None] == np.arange(2 * P)).any(axis=2).reshape(C, T, 2, P)
+    u, hh = table.u[:, :, :P], table.h[:, :, :P]  # (C, 2, P)
+    at = (u[..., None] == E) | ((hh[..., None] == 1) & (u[..., None] - 1 == E))  # a term of level i at g
+    count = np.einsum("ctsp,cspg->ctsg", present.astype(np.int64), at.astype(np.int64))
+    return np.maximum(1, (-(-count // limits.slots)).max(axis=2).sum(axis=-1))
+
+
 def schedule_cost(words: np.ndarray, table: DecodeTable, fmt: LogFormat, limits: ScheduleLimits) -> dict:
     """Beats per output (padding included), stored schedule bits per weight and their parts, for the built
     variant and for the cost-only ``permuted`` one (terms sorted by exponent and gathered by index)."""
-    sched = compile_schedule(words, table, fmt, limits)
+    beats = tile_beats(words, table, fmt, limits).sum(axis=1)
     C, K = np.asarray(words).shape
     _, h, _, nz, e = weight_terms(np.asarray(words), table, fmt, limits.half)
     L = limits.lanes
-    stored = sched.beats.sum() * beat_bits(limits) / (C * K)
+    tiles = -(-K // L)
+    if limits.store == "codes":
+        word, mask, table_bits = code_store_bits(fmt, limits)
+        stored = word + tiles * mask / K + table_bits / K
+    else:
+        stored = beats.sum() * beat_bits(limits) / (C * K)
     # permuted: per channel ceil(n_e / lanes) beats per exponent e; each lane slot stores an index of the
     # activation (log2 K) or of a position in a lanes-wide gather window (log2 lanes), plus sign, enable.
     terms = e.reshape(C, -1)
@@ -322,8 +510,8 @@ def schedule_cost(words: np.ndarray, table: DecodeTable, fmt: LogFormat, limits:
         "k": K,
         "channels": C,
         "code_bits": fmt.storage_bits,
-        "beats_per_output": float(sched.beats.mean()),
-        "dense_beats_per_output": float(sched.tiles),
+        "beats_per_output": float(beats.mean()),
+        "dense_beats_per_output": float(tiles),
         "index_bits_per_weight": 0.0,
         "schedule_bits_per_weight": float(stored),
         "weight_bits_stored": float(stored),

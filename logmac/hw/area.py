@@ -79,14 +79,16 @@ def wrapper_verilog(p: dict, cfg_addr_bits: int, engine_name: str = ENGINE_NAME,
     return "\n".join(lines) + "\n"
 
 
-def _run(cmd: list[str], cwd: Path, timeout: int = 3600) -> str:
+def run_tool(cmd: list[str], cwd: Path, timeout: int = 3600) -> str:
+    """Run a synthesis tool in ``cwd``; its output, or a RuntimeError with the tail of it."""
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed:\n{(res.stdout + res.stderr)[-3000:]}")
     return res.stdout + res.stderr
 
 
-def _count(stat: str, cell: str) -> int:
+def count_cells(stat: str, cell: str) -> int:
+    """Cells of a type (``SB_LUT4``, ``SB_DFF`` and its variants...) in a yosys ``stat`` listing."""
     return sum(int(n) for n in re.findall(rf"^\s*{cell}\S*\s+(\d+)\s*$", stat, re.M))
 
 
@@ -109,21 +111,21 @@ def synthesise_verilog(verilog: str, wrapper: str, fmax: bool = True, top: str =
         d = Path(tmp)
         (d / "engine.v").write_text(verilog)
         (d / "wrap.v").write_text(wrapper)
-        _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth_ice40 -top {top}; tee -o ice.txt stat"], d)
+        run_tool(["yosys", "-q", "-p", f"read_verilog engine.v; synth_ice40 -top {top}; tee -o ice.txt stat"], d)
         ice = (d / "ice.txt").read_text()
-        _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {top}; tee -o gen.txt stat"], d)
+        run_tool(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {top}; tee -o gen.txt stat"], d)
         cells = int(re.search(r"Number of cells:\s+(\d+)", (d / "gen.txt").read_text()).group(1))
-        _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {top}; dffunmap; "
+        run_tool(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {top}; dffunmap; "
               "abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX; opt_clean; tee -o ge.txt stat"], d)
         ge = gate_equivalents((d / "ge.txt").read_text())
         mhz = None
         if fmax:
-            _run(["yosys", "-q", "-p", "read_verilog engine.v wrap.v; synth_ice40 -top wrap -json wrap.json"], d)
-            log = _run(["nextpnr-ice40", *DEVICE, "--json", "wrap.json", "--freq", "12", "--timing-allow-fail",
+            run_tool(["yosys", "-q", "-p", "read_verilog engine.v wrap.v; synth_ice40 -top wrap -json wrap.json"], d)
+            log = run_tool(["nextpnr-ice40", *DEVICE, "--json", "wrap.json", "--freq", "12", "--timing-allow-fail",
                         "--seed", "1"], d)
             found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", log)
             mhz = float(found[-1]) if found else None
-    return {"luts": _count(ice, "SB_LUT4"), "carries": _count(ice, "SB_CARRY"), "ffs": _count(ice, "SB_DFF"),
+    return {"luts": count_cells(ice, "SB_LUT4"), "carries": count_cells(ice, "SB_CARRY"), "ffs": count_cells(ice, "SB_DFF"),
             "cells_generic": cells, "fmax_mhz": mhz, "ge": ge}
 
 

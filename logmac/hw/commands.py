@@ -63,23 +63,6 @@ def area_cmd(bits: str, lanes: str, act_bits: int, no_fmax: bool, json_out: str 
             json.dump([r.as_dict() for r in rows], fh, indent=2)
 
 
-@hw.command("compare")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="write the rows as a JSON list")
-@click.option("--quick", is_flag=True, help="one small configuration (log_2, 3-bit weights, 2 and 4 lanes), no Fmax")
-def compare_cmd(json_out: str | None, quick: bool) -> None:
-    """Every engine (int, log, lean, and any registered) per lane and per MAC against the int engine."""
-    from logmac.hw.compare import compare_rows, format_table
-
-    if quick:
-        rows = compare_rows(grids=("log_2",), weight_bits=(3,), lanes=(2, 4), fmax=False)
-    else:
-        rows = compare_rows()
-    click.echo(format_table(rows))
-    if json_out:
-        with open(json_out, "w") as fh:
-            json.dump(rows, fh, indent=2)
-
-
 @hw.command("logact-area")
 @click.option("--act-bits", default=4, show_default=True, help="AdaLog code bits (and the int engine's activation bits)")
 @click.option("--weight-bits", default=4, show_default=True)

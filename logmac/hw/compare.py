@@ -57,13 +57,15 @@ class Engine:
 
     rows(weight_bits, grid, act_bits, lanes_list, fmax) -> dicts with keys engine, grid, weight_bits, act_bits,
     lanes, lut4, ge, fmax_mhz (one per lane count); cycles_per_output(lanes, grid, weight_bits) on the house
-    layers; weight_bits_stored(weight_bits, grid): bits the engine's weight store holds per weight, tables
-    amortised.
+    layers; weight_bits_stored(weight_bits, grid, lanes): bits the engine's weight store holds per weight, tables
+    amortised; note(row): why the engine loses to ``int`` in that row ("" when it does not or no reason is
+    measured), called once the row's ratios are in.
     """
 
     rows: Callable[[int, str, int, tuple[int, ...], bool], list[dict]]
     cycles_per_output: Callable[[int, str, int], float]
-    weight_bits_stored: Callable[[int, str], float]
+    weight_bits_stored: Callable[[int, str, int], float]
+    note: Callable[[dict], str] = lambda row: ""
 
 
 def core_config(kind: str, weight_bits: int, act_bits: int, lanes: int) -> HwConfig:
@@ -83,6 +85,13 @@ def _dense_rows(kind: str) -> Callable[[int, str, int, tuple[int, ...], bool], l
     return rows
 
 
+def dense_note(row: dict, lane: str) -> str:
+    """Why a one-tile-a-cycle log engine loses: its lane (``lane`` names what each lane carries) is larger."""
+    q = row["ratio_vs_int"]["lut4_per_lane"]
+    return f"{q:.2f}x LUT4 per lane: {lane} per lane against a {row['weight_bits']}x{row['act_bits']} multiplier" \
+        if q > 1 else ""
+
+
 def _table_bits(weight_bits: int) -> int:
     """The run-time decode table a log channel loads: ``table_depth`` entries of ``(u, h, neg, zero)``."""
     hw = core_config("log", weight_bits, 8, 1)
@@ -90,12 +99,14 @@ def _table_bits(weight_bits: int) -> int:
 
 
 ENGINES: dict[str, Engine] = {
-    "int": Engine(_dense_rows("int"), lambda lanes, grid, wb: dense_cycles_per_output(lanes), lambda wb, grid: wb),
+    "int": Engine(_dense_rows("int"), lambda lanes, grid, wb: dense_cycles_per_output(lanes), lambda wb, grid, n: wb),
     "log": Engine(_dense_rows("log"), lambda lanes, grid, wb: dense_cycles_per_output(lanes),
-                  lambda wb, grid: wb + per_weight(_table_bits(wb))),
+                  lambda wb, grid, n: wb + per_weight(_table_bits(wb)), lambda row: dense_note(row, "a decode-table read "
+                                                                                     "port and a barrel shifter")),
     # the lean engine's buffer holds decoded fields; the table is still loaded once per channel, at the decoder
     "lean": Engine(_dense_rows("lean"), lambda lanes, grid, wb: dense_cycles_per_output(lanes),
-                   lambda wb, grid: field_bits(core_config("log", wb, 8, 1)) + per_weight(_table_bits(wb))),
+                   lambda wb, grid, n: field_bits(core_config("log", wb, 8, 1)) + per_weight(_table_bits(wb)),
+                   lambda row: dense_note(row, "a barrel shifter and a 0/x/3x select")),
 }
 
 
@@ -129,13 +140,15 @@ def compare_rows(grids: tuple[str, ...] = ("log_2", "log_dynamic"), weight_bits:
                     cost[name, n] = built[n]["lut4"] * cycles / macs_per_output()
                     group.append({**built[n], "engine": name, "lut4_per_lane": round(per_lut, 2),
                                   "ge_per_lane": round(per_ge, 2), "cycles_per_output": round(cycles, 3),
-                                  "weight_bits_stored": round(eng.weight_bits_stored(wb, grid), 4)})
+                                  "weight_bits_stored": round(eng.weight_bits_stored(wb, grid, n), 4)})
             ref = {r["lanes"]: r for r in group if r["engine"] == "int"}
             for r in group:
                 base, n = ref[r["lanes"]], r["lanes"]
                 r["ratio_vs_int"] = {"lut4_per_lane": round(r["lut4_per_lane"] / base["lut4_per_lane"], 3),
                                      "ge_per_lane": round(r["ge_per_lane"] / base["ge_per_lane"], 3),
                                      "lut4_x_cycles_per_mac": round(cost[r["engine"], n] / cost["int", n], 3)}
+            for r in group:
+                r["note"] = ENGINES[r["engine"]].note(r)
             rows += group
     return rows
 
@@ -143,13 +156,13 @@ def compare_rows(grids: tuple[str, ...] = ("log_2", "log_dynamic"), weight_bits:
 def format_table(rows: list[dict]) -> str:
     """A markdown table of ``compare_rows`` for people."""
     out = ["| engine | grid | w | a | lanes | LUT4 | LUT4/lane | GE | GE/lane | Fmax MHz | cycles/out | w bits stored "
-           "| LUT4/lane vs int | GE/lane vs int | LUT4 x cycles/MAC vs int |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| LUT4/lane vs int | GE/lane vs int | LUT4 x cycles/MAC vs int | note |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         q = r["ratio_vs_int"]
         fm = f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "n/a"
         out.append(f"| {r['engine']} | {r['grid']} | {r['weight_bits']} | {r['act_bits']} | {r['lanes']} | {r['lut4']} | "
                    f"{r['lut4_per_lane']:.1f} | {r['ge']:.0f} | {r['ge_per_lane']:.1f} | {fm} | "
                    f"{r['cycles_per_output']:.2f} | {r['weight_bits_stored']:.3f} | {q['lut4_per_lane']:.2f} | "
-                   f"{q['ge_per_lane']:.2f} | {q['lut4_x_cycles_per_mac']:.2f} |")
+                   f"{q['ge_per_lane']:.2f} | {q['lut4_x_cycles_per_mac']:.2f} | {r['note']} |")
     return "\n".join(out)

@@ -11,7 +11,7 @@ them only while ``idle`` is high.  Behaviour is stated by ``logmac.sim.mac`` and
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,6 +19,7 @@ from logmac.hw import config as C
 from logmac.hw.config import HwConfig
 from logmac.hw.lanes import IntLane, LogLane, act_shape, entry_layout
 from logmac.hw.regmap import NEST_FIELDS, REG_NEST
+from logmac.hw.stages import config_registers, output_stages
 
 
 def input_layout(cfg: HwConfig) -> data.StructLayout:
@@ -59,7 +60,7 @@ class MacEngine(wiring.Component):
         cfg = self.hw
         en = Signal()  # every pipeline register advances together
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
-        regs = self._config_registers(m)
+        regs = config_registers(m, self, cfg)
         valids = []
 
         # Stage 1: lane products, registered.
@@ -97,40 +98,9 @@ class MacEngine(wiring.Component):
                 m.d.sync += [acc.eq(total), first.eq(last), exact.eq(total)]
         valids.append(ex_valid)
 
-        fit, ovf, f_valid = self._fit(m, en, exact, ex_valid, regs)
-        valids.append(f_valid)
-        with m.If(en & f_valid & ovf):
-            m.d.sync += self.overflow_sticky.eq(1)
-        with m.If(self.cfg.we & (self.cfg.addr == C.REG_CLEAR)):
-            m.d.sync += self.overflow_sticky.eq(0)
-
-        if cfg.requant:
-            y, fit, ovf, f_valid = self._requantize(m, en, fit, ovf, f_valid, regs, valids)
-            m.d.comb += self.o.payload.y.eq(y)
-        m.d.comb += [self.o.payload.acc.eq(fit), self.o.payload.overflow.eq(ovf), self.o.valid.eq(f_valid)]
+        output_stages(m, self, en, exact, ex_valid, regs, valids, cfg)
         m.d.comb += self.idle.eq(first & ~Cat(*valids).any())
         return m
-
-    def _config_registers(self, m: Module) -> dict[str, Signal]:
-        """Run-time settings, written through ``cfg`` (reset values: widest accumulator, saturate, y = acc)."""
-        cfg = self.hw
-        out_lo, out_hi = -(1 << (cfg.out_bits - 1)), (1 << (cfg.out_bits - 1)) - 1
-        regs = {
-            "acc_hi": Signal(unsigned(cfg.acc_bits - 1), init=(1 << (cfg.acc_bits - 1)) - 1),
-            "wrap": Signal(),
-            "mult": Signal(unsigned(cfg.mult_bits), init=1),
-            "shift": Signal(unsigned(C.SHIFT_FIELD_BITS)),
-            "bias": Signal(signed(cfg.bias_bits)),
-            "zp": Signal(signed(cfg.out_bits)),
-            "lo": Signal(signed(cfg.out_bits), init=out_lo),
-            "hi": Signal(signed(cfg.out_bits), init=out_hi),
-        }
-        addrs = {"acc_hi": C.REG_ACC_HI, "wrap": C.REG_WRAP, "mult": C.REG_MULT, "shift": C.REG_SHIFT,
-                 "bias": C.REG_BIAS, "zp": C.REG_ZP, "lo": C.REG_LO, "hi": C.REG_HI}
-        for name, reg in regs.items():
-            with m.If(self.cfg.we & (self.cfg.addr == addrs[name])):
-                m.d.sync += reg.eq(self.cfg.data[:len(reg)])
-        return regs
 
     def _lanes(self, m: Module) -> list:
         """Instantiate the lanes (and, for log, one shared decode table with a read port per lane)."""
@@ -164,47 +134,3 @@ class MacEngine(wiring.Component):
                 m.d.comb += lane.word.eq(word)
             products.append(lane.product)
         return products
-
-    def _fit(self, m: Module, en: Signal, exact: Signal, valid: Signal, regs: dict) -> tuple[Signal, Signal, Signal]:
-        """The overflow contract of ``logmac.format.apply_accumulator`` at the run-time width a."""
-        cfg = self.hw
-        w = max(cfg.exact_bits, cfg.acc_bits) + 1
-        hi, lo, mask = Signal(signed(w)), Signal(signed(w)), Signal(signed(w))
-        m.d.comb += [hi.eq(regs["acc_hi"]), lo.eq(-hi - 1), mask.eq(Cat(Const(1, 1), regs["acc_hi"]))]
-        over, under = exact > hi, exact < lo
-        sat = Mux(over, hi, Mux(under, lo, exact))
-        msb = (exact & (hi + 1)).any()
-        wrapped = Mux(msb, exact | ~mask, exact & mask)  # sign-extend the low a bits
-        fit, ovf, f_valid = Signal(signed(cfg.acc_bits)), Signal(), Signal()
-        with m.If(en):
-            m.d.sync += [fit.eq(Mux(regs["wrap"], wrapped, sat)), ovf.eq(over | under), f_valid.eq(valid)]
-        return fit, ovf, f_valid
-
-    def _requantize(self, m: Module, en: Signal, acc: Signal, ovf: Signal, valid: Signal, regs: dict,
-                    valids: list) -> tuple[Signal, Signal, Signal, Signal]:
-        """y = clamp(((acc + bias) * M + 2**(S-1)) >> S + zp, lo, hi) in four registered steps."""
-        cfg = self.hw
-
-        def stage(value, name: str) -> Signal:
-            reg = Signal(value.shape(), name=name)
-            with m.If(en):
-                m.d.sync += reg.eq(value)
-            return reg
-
-        def carry(acc, ovf, valid, n: int) -> tuple[Signal, Signal, Signal]:
-            out = stage(acc, f"rq{n}_acc"), stage(ovf, f"rq{n}_ovf"), stage(valid, f"rq{n}_valid")
-            valids.append(out[2])
-            return out
-
-        total = stage(acc + regs["bias"], "rq_total")
-        acc, ovf, valid = carry(acc, ovf, valid, 1)
-        product = stage(total * regs["mult"], "rq_product")
-        acc, ovf, valid = carry(acc, ovf, valid, 2)
-        rounding = (Const(1, 1) << regs["shift"]) >> 1
-        shifted = stage((product + rounding) >> regs["shift"], "rq_shifted")
-        acc, ovf, valid = carry(acc, ovf, valid, 3)
-        moved = shifted + regs["zp"]
-        y = stage(Mux(moved < regs["lo"], regs["lo"], Mux(moved > regs["hi"], regs["hi"], moved))[:cfg.out_bits]
-                  .as_signed(), "rq_y")
-        acc, ovf, valid = carry(acc, ovf, valid, 4)
-        return y, acc, ovf, valid

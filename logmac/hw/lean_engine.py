@@ -24,12 +24,12 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from logmac.hw import config as C
 from logmac.hw.config import HwConfig
-from logmac.hw.engine import MacEngine, config_signature, input_layout, output_layout
+from logmac.hw.engine import config_signature, input_layout, output_layout
 from logmac.hw.lanes import act_shape, entry_layout
 from logmac.hw.lean_lanes import LeanLane, field_layout
 from logmac.hw.regmap import NEST_FIELDS, REG_NEST
+from logmac.hw.stages import config_registers, output_stages
 
 Beat = Literal["fields", "codes"]
 
@@ -83,7 +83,7 @@ class WeightDecoder(wiring.Component):
         return m
 
 
-class LeanMacEngine(MacEngine):
+class LeanMacEngine(wiring.Component):
     """``MacEngine``'s interface and behaviour with lean lanes and one shared weight decoder."""
 
     def __init__(self, cfg: HwConfig, beat: Beat = "fields") -> None:
@@ -101,14 +101,14 @@ class LeanMacEngine(MacEngine):
         }
         if beat == "fields":
             members.update({"wl_word": In(cfg.word_bits), "wl_field": Out(field_layout(cfg))})
-        wiring.Component.__init__(self, members)
+        super().__init__(members)
 
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self.hw
         en = Signal()
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
-        regs = self._config_registers(m)
+        regs = config_registers(m, self, cfg)
         valids = []
 
         # Stage 1: one's-complement products and their neg bits, registered.
@@ -152,17 +152,7 @@ class LeanMacEngine(MacEngine):
                 m.d.sync += [acc.eq(total), first.eq(last), exact.eq(total)]
         valids.append(ex_valid)
 
-        fit, ovf, f_valid = self._fit(m, en, exact, ex_valid, regs)
-        valids.append(f_valid)
-        with m.If(en & f_valid & ovf):
-            m.d.sync += self.overflow_sticky.eq(1)
-        with m.If(self.cfg.we & (self.cfg.addr == C.REG_CLEAR)):
-            m.d.sync += self.overflow_sticky.eq(0)
-
-        if cfg.requant:
-            y, fit, ovf, f_valid = self._requantize(m, en, fit, ovf, f_valid, regs, valids)
-            m.d.comb += self.o.payload.y.eq(y)
-        m.d.comb += [self.o.payload.acc.eq(fit), self.o.payload.overflow.eq(ovf), self.o.valid.eq(f_valid)]
+        output_stages(m, self, en, exact, ex_valid, regs, valids, cfg)
         m.d.comb += self.idle.eq(first & ~Cat(*valids).any())
         return m
 

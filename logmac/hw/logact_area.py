@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from logmac import toolchain
-from logmac.hw.area import DEVICE, _count, _run, area_report, cached_synthesis, wrapper_verilog
+from logmac.hw.area import DEVICE, area_report, cached_synthesis, count_cells, run_tool, wrapper_verilog
 from logmac.hw.config import HwConfig
 from logmac.hw.logact_engine import ENGINE_NAME, LogActConfig, logact_verilog, parameters
 
@@ -50,19 +50,20 @@ def synthesise(cfg: LogActConfig, fmax: bool = True) -> LogActAreaRow:
         d = Path(tmp)
         (d / "engine.v").write_text(logact_verilog(cfg))
         (d / "wrap.v").write_text(_wrapper(cfg))
-        _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth_ice40 -top {ENGINE_NAME}; tee -o ice.txt stat"], d)
+        run_tool(["yosys", "-q", "-p", f"read_verilog engine.v; synth_ice40 -top {ENGINE_NAME}; tee -o ice.txt stat"], d)
         ice = (d / "ice.txt").read_text()
-        _run(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {ENGINE_NAME}; tee -o gen.txt stat"], d)
+        run_tool(["yosys", "-q", "-p", f"read_verilog engine.v; synth -top {ENGINE_NAME}; tee -o gen.txt stat"], d)
         cells = int(re.search(r"Number of cells:\s+(\d+)", (d / "gen.txt").read_text()).group(1))
         mhz = None
         if fmax:
-            _run(["yosys", "-q", "-p", "read_verilog engine.v wrap.v; synth_ice40 -top wrap -json wrap.json"], d)
-            log = _run(["nextpnr-ice40", *DEVICE, "--json", "wrap.json", "--freq", "12", "--timing-allow-fail",
-                        "--seed", "1"], d)
+            run_tool(["yosys", "-q", "-p", "read_verilog engine.v wrap.v; synth_ice40 -top wrap -json wrap.json"], d)
+            log = run_tool(["nextpnr-ice40", *DEVICE, "--json", "wrap.json", "--freq", "12", "--timing-allow-fail",
+                            "--seed", "1"], d)
             found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", log)
             mhz = float(found[-1]) if found else None
     return LogActAreaRow(f"adalog x {cfg.kind}", cfg.act_code_bits, cfg.act_max_shift, cfg.weight_bits, cfg.lanes,
-                         cfg.exact_bits, _count(ice, "SB_LUT4"), _count(ice, "SB_CARRY"), _count(ice, "SB_DFF"), cells, mhz)
+                         cfg.exact_bits, count_cells(ice, "SB_LUT4"), count_cells(ice, "SB_CARRY"),
+                         count_cells(ice, "SB_DFF"), cells, mhz)
 
 
 def comparison_builds(act_bits: int = 4, weight_bits: int = 4, lanes: tuple[int, ...] = (1, 16),

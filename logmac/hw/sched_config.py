@@ -13,17 +13,24 @@ from amaranth import Shape, signed, unsigned
 from amaranth.lib import data
 
 from logmac.format import accumulator_bits
-from logmac.format.schedule import HalfMode, ScheduleLimits, Variant
+from logmac.format.schedule import HalfMode, ScheduleLimits, Store, Variant
 from logmac.hw import config as C
 from logmac.hw.config import HwConfigError
 
 
 @dataclass(frozen=True)
 class SchedConfig:
-    """Parameters of one scheduled-engine build (see ``HwConfig`` for the shared ones)."""
+    """Parameters of one scheduled-engine build (see ``HwConfig`` for the shared ones).
+
+    ``store="codes"`` (in place only): the lanes hold code words of ``code_bits`` (plus a zero flag above them
+    when ``zero_flag``) and compare them with the beat's broadcast level indices.
+    """
 
     variant: Variant = "inplace"
     half: HalfMode = "split"
+    store: Store = "terms"
+    code_bits: int = 0
+    zero_flag: bool = False
     lanes: int = 16
     act_bits: int = 8
     act_signed: bool = True
@@ -54,7 +61,8 @@ class SchedConfig:
                 raise HwConfigError(f"{name} must be {lo}..{hi}, got {getattr(self, name)}")
 
     def limits(self) -> ScheduleLimits:
-        return ScheduleLimits(self.variant, self.half, self.lanes, self.max_shift, self.max_k)
+        return ScheduleLimits(self.variant, self.half, self.lanes, self.max_shift, self.max_k, self.store,
+                              self.code_bits, self.zero_flag)
 
     @property
     def shift_bits(self) -> int:
@@ -107,7 +115,14 @@ class SchedConfig:
 def input_layout(cfg: SchedConfig) -> data.StructLayout:
     """One beat, LSB first: activations, per-lane schedule bits, per-beat fields, ``last`` on top."""
     L = cfg.lanes
-    fields: dict = {"x": data.ArrayLayout(cfg.act_shape(), L), "en": L, "neg": L}
+    fields: dict = {"x": data.ArrayLayout(cfg.act_shape(), L)}
+    if cfg.store == "codes":
+        lim = cfg.limits()
+        fields.update({"w": data.ArrayLayout(unsigned(lim.word_bits), L),
+                       "bidx": data.ArrayLayout(unsigned(cfg.code_bits - 1), 2 * lim.slots),  # sign-major
+                       "bval": 2 * lim.slots, "delta": cfg.shift_bits, "tile_last": 1, "last": 1})
+        return data.StructLayout(fields)
+    fields.update({"en": L, "neg": L})
     if cfg.variant == "bucketed":
         fields["exp"] = data.ArrayLayout(unsigned(cfg.shift_bits), L)
         if cfg.half != "none":

@@ -9,9 +9,13 @@ negated lane counted in a popcount next to the tree, so a lane is a gate, not a 
 - ``bucketed``: ``max_shift + 1`` trees; each lane's value enters the tree of its exponent (and, on a
   ``split`` build's half bit, the tree one below); the tree sums are added with fixed shifts.
 
+A ``codes`` build (in place) holds code words instead of ``en`` / ``neg`` bits: a lane is enabled when its
+word's index equals one of the level indices the beat broadcasts for its sign (``logmac.format.schedule.
+coded_lanes``), and its sign is the word's sign bit.
+
 The fit (saturate / wrap, overflow flag, sticky flag), the config registers and the requantization stage
-are ``MacEngine``'s own (inherited), so both engines obey ``logmac.format.apply_accumulator`` and
-``logmac.format.requantize`` alike.  Behaviour is stated by ``logmac.sim.scheduled``.
+are ``logmac.hw.stages``, shared with ``MacEngine``, so every engine obeys ``logmac.format.apply_accumulator``
+and ``logmac.format.requantize`` alike.  Behaviour is stated by ``logmac.sim.scheduled``.
 """
 
 from __future__ import annotations
@@ -23,20 +27,21 @@ from amaranth.lib.wiring import In, Out
 
 from logmac import __version__
 from logmac.hw import config as C
-from logmac.hw.engine import MacEngine, config_signature
+from logmac.hw.engine import config_signature
 from logmac.hw.sched_config import SchedConfig, input_layout, output_layout
+from logmac.hw.stages import config_registers, output_stages
 
 SCHED_ENGINE_NAME = "logmac_sched_engine"
 
 
-class SchedEngine(MacEngine):
+class SchedEngine(wiring.Component):
     """Dot products from an exponent schedule, ``lanes`` activations a beat, fitted and requantized."""
 
     def __init__(self, cfg: SchedConfig) -> None:
         if not isinstance(cfg, SchedConfig):
             raise TypeError(f"SchedEngine needs a SchedConfig, got {type(cfg).__name__}")
         self.hw = cfg
-        wiring.Component.__init__(self, {
+        super().__init__({
             "i": In(stream.Signature(input_layout(cfg))),
             "o": Out(stream.Signature(output_layout(cfg))),
             "cfg": In(config_signature(cfg)),
@@ -49,7 +54,7 @@ class SchedEngine(MacEngine):
         cfg = self.hw
         en = Signal()  # every pipeline register advances together
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
-        regs = self._config_registers(m)
+        regs = config_registers(m, self, cfg)
         p = self.i.payload
         side = [self.i.valid, p.last] + ([p.delta, p.tile_last] if cfg.variant == "inplace" else [])
         valids: list[Signal] = []
@@ -71,17 +76,7 @@ class SchedEngine(MacEngine):
             (tree_sum,), = self._reduce(m, en, [shifted], side, valids)
         exact, ex_valid, first = self._accumulate(m, en, tree_sum, side)
         valids.append(ex_valid)
-
-        fit, ovf, f_valid = self._fit(m, en, exact, ex_valid, regs)
-        valids.append(f_valid)
-        with m.If(en & f_valid & ovf):
-            m.d.sync += self.overflow_sticky.eq(1)
-        with m.If(self.cfg.we & (self.cfg.addr == C.REG_CLEAR)):
-            m.d.sync += self.overflow_sticky.eq(0)
-        if cfg.requant:
-            y, fit, ovf, f_valid = self._requantize(m, en, fit, ovf, f_valid, regs, valids)
-            m.d.comb += self.o.payload.y.eq(y)
-        m.d.comb += [self.o.payload.acc.eq(fit), self.o.payload.overflow.eq(ovf), self.o.valid.eq(f_valid)]
+        output_stages(m, self, en, exact, ex_valid, regs, valids, cfg)
         m.d.comb += self.idle.eq(first & ~Cat(*valids).any())
         return m
 
@@ -94,11 +89,26 @@ class SchedEngine(MacEngine):
             x = p.x[n].as_signed() if cfg.act_signed else Cat(p.x[n], 0).as_signed()
             mag = Mux(p.aux[n], x + (x << 1), x) if triple else x
             v = Signal(signed(len(mag)), name=f"lane{n}_v")
-            neg = p.neg[n] & p.en[n]
-            m.d.comb += v.eq(Mux(neg, ~mag, Mux(p.en[n], mag, 0)))
+            lane_en, neg = self._coded_enable(m, n) if cfg.store == "codes" else (p.en[n], p.neg[n] & p.en[n])
+            m.d.comb += v.eq(Mux(neg, ~mag, Mux(lane_en, mag, 0)))
             values.append(v)
             corr.append(neg)
         return values, corr
+
+    def _coded_enable(self, m: Module, n: int) -> tuple[Signal, Signal]:
+        """Lane ``n`` of a codes build: enabled when its index is broadcast for its sign (and no zero flag)."""
+        cfg, p = self.hw, self.i.payload
+        slots = cfg.limits().slots
+        word = p.w[n]
+        sign, index = word[cfg.code_bits - 1], word[:cfg.code_bits - 1]
+        hits = [Cat(*(p.bval[s * slots + k] & (p.bidx[s * slots + k] == index) for k in range(slots))).any()
+                for s in (0, 1)]
+        lane_en, neg = Signal(name=f"lane{n}_en"), Signal(name=f"lane{n}_neg")
+        enabled = Mux(sign, hits[1], hits[0])
+        if cfg.zero_flag:
+            enabled = enabled & ~word[cfg.code_bits]
+        m.d.comb += [lane_en.eq(enabled), neg.eq(sign & enabled)]
+        return lane_en, neg
 
     def _tree_select(self, m: Module, n: int) -> Signal:
         """One bit per tree: lane ``n`` feeds it (its exponent, or one above on a split half step)."""
