@@ -22,9 +22,17 @@ from torch.overrides import TorchFunctionMode
 
 from logmac.format import DecodeTable, OverflowMode, accumulator_bits, requantize
 from logmac.format.artifact import Artifact
-from logmac.sim import ops
+from logmac.sim import gemm, ops
 from logmac.sim.gemm import exact_matmul, tap_plan
-from logmac.sim.layers import EmulatorError, LayerSpec, check_module, layer_specs, quantize_input, swap_module
+from logmac.sim.layers import (
+    EmulatorError,
+    LayerSpec,
+    centred_codes,
+    check_module,
+    layer_specs,
+    quantize_input,
+    swap_module,
+)
 from logmac.sim.mac import MacResult, log_matmul_reference, uniform_matmul_reference
 from logmac.sim.trace import Requant, save_trace
 
@@ -49,7 +57,7 @@ class IntLayer(nn.Module):
         self.weights = spec.int_weights(device)
         act = spec.act_in
         self.act_bits, self.zp = int(act["bits"]), int(act["zero_point"])
-        self.x_absmax = max(abs(int(act["qmin"])), abs(int(act["qmax"])))
+        self.x_absmax = max(abs(int(act["qmin"])), abs(int(act["qmax"])), abs(self.zp))  # codes and conv padding
         # widest exact sum this layer can produce: a register this wide provably never overflows
         m_max = max(1, int(self.weights.col_absmax.max(initial=0)))
         self.need_bits = accumulator_bits(self.weights.k, self.act_bits, False, m_max)
@@ -61,15 +69,17 @@ class IntLayer(nn.Module):
         self.bias_t = torch.as_tensor(self.bias_int, device=device).reshape(shape)
         # |acc + bias_int| per channel: x_absmax * sum_k |M[c, k]| bounds the exact sum and any register value
         # narrower hardware leaves (float64 here is only a bound, compared with a factor-2 margin)
-        row_abs = self.weights.mult.abs().sum(dim=2).reshape(-1).cpu().numpy().astype(np.float64)
+        row_abs = self.weights.row_absmax()
         sum_bound = self.x_absmax * row_abs + np.abs(self.bias_int)
+        # a conv whose register cannot overflow runs as one float32 F.conv2d of centred codes, bias folded in
+        self.direct_bias = self._direct_bias(row_abs, device) if spec.is_conv and engine == "fast" else None
         # the float boundary runs in float32 when acc + bias_int is an exact float32 integer (below 2**24)
-        self.float_out_fits = bool((sum_bound < 2**23).all())
+        self.float_out_fits = self.direct_bias is not None or bool((sum_bound < 2**23).all())
         self.bias_f32, self.out_scale_f32 = self.bias_t.reshape(-1).float(), self.out_scale.reshape(-1).float()
-        if spec.requant:
+        if spec.requant:  # the direct conv's sums already hold bias_int
+            bias = 0 if self.direct_bias is not None else self.bias_int
             self.rq_affine = ops.requant_affine(ex["requant_multiplier"], ex["requant_shift"],
-                                                int(spec.requant["out_zero_point"]), self.bias_int, sum_bound,
-                                                device=device)
+                                                int(spec.requant["out_zero_point"]), bias, sum_bound, device=device)
         # ungrouped convs whose sums fit float32 tap chunks take their input codes in a padded channels-last buffer
         self.conv_plan = None
         if spec.is_conv and self.weights.groups == 1 and engine == "fast":
@@ -77,16 +87,35 @@ class IntLayer(nn.Module):
             self.conv_plan = plan if plan[0] == "float32" else None
         self.stats = LayerStats()
         self.next: tuple[IntLayer, ...] = ()  # a tuple, so the next layer is not registered as a submodule
-        self.expect: torch.Tensor | None = None  # integers the previous layer requantized into this one
+        # codes the previous layer requantized into this one, less that layer's output zero point
+        self.expect: tuple[torch.Tensor, int] | None = None
         self.tap: list[torch.Tensor] | None = None  # set by Emulator.capture
 
-    def codes(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The a-bit input codes (written into ``out`` when given); after a requantized predecessor they must
-        be exactly its integers."""
-        q = quantize_input(x, self.spec.act_in, out)
+    def _direct_bias(self, row_abs: np.ndarray, device: torch.device) -> torch.Tensor | None:
+        """``bias_int + zp * sum_k M[c, k]`` (float32) when :func:`ops.conv_centred` is exact for this layer, else None.
+
+        It needs the register to hold every sum (no overflow to count), a CPU conv that sums exact products, and
+        ``max|q - zp| * sum_k |M[c, k]| + |folded bias| < 2**24`` per channel (its docstring has the proof).
+        """
+        if self.acc_bits < self.need_bits or not gemm.direct_conv_exact_ok(device) or not ops.direct_conv_verified():
+            return None
+        act = self.spec.act_in
+        folded = self.bias_int + self.zp * self.weights.row_sums().cpu().numpy().astype(np.int64)
+        centred_absmax = max(abs(int(act["qmin"]) - self.zp), abs(int(act["qmax"]) - self.zp))
+        if not (centred_absmax * row_abs + np.abs(folded) < 2**24).all():
+            return None
+        return torch.as_tensor(folded, dtype=torch.float32, device=device)
+
+    def codes(self, x: torch.Tensor, out: torch.Tensor | None = None, *, centred: bool = False) -> torch.Tensor:
+        """The a-bit input codes (written into ``out`` when given; less the zero point when ``centred``); after a
+        requantized predecessor they must be exactly its integers."""
+        q = centred_codes(x, self.spec.act_in, out) if centred else quantize_input(x, self.spec.act_in, out)
         if self.expect is not None:
-            if self.expect.shape != q.shape or not torch.equal(self.expect, q):
-                bad = int((self.expect != q).sum()) if self.expect.shape == q.shape else "all"
+            expect, zp_prev = self.expect
+            offset = zp_prev - (self.zp if centred else 0)  # q == expect + offset when the codes agree
+            want = expect + offset if offset else expect
+            if want.shape != q.shape or not torch.equal(want, q):
+                bad = int((want != q).sum()) if want.shape == q.shape else "all"
                 raise EmulatorError(f"layer {self.spec.name}: {bad} input codes differ from the integers the previous "
                                     "layer requantized into it; the ops between them are not identity/ReLU/ReLU6")
             self.expect = None
@@ -145,6 +174,13 @@ class IntLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = None
+        if self.direct_bias is not None:  # centred codes, channels-last, into one F.conv2d: acc + bias_int
+            xc = self.codes(x, torch.empty(x.shape, device=x.device, memory_format=torch.channels_last), centred=True)
+            if self.tap is not None:
+                self.tap.append(xc + self.zp)
+            acc = ops.conv_centred(xc, self.weights, self.spec.layer.weight_shape[2:], self.direct_bias,
+                                   **self.spec.conv_kwargs())
+            return self._output(acc, with_bias=True)
         if self.conv_plan is not None:  # quantize straight into the padded buffer the convolution reads
             padded, interior = ops.padded_buffer(x.shape, self.spec.conv_kwargs()["padding"], self.zp, torch.float32,
                                                  x.device)
@@ -153,7 +189,11 @@ class IntLayer(nn.Module):
             q = self.codes(x)
         if self.tap is not None:
             self.tap.append(q)
-        acc = self.accumulate(q, padded)
+        return self._output(self.accumulate(q, padded), with_bias=False)
+
+    def _output(self, acc: torch.Tensor, with_bias: bool) -> torch.Tensor:
+        """The float boundary or the requantization of exact sums ``acc`` (a fresh buffer, reused in place);
+        ``with_bias``: they already include ``bias_int``."""
         if self.stream:  # keep only the narrow integer weights between calls
             self.weights.drop_cache()
         self.stats.outputs += acc.numel()
@@ -161,8 +201,9 @@ class IntLayer(nn.Module):
         # per-channel constants broadcast along the last axis: conv sums are channels-last in memory
         last = acc.movedim(1, -1) if acc.ndim == 4 else acc
         if rq is None:  # the float boundary: one LSB is worth out_scale; (acc + bias_int) * out_scale in float32
-            if self.float_out_fits:  # acc is a fresh buffer of exact sums: reuse it
-                last = last.to(torch.float32).add_(self.bias_f32).mul_(self.out_scale_f32)
+            if self.float_out_fits:
+                last = last.to(torch.float32)
+                last = (last if with_bias else last.add_(self.bias_f32)).mul_(self.out_scale_f32)
                 return last.movedim(-1, 1) if acc.ndim == 4 else last
             return ((acc.to(torch.float64) + self.bias_t) * self.out_scale).to(torch.float32)
         lo, hi = (int(v) for v in rq["clamp"])
@@ -172,11 +213,13 @@ class IntLayer(nn.Module):
             y = y.movedim(-1, 1) if acc.ndim == 4 else y
         else:
             ex = self.spec.layer.extras
+            bias = None if with_bias else self.bias_int
             y = requantize(acc.to(torch.int64), ex["requant_multiplier"], ex["requant_shift"], zp_out, lo, hi,
-                               self.bias_int, channel_axis=1 if self.spec.is_conv else -1).to(torch.float32)
+                           bias, channel_axis=1 if self.spec.is_conv else -1).to(torch.float32)
+        y = y.sub_(zp_out)  # codes less the zero point: what the next layer's centred codes must equal
         for nxt in self.next:
-            nxt.expect = y
-        return (y - zp_out) * torch.tensor(rq["out_scale"], dtype=torch.float32, device=y.device)
+            nxt.expect = (y, zp_out)
+        return y * torch.tensor(rq["out_scale"], dtype=torch.float32, device=y.device)
 
 
 class Emulator:

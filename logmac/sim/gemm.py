@@ -108,6 +108,18 @@ class IntWeights:
             self._float[key] = per_tap.contiguous().to(device=device, dtype=dtype)
         return self._float[key]
 
+    def conv_kernel(self, kernel: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The multipliers as a conv2d weight (C_out, C_in/groups, kh, kw) in ``dtype`` (cached)."""
+        key = ("conv", kernel, dtype, str(device))
+        if key not in self._float:
+            weight = self.mult.reshape(self.out_channels, -1, *kernel)
+            self._float[key] = weight.to(device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        return self._float[key]
+
+    def row_absmax(self) -> np.ndarray:
+        """sum_k |M[c, k]| per output channel (C,), float64: times max|x| it bounds every partial sum of row c."""
+        return self.mult.abs().sum(dim=2, dtype=torch.int64).reshape(-1).cpu().numpy().astype(np.float64)
+
     def tap_absmax(self, taps: int) -> np.ndarray:
         """Per kernel tap, sum over input channels of the column bound: what one tap adds to a partial sum."""
         return self.col_absmax.astype(np.float64).reshape(-1, taps).sum(axis=0)
@@ -142,6 +154,16 @@ def float32_exact_ok(device: torch.device) -> bool:
     if torch.get_float32_matmul_precision() != "highest":
         return False
     return not (device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)
+
+
+def direct_conv_exact_ok(device: torch.device) -> bool:
+    """False where ``F.conv2d`` in float32 may round other than at the end: off the CPU (cuDNN picks Winograd or
+    FFT and TF32 by itself) or with oneDNN's float32 math mode relaxed to bf16/TF32."""
+    if device.type != "cpu" or not float32_exact_ok(device):
+        return False
+    mkldnn = torch.backends.mkldnn
+    modes = (getattr(mkldnn, "fp32_precision", "none"), getattr(getattr(mkldnn, "conv", None), "fp32_precision", "none"))
+    return all(mode in ("none", "ieee") for mode in modes)
 
 
 def k_chunks(col_absmax: np.ndarray, x_absmax: int, limit: int) -> list[tuple[int, int]] | None:

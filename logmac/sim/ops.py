@@ -9,6 +9,7 @@ overflow flag; requantization is the only rounding.  The int64 reference these a
 
 from __future__ import annotations
 
+import functools
 from typing import TypeVar
 
 import numpy as np
@@ -236,6 +237,54 @@ def conv_padded(xp: torch.Tensor, weights: IntWeights, plan: tuple[str, list[tup
         for first, last in chunks:
             acc += torch.mm(rows[:, first * C:last * C], w[first * C:last * C])
     return acc.view(N, Ho, Wo, C_out).permute(0, 3, 1, 2)
+
+
+def conv_centred(xc: torch.Tensor, weights: IntWeights, kernel: tuple[int, int], bias: torch.Tensor, *,
+                 stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
+                 dilation: tuple[int, int] = (1, 1)) -> torch.Tensor:
+    """Exact ``acc + bias`` of a convolution as one float32 ``F.conv2d`` (oneDNN's direct convolution on the CPU).
+
+    ``xc`` holds centred codes ``q - zp`` (float32; channels-last runs fastest), padded with 0.  Padding ``q``
+    with ``zp`` adds ``zp * sum_k M[c, k]`` to every sum of the zero-padded ``xc``, so that term belongs in
+    ``bias`` (float32 integers, per output channel) and the result equals :func:`conv_exact`'s sums plus
+    the caller's integer bias, bit for bit, under two conditions the caller establishes:
+
+    - the bound: ``max|xc| * sum_k |M[c, k]| + |bias[c]| < 2**24`` for every channel
+      (:meth:`IntWeights.row_absmax`), so every partial sum, in any order and with the bias added first or
+      last, is an integer float32 holds exactly;
+    - the algorithm sums products: :func:`~logmac.sim.gemm.direct_conv_exact_ok` (CPU, strict float32) and
+      :func:`direct_conv_verified`.  NNPACK, the one CPU backend that transforms (Winograd / FFT), is switched off.
+    """
+    w = weights.conv_kernel(kernel, torch.float32, xc.device)
+    with torch.backends.nnpack.flags(enabled=False):
+        return F.conv2d(xc, w, bias, stride=stride, padding=padding, dilation=dilation, groups=weights.groups)
+
+
+@functools.cache
+def direct_conv_verified() -> bool:
+    """Whether this torch build's CPU ``F.conv2d`` returns exact integer sums at the float32 bound.
+
+    Which backend torch dispatches to is not an API promise, so :func:`conv_centred` is used only after it
+    reproduced :func:`conv_exact` bit for bit on the shapes the emulator sends it (3x3 and 1x1 kernels,
+    strides 1 and 2, 1 to 32 channels, grouped, single images and batches) with sums near 2**24.
+    """
+    rng = np.random.default_rng(0)
+    for n, c_in, c_out, k, stride, groups in [(1, 1, 8, 3, 1, 1), (16, 16, 16, 3, 1, 1), (4, 32, 16, 3, 2, 1),
+                                              (16, 16, 32, 1, 2, 1), (2, 8, 8, 3, 1, 8), (1, 16, 4, 1, 1, 1)]:
+        k_per = c_in // groups * k * k
+        m_max = max(1, (2**24 - 1) // (255 * k_per))
+        mult = torch.as_tensor(rng.integers(-m_max, m_max + 1, size=(c_out, k_per)))
+        mult[:, 0] = m_max  # the bound is approached
+        w = IntWeights(mult.reshape(groups, c_out // groups, k_per))
+        xc = torch.as_tensor(rng.choice([-255.0, 0.0, 255.0], size=(n, c_in, 9, 9)), dtype=torch.float32)
+        bias = torch.zeros(c_out, dtype=torch.float32)
+        pad = (k // 2, k // 2)
+        got = conv_centred(xc.contiguous(memory_format=torch.channels_last), w, (k, k), bias, stride=(stride, stride),
+                           padding=pad)
+        want = conv_exact(xc.to(torch.int64), w, k, 255, stride=stride, padding=pad)
+        if not torch.equal(got.to(torch.int64), want.to(torch.int64)):
+            return False
+    return True
 
 
 def conv2d(x_int: Array, weights: IntWeights, kernel_size: int | tuple[int, int], acc_bits: int,
