@@ -292,3 +292,74 @@ def test_bad_input_is_a_clear_error(layer):
         sim.uniform_matmul(x, np.full((3, 5), 8), UniformFormat(4), 24)
     with pytest.raises(FormatError, match="groups"):
         IntWeights.from_log(words, table, fmt, groups=2)
+
+
+@settings(max_examples=80, deadline=None)
+@given(cin_per=st.integers(1, 12), cout_per=st.integers(1, 4), groups=st.integers(1, 3), ksize=st.integers(1, 3),
+       stride=st.integers(1, 2), padding=st.integers(0, 2), dilation=st.integers(1, 2), hw=st.integers(3, 9),
+       n=st.integers(1, 17), a_bits=st.integers(1, 8), m_bits=st.integers(0, 16), at_bound=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+@example(cin_per=16, cout_per=4, groups=1, ksize=3, stride=1, padding=1, dilation=1, hw=6, n=2, a_bits=8, m_bits=16,
+         at_bound=True, seed=27)  # zp 0: sums within 2**16 of 2**24
+def test_direct_conv_of_centred_codes_is_exact(cin_per, cout_per, groups, ksize, stride, padding, dilation, hw, n,
+                                               a_bits, m_bits, at_bound, seed):
+    """One F.conv2d of ``q - zp`` with ``bias + zp * sum M`` folded in equals the zero-point-padded exact sums plus
+    the bias wherever the float32 bound holds; ``at_bound`` scales the multipliers so the bound is nearly reached."""
+    rng = np.random.default_rng(seed)
+    span = dilation * (ksize - 1) + 1
+    assume(hw + 2 * padding >= span)
+    cin, cout, k_per = groups * cin_per, groups * cout_per, cin_per * ksize * ksize
+    zp = int(rng.integers(0, 2**a_bits))
+    xc_max = max(zp, 2**a_bits - 1 - zp, 1)
+    m_max = max(1, (2**24 - 1 - 2**10) // ((xc_max + zp) * k_per)) if at_bound else 2**m_bits  # zp * sum M joins the bias
+    mult = rng.integers(-m_max, m_max + 1, size=(cout, k_per))
+    mult[0] = m_max  # row 0 meets its bound where the centred codes are all at max|q - zp| of one sign
+    bias = rng.integers(-(2**10), 2**10, size=cout)
+    q = rng.integers(0, 2**a_bits, size=(n, cin, hw, hw))
+    q[0] = 0 if zp > 2**a_bits - 1 - zp else 2**a_bits - 1
+    w = IntWeights(torch.as_tensor(mult.reshape(groups, cout_per, k_per)))
+    folded = bias + zp * w.row_sums().numpy()
+    assume((xc_max * w.row_absmax() + np.abs(folded) < 2**24).all())
+    xc = torch.as_tensor(q - zp, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+    got = sim.ops.conv_centred(xc, w, (ksize, ksize), torch.as_tensor(folded, dtype=torch.float32),
+                               stride=(stride, stride), padding=(padding, padding), dilation=(dilation, dilation))
+    qp = np.pad(q, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=zp).astype(object)
+    Ho = (qp.shape[2] - span) // stride + 1
+    m4 = mult.reshape(cout, cin_per, ksize, ksize).astype(object)
+    want = np.zeros((n, cout, Ho, Ho), dtype=object) + bias.astype(object)[None, :, None, None]
+    for g in range(groups):
+        sl, cs = slice(g * cout_per, (g + 1) * cout_per), slice(g * cin_per, (g + 1) * cin_per)
+        for i in range(ksize):
+            for j in range(ksize):
+                patch = qp[:, cs, i * dilation:i * dilation + stride * (Ho - 1) + 1:stride,
+                           j * dilation:j * dilation + stride * (Ho - 1) + 1:stride]
+                want[:, sl] += np.einsum("nchw,oc->nohw", patch, m4[sl, :, i, j])
+    np.testing.assert_array_equal(got.to(torch.int64).numpy(), want.astype(np.int64))
+    if (seed, at_bound, a_bits, cin_per, ksize, padding) == (27, True, 8, 16, 3, 1):
+        assert int(want.max()) > 2**24 - 2**16  # the example is at the bound
+
+
+def test_direct_conv_check_refuses_a_rounding_backend(monkeypatch):
+    """A conv2d that is off by one anywhere (as Winograd would be) makes the one-time check fail."""
+    real = torch.nn.functional.conv2d
+    monkeypatch.setattr(sim.ops.F, "conv2d", lambda *a, **kw: real(*a, **kw) * (1 + 2**-20))
+    sim.ops.direct_conv_verified.cache_clear()
+    try:
+        assert not sim.ops.direct_conv_verified()
+    finally:
+        monkeypatch.undo()
+        sim.ops.direct_conv_verified.cache_clear()
+    assert sim.ops.direct_conv_verified()
+
+
+@SETTINGS
+@given(x=st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=20), scale=st.floats(1e-6, 10.0),
+       a_bits=st.integers(1, 8), signed=st.booleans(), data=st.data())
+def test_centred_codes_are_codes_less_the_zero_point(x, scale, a_bits, signed, data):
+    from logmac.sim.layers import centred_codes, quantize_input
+
+    qmin, qmax = (-(2 ** (a_bits - 1)), 2 ** (a_bits - 1) - 1) if signed else (0, 2**a_bits - 1)
+    act = {"scale": scale, "zero_point": data.draw(st.integers(qmin, qmax)), "qmin": qmin, "qmax": qmax}
+    xt = torch.tensor(x, dtype=torch.float32)
+    got = centred_codes(xt, act, torch.empty_like(xt))
+    np.testing.assert_array_equal(got.numpy(), (quantize_input(xt, act) - act["zero_point"]).numpy())
