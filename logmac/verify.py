@@ -8,7 +8,6 @@ of every number.  Any RTL/emulator mismatch makes the run fail.
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -174,7 +173,7 @@ def metric_sweep(opts: VerifyOptions, known: dict[tuple[str, int], float] | None
 
 def run_verify(opts: VerifyOptions) -> VerifyResult:
     """The whole flow; see the module docstring.  Raises nothing on a mismatch: check ``result.passed``."""
-    from logmac.backends.evaluate import compare
+    from logmac.backends import compare, open_backends
     from logmac.backends.float_model import build_float_model
     from logmac.models import fashion_mnist
 
@@ -191,10 +190,13 @@ def run_verify(opts: VerifyOptions) -> VerifyResult:
     t = time.perf_counter()
     images, labels = fashion_mnist("test", limit=opts.eval_limit)
     float_model = build_float_model(art)
-    comparison, emu = compare(art, images, labels, model=copy.deepcopy(float_model), device=opts.device)
-    metrics.update(emulator_top1=100 * comparison.emulator_top1, emulator_fake_quant_top1=100 * comparison.fake_quant_top1,
-                   emulator_vs_fake_quant_argmax_agreement=100 * comparison.argmax_agreement,
-                   outputs_differing=comparison.outputs_differing)
+    backends = open_backends(art, model=float_model, device=opts.device)
+    comparison = compare(art, inputs=images, labels=labels, backends=backends)
+    emu = backends["emulator"].forward
+    metrics.update(emulator_top1=comparison["scores"]["emulator"]["top1"],
+                   emulator_fake_quant_top1=comparison["scores"]["fake_quant"]["top1"],
+                   emulator_vs_fake_quant_argmax_agreement=comparison["emulator_vs_fake_quant"]["same_prediction"],
+                   outputs_differing=comparison["emulator_vs_fake_quant"]["outputs_differing"])
     seconds["emulate"] = time.perf_counter() - t
 
     t = time.perf_counter()

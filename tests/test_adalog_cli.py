@@ -69,8 +69,11 @@ def test_an_adalog_artifact_inspects_and_emulates_from_the_file(tmp_path, monkey
     emulated = CliRunner().invoke(main, ["emulate", str(path), "--limit", "16", "--json"])
     assert emulated.exit_code == 0, emulated.output
     result = json.loads(emulated.output)
-    assert round(result["fake_top1"], 2) == float(row["q_top1"]) and round(result["emulator_top1"], 2) == float(row["emu_top1"])
-    assert result["same_prediction"] == 100.0 and result["overflows"] == 0
+    scores = result["scores"]
+    assert result["method"] == "adalog" and round(scores["float"]["top1"], 2) == float(row["fp_top1"])
+    assert round(scores["fake_quant"]["top1"], 2) == float(row["q_top1"])
+    assert round(scores["emulator"]["top1"], 2) == float(row["emu_top1"])
+    assert result["emulator_vs_fake_quant"]["same_prediction"] == 100.0 and not result["overflows"]
 
 
 def test_an_adalog_artifact_with_a_broken_activation_is_refused(tmp_path):

@@ -79,8 +79,9 @@ def test_emulate_runs_a_lattice_artifact_from_its_file(tmp_path) -> None:
     out = CliRunner().invoke(main, ["emulate", str(out_file), "--limit", "64", "--json"])
     assert out.exit_code == 0, out.output
     got = json.loads(out.output)
-    assert got["scores"]["integer"]["top1"] == pytest.approx(at_export["integer"]["top1"])
+    assert got["method"] == "latticeq" and got["samples"] == 64
+    assert got["scores"]["emulator"]["top1"] == pytest.approx(at_export["integer"]["top1"])
     assert got["scores"]["fake_quant"]["top1"] == pytest.approx(at_export["quant"]["top1"])
-    assert got["integer_layers"] == 21 and not got["overflows"]
+    assert not got["overflows"]
     narrow = CliRunner().invoke(main, ["emulate", str(out_file), "--limit", "8", "--acc-bits", "10"])
     assert narrow.exit_code == 0 and "overflow: none" not in narrow.output, narrow.output

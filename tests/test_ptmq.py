@@ -233,3 +233,26 @@ def test_per_width_weight_step_round_trips_and_emulates() -> None:
             assert np.array_equal(got.extras["out_scale"], want.extras["out_scale"])
         emu.set_precision(b)
         assert torch.equal(emu(x), Emulator(view, _float_twin())(x))
+
+
+def test_one_backend_call_runs_every_stored_width(quantized) -> None:
+    """``logmac.backends.predict`` on a PTMQ artifact: each width's emulator equals a separate single-width
+    emulator, its fake-quant equals the single-width fake-quant model, and widths it does not hold are refused."""
+    from logmac.backends import open_backend, predict
+    from logmac.format import FormatError
+    from logmac.sim.layers import fake_quant_model
+
+    art = quantized.artifact
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    for b in (3, 4, 6):
+        got = predict(art, x, "emulator", width=b, model=_float_twin(), batch_size=2)
+        assert torch.equal(got.outputs, Emulator(artifact_at(art, b), _float_twin())(x)) and got.overflows == {}
+        fq = predict(art, x, "fake_quant", width=b, model=_float_twin()).outputs
+        assert torch.equal(fq, fake_quant_model(artifact_at(art, b), _float_twin())(x))
+    assert open_backend(art, "float", model=_float_twin()).method == "ptmq"
+    with pytest.raises(ArtifactError, match="holds widths"):
+        predict(art, x, "emulator", width=5, model=_float_twin())
+    with pytest.raises(FormatError, match="backend kind"):
+        predict(art, x, "rtl", model=_float_twin())
+    with pytest.raises(FormatError, match="multi-bit"):
+        predict(artifact_at(art, 4), x, "emulator", width=4, model=_float_twin())

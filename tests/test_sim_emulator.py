@@ -117,23 +117,25 @@ def test_bad_models_and_artifacts(setup):
 def test_emulate_command(setup, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from logmac.backends import evaluate
+    from logmac.backends import float_model
     from logmac.cli import main
 
     model, artifact, _ = setup
     head = copy.deepcopy(model)
     path = art.save(artifact, tmp_path / "tiny.lmq")
-    monkeypatch.setattr(evaluate, "build_float_model", lambda a: copy.deepcopy(head))
+    monkeypatch.setattr(float_model, "build_float_model", lambda a: copy.deepcopy(head))
     try:
         from logmac.models.data import fashion_mnist
 
         fashion_mnist("test", limit=1)
     except Exception:  # noqa: BLE001 - the data package is set up by scripts/setup.sh
         pytest.skip("Fashion-MNIST not installed")
-    out = CliRunner().invoke(main, ["emulate", str(path), "--limit", "24", "--placement", "--trace", "conv1",
+    out = CliRunner().invoke(main, ["emulate", str(path), "--data", "fashion-mnist", "--limit", "24", "--placement",
+                                    "--trace", "conv1",
                                     "--trace-out", str(tmp_path / "t.npz")])
     assert out.exit_code == 0, out.output
-    assert "top-1   emulator" in out.output and "int      conv1" in out.output
+    assert "top1       float" in out.output and "emulator vs fake-quant: same prediction" in out.output
+    assert "int      conv1" in out.output
     assert sim.load_trace(tmp_path / "t.npz")["acc"].shape[1] == 8
     bad = CliRunner().invoke(main, ["emulate", str(tmp_path / "missing.lmq")])
     assert bad.exit_code != 0 and "no such artifact" in bad.output
