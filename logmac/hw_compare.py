@@ -66,10 +66,15 @@ def sched_note(row: dict, variant: Variant, half: HalfMode, store: Store) -> str
     cost = sched_cost(row["lanes"], row["grid"], row["weight_bits"], variant, half, store)
     q = row["ratio_vs_int"]
     parts = []
-    if q["lut4_x_cycles_per_mac"] > 1 or q["lut4_per_lane"] > 1:
-        parts.append(f"{cost['cycles_per_output'] / cost['dense_cycles_per_output']:.1f}x beats: "
-                     f"{cost['min_beats_per_tile']:.1f}-{cost['max_beats_per_tile']:.1f} exponent groups per "
-                     f"{row['lanes']}-activation tile (layer means)")
+    beats = cost["cycles_per_output"] / cost["dense_cycles_per_output"]
+    if q["lut4_x_cycles_per_mac"] > 0.5:
+        parts.append(f"{beats:.1f}x beats: {cost['min_beats_per_tile']:.1f}-{cost['max_beats_per_tile']:.1f} "
+                     f"exponent groups per {row['lanes']}-activation tile (layer means); at one beat a tile "
+                     f"{q['lut4_x_cycles_per_mac'] / beats:.2f}x (LUT4 of the whole core); sorted by exponent "
+                     f"(permuted) {cost['permuted_cycles_per_output'] / cost['dense_cycles_per_output']:.1f}x "
+                     f"beats but a {cost['permuted_index_bits']:.0f}-bit activation index per weight")
+    if q["lut4_per_lane"] > 1:
+        parts.append(f"{q['lut4_per_lane']:.2f}x LUT4 per lane")
     if row["weight_bits_stored"] > 1.25 * cost["code_bits"]:
         what = "en + neg bits per lane per beat" if store == "terms" else "presence mask and decode table"
         parts.append(f"stores {row['weight_bits_stored'] / cost['code_bits']:.2f}x the {cost['code_bits']:.0f}-bit "
@@ -81,7 +86,9 @@ def sched_engine(variant: Variant, half: HalfMode, store: Store) -> compare.Engi
     """A ``compare`` entry for one scheduled-engine kind, built as the dense engines' MAC core."""
 
     def rows(wb: int, grid: str, act_bits: int, lanes: tuple[int, ...], fmax: bool) -> list[dict]:
-        return sched_area_rows(wb, grid, act_bits, lanes, variant, half, store, fmax=fmax, max_k=compare.MAX_K)
+        keep = ("engine", "grid", "weight_bits", "act_bits", "lanes", "lut4", "ge", "fmax_mhz")
+        return [{k: r[k] for k in keep} for r in sched_area_rows(wb, grid, act_bits, lanes, variant, half, store,
+                                                                 fmax=fmax, max_k=compare.MAX_K)]
 
     return compare.Engine(
         rows,

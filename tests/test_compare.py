@@ -13,7 +13,8 @@ from logmac.hw.compare import HOUSE_RESNET18_LAYERS, dense_cycles_per_output
 from logmac.models.house import build_resnet18
 
 FIELDS = {"engine", "grid", "weight_bits", "act_bits", "lanes", "lut4", "lut4_per_lane", "ge", "ge_per_lane", "fmax_mhz",
-          "cycles_per_output", "weight_bits_stored", "ratio_vs_int"}
+          "cycles_per_output", "weight_bits_stored", "ratio_vs_int", "note"}
+DENSE = {"int", "log", "lean"}
 
 
 def test_compare_quick_json(tmp_path) -> None:
@@ -21,7 +22,7 @@ def test_compare_quick_json(tmp_path) -> None:
     res = CliRunner().invoke(main, ["hw", "compare", "--quick", "--json", str(out)])
     assert res.exit_code == 0, res.output
     rows = json.loads(out.read_text())
-    assert {r["engine"] for r in rows} >= {"int", "log", "lean"}
+    assert {r["engine"] for r in rows} >= DENSE | {"sched-inplace", "sched-coded"}
     for r in rows:
         assert set(r) == FIELDS, set(r) ^ FIELDS
         assert set(r["ratio_vs_int"]) == {"lut4_per_lane", "ge_per_lane", "lut4_x_cycles_per_mac"}
@@ -32,12 +33,24 @@ def test_compare_quick_json(tmp_path) -> None:
         assert math.isclose(q["ge_per_lane"], r["ge_per_lane"] / base["ge_per_lane"], abs_tol=1e-3)
         want = r["lut4"] * r["cycles_per_output"] / (base["lut4"] * base["cycles_per_output"])
         assert math.isclose(q["lut4_x_cycles_per_mac"], want, rel_tol=1e-3)
-        assert r["cycles_per_output"] == round(dense_cycles_per_output(r["lanes"]), 3)
+        dense = round(dense_cycles_per_output(r["lanes"]), 3)
+        if r["engine"] in DENSE:
+            assert r["cycles_per_output"] == dense
+        else:  # a tile takes a beat per exponent group present in it
+            assert r["cycles_per_output"] > dense
+            assert r["weight_bits_stored"] > r["weight_bits"]
+        if q["lut4_x_cycles_per_mac"] > 1 and r["engine"].startswith("sched"):
+            assert "exponent groups per" in r["note"], r
         lo, hi = sorted({b["lanes"] for b in rows})
         pair = {b["lanes"]: b for b in rows if b["engine"] == r["engine"] and b["grid"] == r["grid"]
                 and b["weight_bits"] == r["weight_bits"]}
         assert math.isclose(r["lut4_per_lane"], (pair[hi]["lut4"] - pair[lo]["lut4"]) / (hi - lo), abs_tol=0.01)
-    assert "| lean |" in res.output
+    assert "| lean |" in res.output and "| sched-coded |" in res.output
+    coded = {r["lanes"]: r for r in rows if r["engine"] == "sched-coded"}
+    terms = {r["lanes"]: r for r in rows if r["engine"] == "sched-inplace"}
+    for n, r in coded.items():  # the same exponent groups, whatever the store
+        assert r["cycles_per_output"] == terms[n]["cycles_per_output"]
+    assert coded[4]["weight_bits_stored"] < coded[2]["weight_bits_stored"]  # the presence mask is per tile
 
 
 def test_house_layer_table_matches_the_model() -> None:

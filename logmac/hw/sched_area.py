@@ -7,6 +7,7 @@ signed activations, a 24-bit accumulator register) so rows compare with the inte
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -77,8 +78,9 @@ def cycles_per_output(layers: list[tuple[np.ndarray, DecodeTable, LogFormat, int
     """Cycles (beats) per output and stored weight bits over real layers given as (codes (C, K), table, format,
     outputs of the layer), each layer weighted by its outputs (cycles) or its weights (bits);
     ``dense_cycles_per_output`` is what a one-tile-a-cycle engine needs on the same layers, and
-    ``min/max_beats_per_tile`` the range of the layers' mean beats per tile."""
-    beats = dense = outputs = macs = stored = code = weights = 0.0
+    ``min/max_beats_per_tile`` the range of the layers' mean beats per tile; ``permuted_*``: the cost-only
+    variant that sorts each channel's terms by exponent (beats, and its activation index width)."""
+    beats = dense = permuted = outputs = macs = stored = code = weights = 0.0
     per_tile = []
     for codes, table, fmt, n_out in layers:
         cfg = sched_build(fmt.bits, fmt.grid.value, 8, lanes, variant, half, store, max(codes.shape[1], 1))
@@ -87,6 +89,7 @@ def cycles_per_output(layers: list[tuple[np.ndarray, DecodeTable, LogFormat, int
         beats += cost["beats_per_output"] * n_out
         per_tile.append(cost["beats_per_output"] / cost["dense_beats_per_output"])
         dense += cost["dense_beats_per_output"] * n_out
+        permuted += cost["permuted_beats_per_output"] * n_out
         outputs += n_out
         macs += n_out * K
         stored += cost["weight_bits_stored"] * C * K
@@ -94,4 +97,6 @@ def cycles_per_output(layers: list[tuple[np.ndarray, DecodeTable, LogFormat, int
         weights += C * K
     return {"cycles_per_output": beats / outputs, "dense_cycles_per_output": dense / outputs,
             "cycles_per_mac": beats / macs, "weight_bits_stored": stored / weights, "code_bits": code / weights,
-            "min_beats_per_tile": min(per_tile), "max_beats_per_tile": max(per_tile)}
+            "min_beats_per_tile": min(per_tile), "max_beats_per_tile": max(per_tile),
+            "permuted_cycles_per_output": permuted / outputs,
+            "permuted_index_bits": max(math.ceil(math.log2(max(c.shape[1], 2))) for c, *_ in layers)}
