@@ -11,7 +11,8 @@ negated lane counted in a popcount next to the tree, so a lane is a gate, not a 
 
 A ``codes`` build (in place) holds code words instead of ``en`` / ``neg`` bits: a lane is enabled when its
 word's index equals one of the level indices the beat broadcasts for its sign (``logmac.format.schedule.
-coded_lanes``), and its sign is the word's sign bit.
+coded_lanes``), and its sign is the word's sign bit.  The broadcast is decoded once per beat into one bit
+per code, so a lane's match is a ``2**code_bits``-to-1 select, not a comparator per broadcast slot.
 
 The fit (saturate / wrap, overflow flag, sticky flag), the config registers and the requantization stage
 are ``logmac.hw.stages``, shared with ``MacEngine``, so every engine obeys ``logmac.format.apply_accumulator``
@@ -27,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from logmac import __version__
 from logmac.hw import config as C
+from logmac.hw.contract import contract
 from logmac.hw.engine import config_signature
 from logmac.hw.sched_config import SchedConfig, input_layout, output_layout
 from logmac.hw.stages import config_registers, output_stages
@@ -84,30 +86,36 @@ class SchedEngine(wiring.Component):
         """Per lane ``x`` or ``3x``, bitwise inverted when negative and zero when disabled, and the ``+1`` bits."""
         cfg, p = self.hw, self.i.payload
         triple = cfg.half == "select"
+        hits = self._broadcast_hits(m) if cfg.store == "codes" else None
         values, corr = [], []
         for n in range(cfg.lanes):
             x = p.x[n].as_signed() if cfg.act_signed else Cat(p.x[n], 0).as_signed()
             mag = Mux(p.aux[n], x + (x << 1), x) if triple else x
             v = Signal(signed(len(mag)), name=f"lane{n}_v")
-            lane_en, neg = self._coded_enable(m, n) if cfg.store == "codes" else (p.en[n], p.neg[n] & p.en[n])
+            lane_en, neg = self._coded_enable(m, n, hits) if hits is not None else (p.en[n], p.neg[n] & p.en[n])
             m.d.comb += v.eq(Mux(neg, ~mag, Mux(lane_en, mag, 0)))
             values.append(v)
             corr.append(neg)
         return values, corr
 
-    def _coded_enable(self, m: Module, n: int) -> tuple[Signal, Signal]:
-        """Lane ``n`` of a codes build: enabled when its index is broadcast for its sign (and no zero flag)."""
+    def _broadcast_hits(self, m: Module) -> Signal:
+        """The beat's broadcast decoded once for all lanes: bit ``sign * 2**(code_bits-1) + index`` is set when
+        that index is broadcast for that sign (a lane then selects its code's bit: one mux, no comparators)."""
         cfg, p = self.hw, self.i.payload
-        slots = cfg.limits().slots
-        word = p.w[n]
-        sign, index = word[cfg.code_bits - 1], word[:cfg.code_bits - 1]
-        hits = [Cat(*(p.bval[s * slots + k] & (p.bidx[s * slots + k] == index) for k in range(slots))).any()
-                for s in (0, 1)]
-        lane_en, neg = Signal(name=f"lane{n}_en"), Signal(name=f"lane{n}_neg")
-        enabled = Mux(sign, hits[1], hits[0])
+        slots, levels = cfg.limits().slots, 1 << (cfg.code_bits - 1)
+        hits = Signal(2 * levels, name="hits")
+        m.d.comb += hits.eq(Cat(*(Cat(*(p.bval[s * slots + k] & (p.bidx[s * slots + k] == i)
+                                        for k in range(slots))).any() for s in (0, 1) for i in range(levels))))
+        return hits
+
+    def _coded_enable(self, m: Module, n: int, hits: Signal) -> tuple[Signal, Signal]:
+        """Lane ``n`` of a codes build: its code's bit of ``hits`` (and no zero flag); the sign is the code's."""
+        cfg, word = self.hw, self.i.payload.w[n]
+        enabled = hits.bit_select(word[:cfg.code_bits], 1)
         if cfg.zero_flag:
             enabled = enabled & ~word[cfg.code_bits]
-        m.d.comb += [lane_en.eq(enabled), neg.eq(sign & enabled)]
+        lane_en, neg = Signal(name=f"lane{n}_en"), Signal(name=f"lane{n}_neg")
+        m.d.comb += [lane_en.eq(enabled), neg.eq(word[cfg.code_bits - 1] & enabled)]
         return lane_en, neg
 
     def _tree_select(self, m: Module, n: int) -> Signal:
@@ -193,4 +201,5 @@ def sched_parameters(cfg: SchedConfig, name: str = SCHED_ENGINE_NAME) -> dict:
     return {"module": name, "logmac_version": __version__, "config": cfg.to_dict(),
             "derived": {"shift_bits": cfg.shift_bits, "exact_bits": cfg.exact_bits, "tile_bits": cfg.tile_bits,
                         "cfg_addr_bits": cfg.cfg_addr_bits, "cfg_data_bits": C.CFG_DATA_BITS},
-            "input_fields": fields(input_layout(cfg)), "output_fields": fields(output_layout(cfg))}
+            "input_fields": fields(input_layout(cfg)), "output_fields": fields(output_layout(cfg)),
+            **contract(cfg, [], nest=False)}
