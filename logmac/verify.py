@@ -21,6 +21,7 @@ import torch
 from logmac.format import LogFormat, decode_float, level_values
 from logmac.format import artifact as artifact_io
 from logmac.format.artifact import Artifact
+from logmac.paths import results_home
 
 DEFAULT_MODEL = "resnet18_fmnist"
 TILE = 16  # a tile is TILE input rows (output pixels / tokens) x TILE output channels
@@ -43,7 +44,7 @@ class VerifyOptions:
     tiles: int = 4
     seed: int = 0
     artifact: str | None = None
-    out_dir: str = "runs/verify"
+    out_dir: str = field(default_factory=lambda: str(results_home() / "verify"))
     sweep_bits: tuple[int, ...] = (3, 4)
     sweep_methods: tuple[str, ...] = ("log_dynamic", "log_2", "linear_mse")
     area: bool = True
@@ -310,7 +311,8 @@ def _options(f):
         click.option("--tiles", type=int, default=4, show_default=True, help=f"Output tiles ({TILE}x{TILE}) per layer."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--artifact", type=click.Path(exists=True), help="Verify this artifact instead of quantizing."),
-        click.option("-o", "--out-dir", default="runs/verify", show_default=True),
+        click.option("-o", "--out-dir", default=lambda: str(results_home() / "verify"),
+                     show_default="$LOGMAC_HOME/verify (~/.local/share/logmac/verify)"),
         click.option("--sweep-bits", default="3,4", show_default=True, help="Bits of the RTN sweep plot ('' = none)."),
         click.option("--layer", "layers", multiple=True, help="Check only this layer in the RTL (repeatable)."),
         click.option("--no-area", is_flag=True, help="Skip synthesis (area and Fmax)."),

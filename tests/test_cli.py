@@ -34,3 +34,25 @@ def test_inspect_reports_a_corrupt_file_clearly(tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code != 0
     assert "truncated or corrupt" in result.output
+
+
+def test_a_settings_file_sets_defaults_the_command_line_overrides_and_the_artifact_records(tmp_path):
+    settings = tmp_path / "w3.toml"
+    text = '[quantize]\nmodel = "resnet18_fmnist"\nmethod = "log_2"\nw-bits = 3\na_bits = 32\ncalib_samples = 8\neval_limit = 16\n'
+    settings.write_text(text)
+    out = tmp_path / "m.lmq"
+    result = CliRunner().invoke(main, ["quantize", "--settings", str(settings), "--w-bits", "4", "--no-sfs", "--no-dbs", "--no-abs",
+                                       "--results", str(tmp_path / "r.csv"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded = art.load(out)
+    assert loaded.settings["settings_file"] == {"file": str(settings), "text": text}
+    formats = {layer.fmt.to_dict()["grid"] for layer in loaded.layers.values()}
+    assert formats == {"log_2"} and {layer.fmt.bits for layer in loaded.layers.values()} == {4}  # the option won
+
+
+def test_a_bad_settings_file_is_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    for body, message in [("w_bits = ", "not valid TOML"), ("wbits = 3\n", "unknown settings ['wbits']")]:
+        bad.write_text(body)
+        result = CliRunner().invoke(main, ["quantize", "--settings", str(bad), "--model", "resnet18_fmnist"])
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output

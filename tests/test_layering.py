@@ -21,7 +21,7 @@ ALLOWED = {
     "sim": {"format", "memory"},
     "hw": {"format", "toolchain"},
     "cosim": {"format", "sim", "hw", "stimulus", "toolchain"},
-    "quant": {"format", "models", "memory"},
+    "quant": {"format", "models", "memory", "paths"},
     "models": set(),
     "stimulus": {"format"},
     "toolchain": set(),

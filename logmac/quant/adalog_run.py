@@ -66,7 +66,7 @@ def adalog_cli(model_name: str, path: str | None, eval_limit: int | None, result
     """``logmac quantize --method adalog``: the shared options mapped onto :class:`AdaLogConfig`."""
     import click
 
-    from logmac.quant.run import append_csv
+    from logmac.quant.run import append_csv, with_settings_file
 
     if output and model_name not in VIT_MODELS:
         raise click.UsageError(f"-o: AdaLog artifacts hold ViTs ({', '.join(VIT_MODELS)}); {model_name} cannot be "
@@ -89,6 +89,6 @@ def adalog_cli(model_name: str, path: str | None, eval_limit: int | None, result
         from logmac.quant.adalog_export import adalog_artifact
 
         meta = {"model": model_name, "task": "classification", "metrics": {k: row[k] for k in scores}}
-        click.echo(f"wrote {save(adalog_artifact(res.model, cfg, meta), output)}")
+        click.echo(f"wrote {save(with_settings_file(adalog_artifact(res.model, cfg, meta)), output)}")
     click.echo(f"results appended to {results}")
 

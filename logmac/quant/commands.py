@@ -7,9 +7,32 @@ import logging
 from pathlib import Path
 
 import click
+import tomllib
 
 from logmac.format import MAX_BITS, MIN_BITS
+from logmac.paths import results_home
 from logmac.quant.config import METHODS, ROUNDINGS, QuantConfig, QuantError
+from logmac.quant.run import SETTINGS_KEY
+
+
+def load_settings_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--settings FILE.toml``: its keys (option names, ``w_bits`` or ``w-bits``, in a ``[quantize]`` table or
+    at the top level) become the defaults; options given on the command line still win.  The file's text is
+    kept for the artifact, which records it verbatim."""
+    if value is None:
+        return
+    text = Path(value).read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"{value} is not valid TOML: {exc}") from exc
+    table = data.get("quantize", data)
+    names = {opt.lstrip("-").replace("-", "_"): p.name for p in ctx.command.params for opt in p.opts if opt.startswith("--")}
+    unknown = sorted(k for k in table if k.replace("-", "_") not in names)
+    if unknown or not isinstance(table, dict):
+        raise click.BadParameter(f"{value}: unknown settings {unknown}; use the long option names, e.g. w_bits = 3")
+    ctx.default_map = {**(ctx.default_map or {}), **{names[k.replace("-", "_")]: v for k, v in table.items()}}
+    ctx.meta[SETTINGS_KEY] = {"file": str(value), "text": text}
 
 
 def _config(**kw) -> QuantConfig:
@@ -20,6 +43,8 @@ def _config(**kw) -> QuantConfig:
 
 
 @click.command()
+@click.option("--settings", type=click.Path(exists=True, dir_okay=False), callback=load_settings_file, is_eager=True,
+              expose_value=False, help="Settings as TOML (option names as keys); the artifact records the file verbatim.")
 @click.option("--model", "model_name", required=True, help="Model name from `logmac models` (e.g. resnet18_fmnist).")
 @click.option("--path", default=None, help="Local weights for models that need them.")
 @click.option("--method", type=click.Choice(METHODS + ("latticeq", "ptmq", "adalog")), default="log_dynamic", show_default=True)
@@ -61,7 +86,8 @@ def _config(**kw) -> QuantConfig:
 @click.option("--max-tokens", type=int, default=4096, show_default=True, help="LM evaluation tokens.")
 @click.option("--seq-len", type=int, default=256, show_default=True, help="LM calibration window.")
 @click.option("--data-path", default=None, help="ImageNet-style folder for evaluation/calibration.")
-@click.option("--results", type=click.Path(path_type=Path), default=Path("results/ptq_results.csv"), show_default=True)
+@click.option("--results", type=click.Path(path_type=Path), default=lambda: results_home() / "ptq_results.csv",
+              show_default="$LOGMAC_HOME/ptq_results.csv (~/.local/share/logmac)", help="CSV the results row is appended to.")
 @click.option("--ablation", type=click.Path(path_type=Path), default=None,
               help="Run the 16-row DBS/SFS/ABS/LLR table and write it (markdown) to this file; -o is not used.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the artifact here.")
@@ -81,6 +107,7 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
         markdown_table,
         memory_summary,
         quantize_registry_model,
+        with_settings_file,
     )
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -115,7 +142,7 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
         for name, reason in res.float_modules.items():
             click.echo(f"  float: {name}: {reason}")
         if output and not ablation:
-            artifact_io.save(res.artifact, output)
+            artifact_io.save(with_settings_file(res.artifact), output)
             click.echo(f"wrote {output}")
         del res
     if ablation:

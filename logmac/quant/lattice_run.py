@@ -53,7 +53,7 @@ def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, resul
 
     from logmac.models import UnknownModelError
     from logmac.quant.latticeq import LatticeError
-    from logmac.quant.run import append_csv
+    from logmac.quant.run import append_csv, with_settings_file
 
     try:
         cfg = LatticeConfig(w_bits=kw["w_bits"], a_bits=kw["a_bits"], basis_bits=kw["basis_bits"] or None,
@@ -75,7 +75,7 @@ def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, resul
 
         metrics = {"fp": _strip(row, "fp_"), "quant": _strip(row, "q_"), "integer": _strip(row, "int_")}
         try:
-            artifact_io.save(build_lattice_artifact(res, cfg, model_name, metrics), output)
+            artifact_io.save(with_settings_file(build_lattice_artifact(res, cfg, model_name, metrics)), output)
         except LatticeError as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(f"wrote {output}")

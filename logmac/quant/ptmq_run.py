@@ -10,7 +10,7 @@ import click
 
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.ptmq import PtmqConfig, PtmqResult, ptmq_quantize, set_precision
-from logmac.quant.run import EvalOptions, FloatView, append_csv, evaluation_metrics
+from logmac.quant.run import EvalOptions, FloatView, append_csv, evaluation_metrics, with_settings_file
 
 
 def parse_bits(text: str | None, what: str = "--bits") -> tuple[int, ...]:
@@ -72,7 +72,7 @@ def ptmq_cli(model_name: str, path: str | None, cfg: QuantConfig, ptmq: PtmqConf
     click.echo(f"time {res.seconds:.1f} s (one calibration for {len(ptmq.bits)} widths), "
                f"peak memory {res.peak_mib:.0f} MiB")
     if output:
-        artifact_io.save(res.artifact, output)
+        artifact_io.save(with_settings_file(res.artifact), output)
         click.echo(f"wrote {output} (widths {list(ptmq.bits)}; run it with logmac.backends.multibit)")
     click.echo(f"results appended to {results}")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from logmac.format.artifact import Artifact
 from logmac.format.atomic import atomic_write_text
 from logmac.memory import fp32_size_mib, peak_memory_mib
 from logmac.quant.config import QuantConfig, QuantError
@@ -160,3 +161,17 @@ def markdown_table(rows: list[dict], metric: str) -> str:
                      f"{r.get('quant_seconds', '')} | {r.get('peak_mib', '')} | {added} |")
     return "\n".join(lines)
 
+
+SETTINGS_KEY = "settings_file"  # where ``logmac quantize --settings`` keeps the file, and the artifact records it
+
+
+def with_settings_file(artifact: Artifact) -> Artifact:
+    """``artifact`` with the ``--settings`` file of the running ``logmac quantize`` (path and verbatim text) in its
+    settings; unchanged outside that command or without the option."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    record = ctx.find_root().meta.get(SETTINGS_KEY) if ctx is not None else None
+    if record:
+        artifact.settings[SETTINGS_KEY] = record
+    return artifact
