@@ -4,6 +4,7 @@
 
 ``--rows full`` runs all 16 combinations (LogART's table); ``paper`` the 7 rows the LogART README lists;
 ``core`` none / DBS+SFS+ABS / all four (what fits a shared 2-core CPU in minutes).
+``--quick`` runs the core rows on a tiny random Llama with a minimal budget (CI smoke; results CSV next to -o).
 Every row is also appended to the results CSV.  All settings are printed with the table.
 """
 
@@ -56,7 +57,11 @@ def main() -> None:
                          "still lists every row of the sweep the results CSV has.")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/out/ptq_runs.csv"))
     ap.add_argument("-o", "--output", type=Path, required=True)
+    ap.add_argument("--quick", action="store_true", help="A tiny random Llama, core rows, minimal budget (CI smoke)")
     args = ap.parse_args()
+    if args.quick:
+        args.model, args.rows, args.results = tiny_llama(), "core", args.output.with_suffix(".csv")
+        args.calib_samples, args.seq_len, args.iters, args.alpha_steps, args.max_tokens = 8, 32, 2, 3, 256
     common = dict(w_bits=args.w_bits, a_bits=args.a_bits, calib_samples=args.calib_samples, iters=args.iters,
                   batch_size=min(8, args.calib_samples), hardware_approx=args.hardware_approx,
                   alpha_steps=args.alpha_steps)
@@ -97,6 +102,19 @@ def main() -> None:
             f"hardware_approx={args.hardware_approx}, {args.threads} torch thread(s); time = quantization only, "
             "peak = resident memory from the start of quantization to the end of evaluation (model already loaded)\n\n"
             + markdown_table(rows, metric) + "\n")
+
+
+def tiny_llama() -> str:
+    """A random tiny Llama saved to a temporary folder (removed at exit), for ``--quick``."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from logmac.models.tiny_lm import save_tiny_causal_lm
+
+    folder = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, folder, True)
+    return str(save_tiny_causal_lm(folder / "tiny-llama", "llama"))
 
 
 def saved_rows(args: argparse.Namespace) -> list[dict]:

@@ -154,7 +154,16 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="re-measure rows already stored")
     parser.add_argument("--render", action="store_true", help="only render the table from stored rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    parser.add_argument("--quick", action="store_true", help="the ViT at W4A4 on 64 images, reduced FPCS budget, rows "
+                        "and page in a scratch folder (CI smoke)")
     args = parser.parse_args()
+    if args.quick:
+        import tempfile
+
+        global ROWS, DOC
+        scratch = Path(tempfile.mkdtemp())
+        ROWS, DOC = scratch / "rows", scratch / "adalog.md"
+        args.bits, args.limit, args.fpcs, args.force = [4], 64, "reduced", True
     torch.set_num_threads(args.threads)
     if not args.render:
         if args.bits:

@@ -1,6 +1,7 @@
 """Images/s of the emulator vs the fake-quant float32 model on the same batch, and the int64 reference path.
 
     .venv/bin/python benchmarks/bench_emulator.py [--artifact model.lmq] [--batch 256] [--w-bits 4] [--threads N]
+    .venv/bin/python benchmarks/bench_emulator.py --quick      # CI smoke: 8 images, one repeat
 
 With ``--artifact`` the exported model (and its house float network) is used; without it, the house ResNet-18
 (trained weights when present, else random init) is exported round-to-nearest by the stand-in exporter of the
@@ -65,7 +66,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--reference-batch", type=int, default=2, help="images for the (slow) int64 reference path")
+    ap.add_argument("--quick", action="store_true", help="8 images, one repeat, one reference image (CI smoke)")
     args = ap.parse_args()
+    if args.quick:
+        args.batch, args.repeats, args.reference_batch = 8, 1, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

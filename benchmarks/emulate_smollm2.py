@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/emulate_smollm2.py smollm2_w4a8.lmq --quantize   # or: logmac quantize ... -o FILE
     .venv/bin/python benchmarks/emulate_smollm2.py smollm2_w4a8.lmq [--max-tokens 1024] [--context 512 --stride 256]
     .venv/bin/python benchmarks/emulate_smollm2.py smollm2_w4a8.lmq --ulp-control   # float32 sensitivity baseline
+    .venv/bin/python benchmarks/emulate_smollm2.py tiny.lmq --quick   # CI smoke: a tiny random Llama, 128 tokens
 
 ``--quantize`` runs the same ``logmac.quant.quantize_model`` as ``logmac quantize --model smollm2_135m --w-bits 4
 --a-bits 8 --method log_dynamic --hardware-approx --no-dbs --no-sfs --calib-samples 8`` (round-to-nearest on the
@@ -30,7 +31,7 @@ from logmac.models.text import austen_tokens
 from logmac.sim.lm import compare_lm
 
 
-def quantize(path: Path) -> None:
+def quantize(path: Path, model: str = "smollm2_135m", seq_len: int = 256) -> None:
     """Round-to-nearest W4A8 export of SmolLM2 (the settings in the module docstring), no evaluation."""
     from logmac.models import calibration_samples
     from logmac.quant import QuantConfig, quantize_model
@@ -38,13 +39,25 @@ def quantize(path: Path) -> None:
 
     cfg = QuantConfig(method="log_dynamic", w_bits=4, a_bits=8, hardware_approx=True, dbs=False, sfs=False,
                       calib_samples=8)
-    loaded = load_model("smollm2_135m", device="cpu")
-    calib = calibration_samples("smollm2_135m", cfg.calib_samples, seed=cfg.seed, seq_len=256,
-                                tokenizer=loaded.tokenizer)
-    res = quantize_model(loaded.model, calib, cfg, model_name="smollm2_135m", task="lm",
+    loaded = load_model(model, device="cpu")
+    calib = calibration_samples(model, cfg.calib_samples, seed=cfg.seed, seq_len=seq_len, tokenizer=loaded.tokenizer)
+    res = quantize_model(loaded.model, calib, cfg, model_name=model, task="lm",
                          blocks=decoder_blocks(loaded.model))
     art.save(res.artifact, path)
     print(f"wrote {path}: {len(res.artifact.layers)} layers, quantization {res.seconds:.0f} s, peak {res.peak_mib:.0f} MiB")
+
+
+def tiny_llama() -> str:
+    """A random tiny Llama saved to a temporary folder (removed at exit), for ``--quick``."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from logmac.models.tiny_lm import save_tiny_causal_lm
+
+    folder = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, folder, True)
+    return str(save_tiny_causal_lm(folder / "tiny-llama", "llama"))
 
 
 def ulp_control(path: Path, tokens: int = 128) -> None:
@@ -83,7 +96,12 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=256)
     ap.add_argument("--no-stream", action="store_true", help="Cache each layer's float32 GEMM operand (more memory).")
     ap.add_argument("--json", type=Path, help="Also write the numbers here.")
+    ap.add_argument("--quick", action="store_true",
+                    help="Quantize a tiny random Llama into ARTIFACT, then compare on 128 tokens (CI smoke).")
     args = ap.parse_args()
+    if args.quick:
+        quantize(args.artifact, tiny_llama(), seq_len=32)
+        args.max_tokens, args.context, args.stride = 128, 64, 32
     if args.quantize:
         return quantize(args.artifact)
     if args.ulp_control:

@@ -66,9 +66,18 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--eval-limit", type=int, default=2000)
     ap.add_argument("--results", type=Path, default=Path("results/latticeq_results.csv"))
     ap.add_argument("-o", "--output", type=Path, default=Path("results/latticeq_results.md"))
-    preset = ap.parse_known_args()[0].preset
+    ap.add_argument("--quick", action="store_true", help="W4A8 on ResNet-18 with a minimal budget, output and CSV in a "
+                    "scratch folder (CI smoke)")
+    known = ap.parse_known_args()[0]
+    preset = known.preset
     if preset:
         ap.set_defaults(**PRESETS[preset])
+    if known.quick:
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp())
+        ap.set_defaults(settings=["W4A8"], steps=2, restarts=1, iters=2, calib_samples=16, eval_limit=64,
+                        baselines=["log_dynamic"], results=scratch / "latticeq.csv", output=scratch / "latticeq.md")
     return ap.parse_args()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -31,7 +32,10 @@ def main() -> None:
     ap.add_argument("--calib-samples", type=int, default=16)
     ap.add_argument("--alpha-steps", type=int, default=11)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--quick", action="store_true", help="A tiny random Llama, one block, 2 iterations (CI smoke)")
     args = ap.parse_args()
+    if args.quick:
+        args.model, args.blocks, args.iters, args.calib_samples, args.alpha_steps = tiny_llama(), 1, 2, 8, 3
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device="cpu")
     model = loaded.model
@@ -53,6 +57,19 @@ def main() -> None:
     total_rtn = sum(v["rtn"] for v in losses.values())
     total = sum(min(v["learned"], v["rtn"]) for v in losses.values())
     print(f"| all | {total_rtn:.5g} | {total:.5g} | {total / total_rtn:.3f} |")
+
+
+def tiny_llama() -> str:
+    """A random tiny Llama saved to a temporary folder (removed at exit), for ``--quick``."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from logmac.models.tiny_lm import save_tiny_causal_lm
+
+    folder = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, folder, True)
+    return str(save_tiny_causal_lm(folder / "tiny-llama", "llama"))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+from pathlib import Path
 
 import torch
 
@@ -33,7 +34,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--top", type=int, default=45)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="A tiny random Llama, minimal budget (CI smoke)")
     args = ap.parse_args()
+    if args.quick:
+        args.model, args.calib_samples, args.alpha_steps, args.max_tokens, args.top = tiny_llama(), 8, 3, 256, 10
     torch.set_num_threads(args.threads)
     cfg = QuantConfig(method=args.method, w_bits=args.w_bits, a_bits=args.a_bits, calib_samples=args.calib_samples,
                       batch_size=min(8, args.calib_samples), iters=args.iters, alpha_steps=args.alpha_steps,
@@ -44,6 +48,19 @@ def main() -> None:
     profile.disable()
     print(row)
     pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
+
+
+def tiny_llama() -> str:
+    """A random tiny Llama saved to a temporary folder (removed at exit), for ``--quick``."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from logmac.models.tiny_lm import save_tiny_causal_lm
+
+    folder = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, folder, True)
+    return str(save_tiny_causal_lm(folder / "tiny-llama", "llama"))
 
 
 if __name__ == "__main__":

@@ -236,7 +236,15 @@ def main() -> None:
     ap.add_argument("--sims", nargs="*", default=["icarus", "verilator"])
     ap.add_argument("--redo", action="store_true", help="re-measure runs already in the results file")
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="ResNet-18, W3/W4, 8 calibration images, 1 iteration, "
+                    "16 emulated images, Icarus; results and page in a scratch folder (CI smoke)")
     args = ap.parse_args()
+    if args.quick:
+        global RESULTS, DOC
+        scratch = Path(tempfile.mkdtemp())
+        RESULTS, DOC = scratch / "results.json", scratch / "ptmq.md"
+        args.models, args.bits, args.iters, args.calib, args.emu_limit, args.sims = (
+            ["resnet18_fmnist"], "3,4", 1, 8, 16, ["icarus"])
     if not args.render_only:
         measure(args)
     write_doc()

@@ -41,12 +41,20 @@ def main() -> None:
     ap.add_argument("--eval-only", action="store_true", help="re-score runs/ptmq/variants/<tag>.pt")
     ap.add_argument("--single", type=int, default=None,
                     help="a single-width run at this width instead (quantize_model, same settings)")
+    ap.add_argument("--quick", action="store_true",
+                    help="W3/W4, 8 calibration images, 1 iteration, 64 test images, into a scratch folder (CI smoke)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out_dir = OUT
+    if args.quick:
+        import tempfile
+
+        out_dir = Path(tempfile.mkdtemp())
+        args.bits, args.calib, args.iters, args.limit = "3,4", 8, 1, 64
+    out_dir.mkdir(parents=True, exist_ok=True)
     bits = tuple(int(b) for b in args.bits.split(","))
     over = json.loads(args.overrides)
-    path = OUT / f"{args.tag}.json"
+    path = out_dir / f"{args.tag}.json"
     if args.single is not None:
         from logmac.quant.pipeline import quantize_model
 
@@ -63,7 +71,7 @@ def main() -> None:
         return
     if args.eval_only:
         out = json.loads(path.read_text())
-        model = torch.load(OUT / f"{args.tag}.pt", weights_only=False)
+        model = torch.load(out_dir / f"{args.tag}.pt", weights_only=False)
     else:
         calib = calibration_samples(args.model, args.calib, seed=0)
         cfg = QuantConfig(method=args.method, w_bits=max(bits), a_bits=args.a_bits, calib_samples=args.calib,
@@ -71,8 +79,8 @@ def main() -> None:
         ptmq = PtmqConfig(bits=bits, a_bits=(args.a_bits,) * len(bits), **over)
         res = ptmq_quantize(load_model(args.model, device="cpu").model, calib, cfg, ptmq, model_name=args.model)
         model = res.model
-        torch.save(model, OUT / f"{args.tag}.pt")
-        artifact_io.save(res.artifact, OUT / f"{args.tag}.lmq")
+        torch.save(model, out_dir / f"{args.tag}.pt")
+        artifact_io.save(res.artifact, out_dir / f"{args.tag}.lmq")
         out = {"tag": args.tag, "model": args.model, "method": args.method, "ptmq": ptmq.to_dict(),
                "seconds": round(res.seconds, 1), "losses": res.losses,
                "kept": {k: v.get("kept_learned") for k, v in res.losses.items()}}

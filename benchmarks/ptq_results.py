@@ -35,7 +35,12 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="skip cells the results CSV already has")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/out/ptq_runs.csv"))
     ap.add_argument("-o", "--output", type=Path, required=True)
+    ap.add_argument("--quick", action="store_true",
+                    help="ResNet-18 W4A8 only, 16 calibration images, 2 iterations, 64 test images; CSV next to -o (CI smoke)")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.w_bits, args.a_bits, args.results = ["resnet18_fmnist"], [4], [8], args.output.with_suffix(".csv")
+        args.calib_samples, args.iters, args.eval_limit = 16, 2, 64
     torch.set_num_threads(args.threads)
     for name in args.models:
         fp_metrics = None

@@ -158,9 +158,14 @@ def main() -> None:
     r.add_argument("--eval-limit", type=int, default=None)
     r.add_argument("--max-tokens", type=int, default=2048, help="LM evaluation tokens")
     r.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    r.add_argument("--quick", action="store_true", help="one ResNet-18 W4 log_dynamic cell on a minimal budget "
+                   "(CI smoke; give --csv a scratch file)")
     p = sub.add_parser("page", help="write the page from the CSV")
     p.add_argument("-o", "--output", type=Path, default=Path("docs/results.md"))
     args = ap.parse_args()
+    if args.command == "run" and args.quick:
+        args.models, args.bits, args.methods = "resnet18_fmnist", "4", "log_dynamic"
+        args.calib_samples, args.batch_size, args.iters, args.eval_limit = 16, 16, 2, 64
     run(args) if args.command == "run" else page(args)
 
 

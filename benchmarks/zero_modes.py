@@ -45,7 +45,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/out/ptq_runs.csv"))
     ap.add_argument("-o", "--output", type=Path, required=True)
+    ap.add_argument("--quick", action="store_true",
+                    help="ResNet-18 W4 only, 16 calibration images, 64 test images; CSV next to -o (CI smoke)")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.bits, args.results = ["resnet18_fmnist"], [4], args.output.with_suffix(".csv")
+        args.calib_samples, args.iters, args.eval_limit = 16, 2, 64
     torch.set_num_threads(args.threads)
     rounding = f"LLR {args.iters} iterations per block" if args.learn_rounding else "round to nearest"
     lines = [f"log_dynamic + DBS + SFS + ABS, hardware_approx, A{args.a_bits}, {rounding}, "
