@@ -1,18 +1,9 @@
-"""An AdaLog-quantized ViT with its attn@V and fc2 on exact integers (:mod:`logmac.sim.adalog`).
+"""An AdaLog-quantized ViT with its attn@V and fc2 on exact integers.
 
-The AdaLog activation format (``format.AdaLogFormat``) decodes every stored word to an unsigned integer
-level ``m << (top_shift - shift)``; the float value is ``level * scale * integer_unit``.  So an AdaLog
-matmul is an ordinary integer MAC on those levels:
-
-- attn@V: post-Softmax levels (B, H, T, T) times the uniform V multipliers ``v_code - zp_v`` (B, H, T, D);
-- fc2: post-GELU levels (N, K) times fc2's weight multipliers, uniform (``q - zp``) or LogART log codes.
-  With log weights the product is the weight's shift-and-add applied to the level: both shifts add and
-  the activation mantissa is the small factor, exactly what :func:`logmac.sim.log_matmul` computes.
-
-Both run on the emulator's exact GEMM (:func:`logmac.sim.gemm.exact_matmul`, proved exact per call) and the
-accumulator contract of ``format.apply_accumulator``.  :func:`emulate_vit` swaps these integer matmuls into
-a quantized ViT; everything else stays float32.  The declared boundaries: the accumulators are converted
-to float64 times the product of the two scales (plus fc2's bias) and rounded once to float32.
+The integer matmuls are :mod:`logmac.sim.adalog`'s (attn@V) and the emulator's ``int_matmul`` (fc2 on the
+post-GELU levels, uniform or LogART weights).  :func:`emulate_vit` swaps them into a quantized ViT; everything
+else stays float32.  The declared boundaries: the accumulators are converted to float64 times the product of
+the two scales (plus fc2's bias) and rounded once to float32.
 """
 
 from __future__ import annotations

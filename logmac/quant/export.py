@@ -80,18 +80,24 @@ def integer_weights(layer: QuantLayer) -> np.ndarray:
     return layer.words.reshape(layer.words.shape[0], -1).astype(np.int64) - zp[:, None]
 
 
+def geometry_attrs(layer: nn.Module) -> dict:
+    """What the emulator needs to rebuild the layer's op: conv geometry (and any static pre-padding) or the
+    linear's features.  ``layer`` is a QuantLayer or any wrapper with ``op``, ``inner`` and ``pre_pad``."""
+    m = layer.inner
+    if layer.op == "conv2d":
+        return dict(in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=list(m.kernel_size),
+                    stride=list(m.stride), padding=list(m.padding), dilation=list(m.dilation), groups=m.groups,
+                    pre_pad=list(layer.pre_pad) if layer.pre_pad is not None else None)
+    return dict(in_features=m.in_features, out_features=m.out_features)
+
+
 def export_layer(layer: QuantLayer, next_layer: QuantLayer | None, activation: str, folded_bn: str | None) -> QuantizedLayer:
     """One layer of the artifact; ``next_layer`` set when its output requantizes straight into that layer."""
     m, cfg = layer.inner, layer.cfg
     fmt = cfg.weight_format()
     shape = tuple(m.weight.shape)
-    attrs: dict = {"module": layer.name, "folded_bn": folded_bn, "act_in": None, "requant": None}
-    if layer.op == "conv2d":
-        attrs.update(in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=list(m.kernel_size),
-                     stride=list(m.stride), padding=list(m.padding), dilation=list(m.dilation), groups=m.groups,
-                     pre_pad=list(layer.pre_pad) if layer.pre_pad is not None else None)
-    else:
-        attrs.update(in_features=m.in_features, out_features=m.out_features)
+    attrs: dict = {"module": layer.name, "folded_bn": folded_bn, "act_in": None, "requant": None,
+                   **geometry_attrs(layer)}
     bias = m.bias.detach().double().cpu().numpy() if m.bias is not None else np.zeros(shape[0])
     extras: dict[str, np.ndarray] = {"bias": bias}
     if cfg.is_log:

@@ -23,6 +23,7 @@ from torch import nn
 
 from logmac.format import UniformFormat
 from logmac.format.artifact import Artifact, QuantizedLayer
+from logmac.quant.export import geometry_attrs
 from logmac.quant.lattice_model import ActQuantizer, LatticeConfig, LatticeLayer, LatticeResult, lattice_layers
 from logmac.quant.latticeq import LatticeCode, LatticeError
 from logmac.quant.modules import static_padding
@@ -56,13 +57,8 @@ def export_lattice_layer(layer: LatticeLayer, folded_bn: str | None = None) -> Q
     shape = tuple(m.weight.shape)
     attrs: dict = {"module": layer.name, "folded_bn": folded_bn, "act_in": _act_in(layer), "requant": None,
                    "lattice": {"bits": code.bits, "basis_bits": code.basis_bits, "dim": code.dim,
-                               "per_channel": code.basis.shape[0] == code.out_channels}}
-    if layer.op == "conv2d":
-        attrs.update(in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=list(m.kernel_size),
-                     stride=list(m.stride), padding=list(m.padding), dilation=list(m.dilation), groups=m.groups,
-                     pre_pad=list(layer.pre_pad) if layer.pre_pad is not None else None)
-    else:
-        attrs.update(in_features=m.in_features, out_features=m.out_features)
+                               "per_channel": code.basis.shape[0] == code.out_channels},
+                   **geometry_attrs(layer)}
     bias = m.bias.detach().double().cpu().numpy() if m.bias is not None else np.zeros(shape[0])
     extras = {"bias": bias, "basis_int": code.basis_int().cpu().numpy().astype(np.int64),
               "offset_int": code.offset_int().cpu().numpy().astype(np.int64)}

@@ -25,20 +25,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from logmac.format.artifact import Artifact
 from logmac.format.nested import NEST_MODES
 from logmac.memory import peak_memory_mib, reset_peak_memory
 from logmac.quant.calibrate import Batch, capture_unit_io, find_units, recon_loss
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.fold import first_tensor, fold_batchnorm
 from logmac.quant.modules import QuantLayer, quant_layers, set_quant
-from logmac.quant.pipeline import split_batches, wrap_model
+from logmac.quant.pipeline import QuantResult, split_batches, wrap_model
 from logmac.quant.ptmq_layer import MultiBitLayer, multibit_layers, set_precision
 from logmac.quant.rounding import beta_schedule, reconstruction_lr
 
@@ -106,15 +105,8 @@ class PtmqConfig:
 
 
 @dataclass
-class PtmqResult:
+class PtmqResult(QuantResult):
     """The multi-bit fake-quant model (switch it with ``set_precision``), its artifact and the run's cost."""
-
-    model: nn.Module
-    artifact: Artifact
-    float_modules: dict[str, str]
-    losses: dict[str, dict[str, float]] = field(default_factory=dict)
-    seconds: float = 0.0
-    peak_mib: float = 0.0
 
 
 def check_config(cfg: QuantConfig, ptmq: PtmqConfig) -> None:
