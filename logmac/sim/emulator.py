@@ -78,8 +78,9 @@ class IntLayer(nn.Module):
         self.bias_f32, self.out_scale_f32 = self.bias_t.reshape(-1).float(), self.out_scale.reshape(-1).float()
         if spec.requant:  # the direct conv's sums already hold bias_int
             bias = 0 if self.direct_bias is not None else self.bias_int
-            self.rq_affine = ops.requant_affine(ex["requant_multiplier"], ex["requant_shift"],
-                                                int(spec.requant["out_zero_point"]), bias, sum_bound, device=device)
+            # zero point 0: the multiply-add gives codes less the output zero point, what the next layer compares
+            self.rq_affine = ops.requant_affine(ex["requant_multiplier"], ex["requant_shift"], 0, bias, sum_bound,
+                                                device=device)
         # ungrouped convs whose sums fit float32 tap chunks take their input codes in a padded channels-last buffer
         self.conv_plan = None
         if spec.is_conv and self.weights.groups == 1 and engine == "fast":
@@ -209,14 +210,13 @@ class IntLayer(nn.Module):
         lo, hi = (int(v) for v in rq["clamp"])
         zp_out = int(rq["out_zero_point"])
         if self.rq_affine is not None:  # format.requantize's arithmetic as one exact float64 multiply-add
-            y = torch.addcmul(self.rq_affine[1], last, self.rq_affine[0]).floor_().clamp_(lo, hi).to(torch.float32)
-            y = y.movedim(-1, 1) if acc.ndim == 4 else y
+            y = torch.addcmul(self.rq_affine[1], last, self.rq_affine[0]).floor_().clamp_(lo - zp_out, hi - zp_out)
+            y = y.to(torch.float32).movedim(-1, 1) if acc.ndim == 4 else y.to(torch.float32)
         else:
             ex = self.spec.layer.extras
             bias = None if with_bias else self.bias_int
             y = requantize(acc.to(torch.int64), ex["requant_multiplier"], ex["requant_shift"], zp_out, lo, hi,
-                           bias, channel_axis=1 if self.spec.is_conv else -1).to(torch.float32)
-        y = y.sub_(zp_out)  # codes less the zero point: what the next layer's centred codes must equal
+                           bias, channel_axis=1 if self.spec.is_conv else -1).to(torch.float32).sub_(zp_out)
         for nxt in self.next:
             nxt.expect = (y, zp_out)
         return y * torch.tensor(rq["out_scale"], dtype=torch.float32, device=y.device)
