@@ -8,16 +8,23 @@ import click
 
 
 def _config(config_path: str | None, overrides: tuple[str, ...], engine: str = "mac"):
-    from logmac.hw.config import HwConfig, HwConfigError
+    from logmac.hw.config import HwConfig, HwConfigError, check_field_types
     from logmac.hw.logact_engine import LogActConfig
+    from logmac.hw.sched_config import SchedConfig
 
     base = json.loads(open(config_path).read()) if config_path else {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"--set takes key=value, got {item!r}")
-        base[key] = json.loads(value) if value not in ("log", "int") else value
+        try:
+            base[key] = json.loads(value)
+        except json.JSONDecodeError:
+            base[key] = value  # a string value: kind=log, variant=inplace
     try:
+        if engine == "sched":
+            check_field_types(SchedConfig, base, "scheduled engine")
+            return SchedConfig(**base)
         return (LogActConfig if engine == "logact" else HwConfig).from_dict(base)
     except (HwConfigError, TypeError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -33,16 +40,31 @@ def hw() -> None:
               help="build parameters as JSON (keys of logmac.hw.HwConfig); missing keys take defaults")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one parameter, e.g. lanes=4")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--engine", type=click.Choice(["mac", "logact"]), default="mac", show_default=True,
-              help="mac: the weight engine (HwConfig keys); logact: AdaLog activations (LogActConfig keys)")
+@click.option("--engine", type=click.Choice(["mac", "logact", "sched"]), default="mac", show_default=True,
+              help="mac: the weight engine (HwConfig keys); logact: AdaLog activations (LogActConfig keys); "
+                   "sched: the exponent-scheduled engine (SchedConfig keys)")
 def export_cmd(config_path: str | None, overrides: tuple[str, ...], out_dir: str, engine: str) -> None:
-    """Write <module>.v and <module>.json (parameters, widths, payload fields, register map)."""
+    """Write <module>.v and <module>.json (parameters, widths, payload fields, registers, tables, arithmetic)."""
     from logmac.hw import logact_engine
     from logmac.hw.export import export
 
-    write = logact_engine.export if engine == "logact" else export
+    write = {"logact": logact_engine.export, "sched": _export_sched}.get(engine, export)
     v_path, j_path = write(_config(config_path, overrides, engine), out_dir)
     click.echo(f"wrote {v_path}\nwrote {j_path}")
+
+
+def _export_sched(cfg, out_dir: str):
+    """The scheduled engine's ``.v`` and ``.json``, named like the other engines' exports."""
+    from pathlib import Path
+
+    from logmac.hw.sched_engine import SCHED_ENGINE_NAME, sched_parameters, sched_verilog
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    v_path, j_path = out / f"{SCHED_ENGINE_NAME}.v", out / f"{SCHED_ENGINE_NAME}.json"
+    v_path.write_text(sched_verilog(cfg))
+    j_path.write_text(json.dumps(sched_parameters(cfg), indent=2) + "\n")
+    return v_path, j_path
 
 
 @hw.command("area")

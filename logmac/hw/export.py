@@ -15,7 +15,9 @@ from amaranth.back import verilog
 
 from logmac import __version__
 from logmac.hw.config import HwConfig
+from logmac.hw.contract import DECODE_ENTRY, contract, table
 from logmac.hw.engine import MacEngine, input_layout, output_layout
+from logmac.hw.lanes import entry_layout
 from logmac.hw.lean_engine import LeanMacEngine, lean_input_layout
 
 ENGINE_NAME = "logmac_engine"
@@ -42,7 +44,10 @@ def lean_verilog(hw: HwConfig, name: str = ENGINE_NAME) -> tuple[str, dict]:
 
 
 def parameters(hw: HwConfig, name: str = ENGINE_NAME) -> dict:
-    """Everything a user of the Verilog needs: build parameters, derived widths, payload fields, ports."""
+    """Everything a user of the Verilog needs: build parameters, derived widths, payload fields, ports, and the
+    contract (``logmac.hw.contract``: registers, decode-table entry, arithmetic, reset)."""
+    log = hw.kind == "log"
+    tables = [table("decode", hw.table_base, hw.table_depth, entry_layout(hw), DECODE_ENTRY)] if log else []
     return {
         "module": name,
         "logmac_version": __version__,
@@ -52,6 +57,7 @@ def parameters(hw: HwConfig, name: str = ENGINE_NAME) -> dict:
         "output_fields": _fields(output_layout(hw)),
         "ports": ["clk", "rst", "i__valid", "i__ready", "i__payload", "o__valid", "o__ready", "o__payload",
                   "cfg__we", "cfg__addr", "cfg__data", "idle", "overflow_sticky"],
+        **contract(hw, tables, nest=log),
     }
 
 

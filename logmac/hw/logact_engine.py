@@ -42,6 +42,7 @@ from logmac.format import (
 )
 from logmac.hw import config as C
 from logmac.hw.config import HwConfig, HwConfigError, check_field_types
+from logmac.hw.contract import ACT_ENTRY, DECODE_ENTRY, contract, table
 from logmac.hw.engine import MacEngine, config_signature, output_layout
 from logmac.hw.lanes import entry_layout
 
@@ -338,12 +339,16 @@ def parameters(cfg: LogActConfig, name: str = ENGINE_NAME) -> dict:
     def layout_fields(layout) -> dict:
         return {n: {"offset": f.offset, "width": f.width} for n, f in layout}
 
+    tables = [table("weight decode", cfg.weight_table_base, cfg.table_depth, entry_layout(cfg), DECODE_ENTRY)] \
+        if cfg.kind == "log" else []
+    tables.append(table("activation", cfg.act_table_base, cfg.act_table_depth, act_entry_layout(cfg), ACT_ENTRY))
     return {
         "module": name, "logmac_version": __version__, "engine": "logact", "config": cfg.to_dict(),
         "derived": cfg.derived(), "input_fields": layout_fields(input_layout(cfg)),
         "output_fields": layout_fields(output_layout(cfg)),
         "ports": ["clk", "rst", "i__valid", "i__ready", "i__payload", "o__valid", "o__ready", "o__payload",
                   "cfg__we", "cfg__addr", "cfg__data", "idle", "overflow_sticky"],
+        **contract(cfg, tables, nest=False),
     }
 
 
