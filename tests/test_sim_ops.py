@@ -88,6 +88,25 @@ def test_every_gemm_path_is_exact(x_max, m_max, k, path):
     np.testing.assert_array_equal(got, want)
 
 
+def test_one_float32_gemm_when_the_row_bound_holds():
+    """Big multipliers in different columns per row: the column bound needs chunks, the row bound (tighter)
+    allows one float32 GEMM, and its sums still equal exact int64 ones at the bound."""
+    k, x_max = 64, 255
+    big = (2**24 - 1) // x_max - (k - 1)  # row sum of |M| = big + (k - 1), times x_max just below 2**24
+    mult = np.ones((k, k), dtype=np.int64)
+    np.fill_diagonal(mult, big)
+    mult[1::2] *= -1
+    w = IntWeights(torch.as_tensor(mult))
+    assert float(w.col_absmax.sum()) * x_max >= 2**24
+    assert gemm_plan(w, x_max, torch.device("cpu")) == ("float32", [(0, k)])
+    x = np.full((3, k), x_max)
+    x[1, ::2] = 0
+    got = exact_matmul(w, torch.as_tensor(x).reshape(1, 1, 3, k))[0, 0]
+    assert got.dtype == torch.float32
+    np.testing.assert_array_equal(got.to(torch.int64).numpy(), x @ mult.T)
+    assert int(np.abs(x @ mult.T).max()) > 2**24 - 2 * x_max
+
+
 def conv_reference(x, words, table, fmt, groups, stride, padding, pad_value, acc_bits, mode):
     """Naive loop conv: every output pixel is one call of the int64 reference MAC on its patch."""
     N, Cin, H, W = x.shape

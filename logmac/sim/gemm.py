@@ -37,6 +37,7 @@ class IntWeights:
 
     mult: torch.Tensor  # stored in the narrowest signed dtype holding +-max|M| (int16 for 4-bit log codes, |M| <= 2**7)
     col_absmax: np.ndarray = field(init=False)
+    max_row_absmax: float = field(init=False)
     _float: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -49,6 +50,8 @@ class IntWeights:
             raise FormatError(f"integer weights must be (C, K) or (G, C/G, K/G), got shape {tuple(self.mult.shape)}")
         # max over every output channel of |M[c, k]|: sum over a K-range bounds any row's partial sum.
         self.col_absmax = self.mult.abs().amax(dim=(0, 1)).to(torch.int64).cpu().numpy()
+        # the largest sum_k |M[c, k]|: a tighter bound than sum_k col_absmax[k] when big weights sit in different columns
+        self.max_row_absmax = float(self.row_absmax().max(initial=0.0))
 
     @classmethod
     def from_log(cls, codes: np.ndarray, table: DecodeTable, fmt: LogFormat, groups: int = 1,
@@ -186,8 +189,14 @@ def k_chunks(col_absmax: np.ndarray, x_absmax: int, limit: int) -> list[tuple[in
 
 def gemm_plan(weights: IntWeights, x_absmax: int, device: torch.device) -> tuple[str, list[tuple[int, int]]]:
     """Which exact GEMM to run for inputs bounded by ``x_absmax``: ("float32", K chunks), ("float64", [])
-    or ("int64", [])."""
+    or ("int64", []).
+
+    One float32 GEMM when ``x_absmax * max_c sum_k |M[c, k]|`` is below 2**24 (every partial sum of a row is a
+    sub-sum of its products); else K chunks by the per-column bound, whose sum over a chunk bounds every row.
+    """
     total = float(weights.col_absmax.sum()) * x_absmax
+    if float32_exact_ok(device) and weights.max_row_absmax * x_absmax < EXACT_LIMIT[torch.float32]:
+        return "float32", [(0, weights.k)]
     if float32_exact_ok(device) and total < EXACT_LIMIT[torch.float64]:
         chunks = k_chunks(weights.col_absmax, x_absmax, EXACT_LIMIT[torch.float32])
         if chunks is not None and len(chunks) <= MAX_FLOAT32_CHUNKS:
@@ -204,6 +213,8 @@ def tap_plan(weights: IntWeights, taps: int, x_absmax: int, device: torch.device
     bound is below 2**24), ("float64", []) or ("int64", []) when no float accumulation is exact."""
     tap_bound = weights.tap_absmax(taps)
     total = float(tap_bound.sum()) * x_absmax
+    if float32_exact_ok(device) and weights.max_row_absmax * x_absmax < EXACT_LIMIT[torch.float32]:
+        return "float32", [(0, taps)]
     if float32_exact_ok(device) and total < EXACT_LIMIT[torch.float64]:
         chunks = k_chunks(tap_bound, x_absmax, EXACT_LIMIT[torch.float32])
         if chunks is not None and len(chunks) <= MAX_FLOAT32_CHUNKS:
