@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "quantize": ("logmac.quant.commands", "quantize"),
     "emulate": ("logmac.emulate_commands", "emulate"),
     "hw": ("logmac.hw_compare", "hw"),  # the hw group with compare, which needs models and quant
-    "cosim": ("logmac.cosim.commands", "cosim"),
+    "cosim": ("logmac.cosim_soak", "cosim"),  # the cosim command with real layers in its soak
     "verify": ("logmac.verify", "verify"),
     "demo": ("logmac.verify", "demo"),
     "models": ("logmac.models.commands", "models"),

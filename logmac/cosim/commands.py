@@ -23,8 +23,13 @@ import numpy as np
               help="the AdaLog-activation engine: its built-in matrix (log and uniform weights), or --vectors as "
                    "logmac.cosim.logact_vectors files / saved attention-tile captures")
 @click.option("--full", is_flag=True, help="with --logact: more q values, rows and every-word weight sets")
+@click.option("--soak-macs", type=click.IntRange(min=1), default=None,
+              help="soak: random configurations of every engine family until this many MACs are checked")
+@click.option("--soak-families", default=None, metavar="NAME,...",
+              help="with --soak-macs: only these families (logmac.cosim.soak.FAMILIES; default all)")
 def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: int, gaps: float,
-          reset_at: int | None, seed: int, json_out: str | None, logact: bool, full: bool) -> None:
+          reset_at: int | None, seed: int, json_out: str | None, logact: bool, full: bool,
+          soak_macs: int | None, soak_families: str | None) -> None:
     """Check the exported RTL against the emulator (logmac.sim) bit for bit under cocotb."""
     from logmac import toolchain
     from logmac.cosim.runner import run_vectors
@@ -39,6 +44,9 @@ def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: 
         raise click.ClickException(str(exc)) from exc
     if logact:
         _cosim_logact(sim, vector_paths, full, bp, gaps, reset_at, seed)
+        return
+    if soak_macs:
+        _soak(sim, soak_macs, seed, json_out, tuple(soak_families.split(",")) if soak_families else None)
         return
     rng = np.random.default_rng(seed)
     vs = [load_vectors(p) for p in vector_paths] if vector_paths else format_matrix(rng)
@@ -65,3 +73,21 @@ def _cosim_logact(sim: str, paths: tuple[str, ...], full: bool, bp: int, gaps: f
     failed = [rep for rep in reports if not rep.passed]
     if failed:
         raise click.ClickException(f"{sum(r.mismatches for r in failed)} mismatch(es); first: {failed[0].first_mismatch}")
+
+
+def _soak(sim: str, macs: int, seed: int, json_out: str | None, families: tuple[str, ...] | None) -> None:
+    """``--soak-macs``: random configurations until ``macs`` MACs are checked; a summary, optionally JSON."""
+    from dataclasses import asdict
+
+    from logmac.cosim.soak import run_soak
+    from logmac.format.atomic import atomic_write_text
+
+    try:
+        rep = run_soak(macs, seed, sim, families=families)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(rep.summary())
+    if json_out:
+        atomic_write_text(json_out, json.dumps({**asdict(rep), "macs_per_second": rep.macs_per_second}, indent=2))
+    if not rep.passed:
+        raise click.ClickException(f"{rep.mismatches} mismatch(es); first: {rep.first_mismatch}")
