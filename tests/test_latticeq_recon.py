@@ -9,9 +9,14 @@ import torch
 from torch import nn
 
 from logmac.backends.lattice import emulate_lattice
-from logmac.quant.calibrate import recon_loss
-from logmac.quant.lattice_model import LatticeConfig, lattice_layers, lattice_quantize_model, set_lattice_quant
-from logmac.quant.lattice_recon import lattice_units
+from logmac.quant.calibrate import find_units, recon_loss
+from logmac.quant.lattice_model import (
+    LatticeConfig,
+    LatticeLayer,
+    lattice_layers,
+    lattice_quantize_model,
+    set_lattice_quant,
+)
 from logmac.quant.latticeq import LatticeError
 
 
@@ -83,7 +88,7 @@ def test_units_are_blocks_and_lone_layers() -> None:
     model = _model()
     x = torch.randn(4, 3, 8, 8)
     res = lattice_quantize_model(copy.deepcopy(model), x, LatticeConfig(steps=1, restarts=1, edge="same"), progress=False)
-    assert [n for n, _ in lattice_units(res.model, x[:1])] == ["0", "2", "5"]
+    assert [n for n, _ in find_units(res.model, x[:1], LatticeLayer)] == ["0", "2", "5"]
 
 
 @pytest.mark.parametrize("kw", [dict(recon_iters=-1), dict(recon_lr=0.0), dict(recon_iters=5, basis_bits=None)])

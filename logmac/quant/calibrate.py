@@ -67,16 +67,17 @@ def call(model: nn.Module, batch: Batch):
     return model(**batch) if isinstance(batch, dict) else model(batch)
 
 
-def find_units(model: nn.Module, batch: Batch) -> list[tuple[str, nn.Module]]:
-    """Blocks (outermost module whose class name ends in a BLOCK_SUFFIXES entry) and lone QuantLayers,
-    in the order the forward pass first reaches them; units the batch never reaches are left out."""
+def find_units(model: nn.Module, batch: Batch, layer_type: type[nn.Module] = QuantLayer) -> list[tuple[str, nn.Module]]:
+    """Blocks (outermost module whose class name ends in a BLOCK_SUFFIXES entry and holds a ``layer_type``)
+    and lone ``layer_type`` layers, in the order the forward pass first reaches them; units the batch never
+    reaches are left out."""
     units: list[tuple[str, nn.Module]] = []
     claimed: set[str] = set()
     for name, mod in model.named_modules():
         if any(name.startswith(c + ".") for c in claimed):
             continue
-        is_block = type(mod).__name__.endswith(BLOCK_SUFFIXES) and quant_layers(mod)
-        if is_block or isinstance(mod, QuantLayer):
+        is_block = type(mod).__name__.endswith(BLOCK_SUFFIXES) and any(isinstance(m, layer_type) for m in mod.modules())
+        if is_block or isinstance(mod, layer_type):
             units.append((name, mod))
             claimed.add(name)
     order: dict[str, int] = {}
@@ -210,10 +211,20 @@ def _observe_and_fit(unit: nn.Module, layers: list[QuantLayer], inputs: list, da
     return kept
 
 
-def calibrate_blocks(model: nn.Module, batches: Sequence[Batch], cfg: QuantConfig,
-                     progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, float]]:
-    """BRECQ-style sequential calibration of a CNN or ViT; returns each unit's final reconstruction loss."""
-    rng = np.random.default_rng(cfg.seed)
+# fit_unit(name, unit, layers, inputs, targets) -> the unit's reconstruction losses, or None without learning
+UnitFit = Callable[[str, nn.Module, list[QuantLayer], Any, list], dict[str, float] | None]
+
+
+def calibrate_sequential(model: nn.Module, batches: Sequence[Batch], fit_unit: UnitFit, *, want_targets: bool,
+                         capture_inputs: Callable[[nn.Module], Any] | None = None,
+                         progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, float]]:
+    """The one sequential loop: unit by unit, FP targets from the float network, inputs from the quantized prefix.
+
+    For each unit (:func:`find_units`) every quantizer is switched off to capture the FP targets (when
+    ``want_targets``), the already-fitted units are switched back on, the unit's inputs are captured
+    (``capture_inputs(unit)``, default one pass; PTMQ takes one per width), and ``fit_unit`` fits it.  Only one
+    unit's activations are held at a time.  Returns the losses ``fit_unit`` reported, per unit.
+    """
     units = find_units(model, batches[0])
     done: list[QuantLayer] = []
     losses: dict[str, dict[str, float]] = {}
@@ -222,21 +233,37 @@ def calibrate_blocks(model: nn.Module, batches: Sequence[Batch], cfg: QuantConfi
             progress(name, i, len(units))
         layers = [unit] if isinstance(unit, QuantLayer) else quant_layers(unit)
         set_quant(model, False)
-        targets = capture_unit_io(model, unit, batches, want_output=True) if cfg.learn_rounding else []
+        targets = capture_unit_io(model, unit, batches, want_output=True) if want_targets else []
         for layer in done:
             layer.quant_on = True
-        inputs = capture_unit_io(model, unit, batches, want_output=False)
-        _observe_and_fit(unit, layers, inputs, damp=0.0)
-        if cfg.learn_rounding and cfg.iters:
-            def loss_fn(r: int, unit=unit, inputs=inputs, targets=targets) -> torch.Tensor:
-                args, kwargs, _ = inputs[r % len(inputs)]
-                return recon_loss(first_tensor(unit(*args, **kwargs)), first_tensor(targets[r % len(inputs)][2]))
-            losses[name] = _run_rounding(layers, loss_fn, len(inputs), cfg, rng)
+        inputs = capture_inputs(unit) if capture_inputs else capture_unit_io(model, unit, batches, want_output=False)
+        loss = fit_unit(name, unit, layers, inputs, targets)
+        if loss is not None:
+            losses[name] = loss
         done.extend(layers)
-        inputs = targets = loss_fn = None  # this unit's activations (and the closure holding them) go first
+        inputs = targets = None  # this unit's activations go before the next unit's are captured
         release_memory()
     set_quant(model, True)
     return losses
+
+
+def calibrate_blocks(model: nn.Module, batches: Sequence[Batch], cfg: QuantConfig,
+                     progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, float]]:
+    """BRECQ-style sequential calibration of a CNN or ViT; returns each unit's final reconstruction loss."""
+    rng = np.random.default_rng(cfg.seed)
+
+    def fit_unit(_name: str, unit: nn.Module, layers: list[QuantLayer], inputs: list, targets: list
+                 ) -> dict[str, float] | None:
+        _observe_and_fit(unit, layers, inputs, damp=0.0)
+        if not (cfg.learn_rounding and cfg.iters):
+            return None
+
+        def loss_fn(r: int) -> torch.Tensor:
+            args, kwargs, _ = inputs[r % len(inputs)]
+            return recon_loss(first_tensor(unit(*args, **kwargs)), first_tensor(targets[r % len(inputs)][2]))
+        return _run_rounding(layers, loss_fn, len(inputs), cfg, rng)
+
+    return calibrate_sequential(model, batches, fit_unit, want_targets=cfg.learn_rounding, progress=progress)
 
 
 def calibrate_chain(model: nn.Module, blocks: Sequence[nn.Module], batches: Sequence[Batch], cfg: QuantConfig,

@@ -24,67 +24,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from logmac.quant.calibrate import BLOCK_SUFFIXES, recon_loss
+from logmac.quant.calibrate import capture_unit_io, find_units, recon_loss
 from logmac.quant.lattice_model import LatticeConfig, LatticeLayer, lattice_layers, set_lattice_quant
 
 log = logging.getLogger(__name__)
-
-
-class _Stop(Exception):
-    """Raised by a hook once a unit's input or output is captured, to skip the rest of the network."""
-
-
-def lattice_units(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]]:
-    """Blocks (outermost module whose class name ends in a BLOCK_SUFFIXES entry and holds lattice layers)
-    and lone :class:`LatticeLayer` s, in the order the forward pass reaches them."""
-    units: list[tuple[str, nn.Module]] = []
-    for name, mod in model.named_modules():
-        if any(name.startswith(u + ".") for u, _ in units):
-            continue
-        is_block = type(mod).__name__.endswith(BLOCK_SUFFIXES) and lattice_layers(mod)
-        if is_block or isinstance(mod, LatticeLayer):
-            units.append((name, mod))
-    order: dict[str, int] = {}
-
-    def seen(name: str):
-        def hook(_m, _args) -> None:  # must return None: a pre-hook's return value replaces the input
-            order.setdefault(name, len(order))
-        return hook
-
-    hooks = [m.register_forward_pre_hook(seen(n)) for n, m in units]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return sorted([(n, m) for n, m in units if n in order], key=lambda nm: order[nm[0]])
-
-
-@torch.no_grad()
-def capture_unit_io(model: nn.Module, unit: nn.Module, batches: list[torch.Tensor], output: bool) -> list[torch.Tensor]:
-    """Per batch, the unit's input (or output), stopping the forward pass there."""
-    got: list[torch.Tensor] = []
-
-    def pre(_m, args):
-        if not output:
-            got.append(args[0].detach())
-            raise _Stop
-
-    def post(_m, _args, out):
-        got.append(out.detach())
-        raise _Stop
-
-    hook = unit.register_forward_hook(post) if output else unit.register_forward_pre_hook(pre)
-    try:
-        for b in batches:
-            try:
-                model(b)
-            except _Stop:
-                pass
-    finally:
-        hook.remove()
-    return got
 
 
 def _block_error(unit: nn.Module, inputs: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
@@ -135,11 +78,11 @@ def reconstruct_blocks(model: nn.Module, calib: torch.Tensor, cfg: LatticeConfig
     batches = list(calib.split(cfg.batch_size))
     gen = torch.Generator().manual_seed(cfg.seed)
     out: dict[str, tuple[float, float]] = {}
-    for name, unit in tqdm(lattice_units(model, batches[0][:1]), desc="reconstruct", disable=not progress):
-        inputs = capture_unit_io(model, unit, batches, output=False)
+    for name, unit in tqdm(find_units(model, batches[0][:1], LatticeLayer), desc="reconstruct", disable=not progress):
+        inputs = [args[0] for args, _, _ in capture_unit_io(model, unit, batches, want_output=False)]
         set_lattice_quant(model, False)
         try:
-            targets = capture_unit_io(model, unit, batches, output=True)
+            targets = [out for _, _, out in capture_unit_io(model, unit, batches, want_output=True)]
         finally:
             set_lattice_quant(model, True)
         with torch.enable_grad():

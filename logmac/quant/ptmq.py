@@ -33,10 +33,10 @@ from torch import nn
 
 from logmac.format.nested import NEST_MODES
 from logmac.memory import peak_memory_mib, reset_peak_memory
-from logmac.quant.calibrate import Batch, capture_unit_io, find_units, recon_loss
+from logmac.quant.calibrate import Batch, calibrate_sequential, capture_unit_io, recon_loss
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.fold import first_tensor, fold_batchnorm
-from logmac.quant.modules import QuantLayer, quant_layers, set_quant
+from logmac.quant.modules import QuantLayer
 from logmac.quant.pipeline import QuantResult, split_batches, wrap_model
 from logmac.quant.ptmq_layer import MultiBitLayer, multibit_layers, set_precision
 from logmac.quant.rounding import beta_schedule, reconstruction_lr
@@ -164,26 +164,26 @@ def calibrate_multibit(model: nn.Module, batches: Sequence[Batch], cfg: QuantCon
     """Unit by unit: capture FP targets and per-width inputs, fit every width, then PTMQ reconstruction."""
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    units = find_units(model, batches[0])
-    done: list[MultiBitLayer] = []
-    losses: dict[str, dict[str, float]] = {}
-    for i, (name, unit) in enumerate(units):
-        if progress:
-            print(f"[ptmq] unit {i + 1}/{len(units)} {name}", flush=True)
-        layers = [unit] if isinstance(unit, QuantLayer) else quant_layers(unit)
-        set_quant(model, False)
-        targets = capture_unit_io(model, unit, batches, want_output=True)
-        for layer in done:
-            layer.quant_on = True
+
+    def inputs_per_width(unit: nn.Module) -> dict[int, list]:
         inputs = {}
         for b in ptmq.bits:
             set_precision(model, b)
             inputs[b] = capture_unit_io(model, unit, batches, want_output=False)
+        return inputs
+
+    def fit_unit(_name: str, unit: nn.Module, layers: list[MultiBitLayer], inputs: dict[int, list], targets: list
+                 ) -> dict[str, float] | None:
         _fit_unit(unit, layers, inputs, ptmq)
-        if cfg.learn_rounding and cfg.iters:
-            losses[name] = _reconstruct(unit, layers, inputs, targets, cfg, ptmq, rng, gen)
-        done.extend(layers)
-    set_quant(model, True)
+        if not (cfg.learn_rounding and cfg.iters):
+            return None
+        return _reconstruct(unit, layers, inputs, targets, cfg, ptmq, rng, gen)
+
+    def report(name: str, i: int, n: int) -> None:
+        print(f"[ptmq] unit {i + 1}/{n} {name}", flush=True)
+
+    losses = calibrate_sequential(model, batches, fit_unit, want_targets=True, capture_inputs=inputs_per_width,
+                                  progress=report if progress else None)
     set_precision(model, ptmq.top)
     return losses
 
