@@ -189,6 +189,7 @@ class FamilyTally:
     configurations: int = 0
     transactions: int = 0
     macs: int = 0
+    overflows: int = 0
     mismatches: int = 0
     sim_seconds: float = 0.0
 
@@ -201,6 +202,7 @@ class SoakReport:
     seed: int
     macs_checked: int = 0
     transactions: int = 0
+    overflows: int = 0  # results whose expected overflow flag is 1 (the fit and sticky flag under test)
     mismatches: int = 0
     sim_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -224,11 +226,13 @@ class SoakReport:
                  f"MACs checked    {self.macs_checked:,}",
                  f"transactions    {self.transactions:,}",
                  f"configurations  {len(self.configurations)}",
+                 f"overflowing     {self.overflows:,} results",
                  f"mismatches      {self.mismatches}",
                  f"wall time       {self.wall_seconds:.1f} s ({self.macs_per_second:,.0f} MACs/s)",
                  f"simulator time  {self.sim_seconds:.1f} s ({sim_rate:,.0f} MACs/s)",
-                 f"{'family':<15} {'configs':>8} {'MACs':>13} {'mismatches':>10} {'sim s':>8}"]
-        lines += [f"{name:<15} {t.configurations:>8} {t.macs:>13,} {t.mismatches:>10} {t.sim_seconds:>8.1f}"
+                 f"{'family':<15} {'configs':>8} {'MACs':>13} {'overflows':>10} {'mismatches':>10} {'sim s':>8}"]
+        lines += [f"{name:<15} {t.configurations:>8} {t.macs:>13,} {t.overflows:>10,} {t.mismatches:>10} "
+                  f"{t.sim_seconds:>8.1f}"
                   for name, t in self.families.items()]
         if self.first_mismatch:
             lines.append(f"first mismatch  {self.first_mismatch}")
@@ -282,6 +286,9 @@ def run_soak(macs: int, seed: int = 0, sim: str = "verilator", *, families: tupl
         r = score_jobs(fam.build, sim, vs, exps, jobs, waves_on_failure=rep.waveform is None)
         tally = rep.families[fam.name]
         tally.configurations += len(vs)
+        overflows = sum(int(e.overflow.sum()) for e in exps)
+        tally.overflows += overflows
+        rep.overflows += overflows
         for name, value in (("transactions", r.transactions), ("macs", r.macs_checked),
                             ("mismatches", r.mismatches), ("sim_seconds", r.sim_seconds)):
             setattr(tally, name, getattr(tally, name) + value)
