@@ -32,8 +32,8 @@ from logmac.cosim.vectors import load_vectors
 from logmac.models import calibration_samples, evaluate_model, load_model
 from logmac.models.data import fashion_mnist
 from logmac.quant.config import QuantConfig
+from logmac.quant.methods.ptmq.calibrate import PtmqConfig, ptmq_quantize, set_precision
 from logmac.quant.pipeline import quantize_model
-from logmac.quant.ptmq import PtmqConfig, ptmq_quantize, set_precision
 
 RESULTS = Path("runs/ptmq/results.json")
 DOC = Path("docs/ptmq.md")
@@ -236,7 +236,7 @@ def main() -> None:
     ap.add_argument("--sims", nargs="*", default=["icarus", "verilator"])
     ap.add_argument("--redo", action="store_true", help="re-measure runs already in the results file")
     ap.add_argument("--render-only", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="ResNet-18, W3/W4, 8 calibration images, 1 iteration, "
+    ap.add_argument("--quick", action="store_true", help="ResNet-18, 8 calibration images, 1 iteration, "
                     "16 emulated images, Icarus; results and page in a scratch folder (CI smoke)")
     args = ap.parse_args()
     if args.quick:
@@ -244,7 +244,7 @@ def main() -> None:
         scratch = Path(tempfile.mkdtemp())
         RESULTS, DOC = scratch / "results.json", scratch / "ptmq.md"
         args.models, args.bits, args.iters, args.calib, args.emu_limit, args.sims = (
-            ["resnet18_fmnist"], "3,4", 1, 8, 16, ["icarus"])
+            ["resnet18_fmnist"], "3,4,6", 1, 8, 16, ["icarus"])  # the RTL check switches through 3, 6 and 4 bits
     if not args.render_only:
         measure(args)
     write_doc()

@@ -30,7 +30,7 @@ QUICK = {
     "ptmq_results.py": ([], False),
     "ptmq_variants.py": (["quick"], False),
     "ptq_results.py": (["-o", "{tmp}/ptq.md"], False),
-    "results_page.py": (["--csv", "{tmp}/runs.csv", "run"], False),
+    "results_page.py": (["--csv={tmp}/runs.csv", "run"], False),
     "zero_modes.py": (["-o", "{tmp}/zero.md"], False),
 }
 
