@@ -25,9 +25,9 @@ import torch
 from logmac.backends.adalog import compare_vit
 from logmac.models import calibration_samples, fashion_mnist, load_model
 from logmac.models.evaluate import predict
-from logmac.quant.adalog import FPCS_BUDGETS
-from logmac.quant.adalog_run import adalog_registry_model
-from logmac.quant.adalog_vit import AdaLogConfig, activation_errors, quantize_vit
+from logmac.quant.methods.adalog.quantizers import FPCS_BUDGETS
+from logmac.quant.methods.adalog.run import adalog_registry_model
+from logmac.quant.methods.adalog.vit import AdaLogConfig, activation_errors, quantize_vit
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = ROOT / "results" / "adalog"

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from logmac.quant import QuantConfig
-from logmac.quant.lattice_model import LatticeConfig
-from logmac.quant.lattice_run import lattice_registry_model
+from logmac.quant.methods.latticeq.model import LatticeConfig
+from logmac.quant.methods.latticeq.run import lattice_registry_model
 from logmac.quant.run import EvalOptions, append_csv, quantize_registry_model
 
 SETTINGS = {"W4A8": (4, 8, 8), "W4A4": (4, 4, 4), "W3A8": (3, 8, 8)}  # w bits, a bits, basis bits

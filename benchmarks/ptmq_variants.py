@@ -22,7 +22,7 @@ import torch
 from logmac.format import artifact as artifact_io
 from logmac.models import calibration_samples, evaluate_model, load_model
 from logmac.quant.config import QuantConfig
-from logmac.quant.ptmq import PtmqConfig, ptmq_quantize, set_precision
+from logmac.quant.methods.ptmq.calibrate import PtmqConfig, ptmq_quantize, set_precision
 
 OUT = Path("runs/ptmq/variants")
 

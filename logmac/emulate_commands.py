@@ -41,7 +41,7 @@ def emulate(artifact_path, data, width, limit, context, stride, batch_size, acc_
     from logmac.format.artifact import ArtifactError, load
     from logmac.models.causal_lm import ModelFileError
     from logmac.models.data import fashion_mnist
-    from logmac.quant.latticeq import LatticeError
+    from logmac.quant.methods.latticeq.search import LatticeError
     from logmac.sim.emulator import Emulator
     from logmac.sim.layers import EmulatorError
 

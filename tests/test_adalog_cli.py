@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from test_adalog_quant import tiny_vit
 
-import logmac.quant.adalog_run as adalog_run
+import logmac.quant.methods.adalog.run as adalog_run
 from logmac.cli import main
 from logmac.models import LoadedModel
-from logmac.quant.adalog_vit import AdaLogConfig
+from logmac.quant.methods.adalog.vit import AdaLogConfig
 
 
 def run(*args: str):

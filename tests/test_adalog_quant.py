@@ -10,7 +10,8 @@ from torch import nn
 
 from logmac.format import AdaLogFormat, FormatError, adalog_decode_float, adalog_indices, adalog_words
 from logmac.models.house import build_vit
-from logmac.quant.adalog import (
+from logmac.quant.config import QuantError
+from logmac.quant.methods.adalog.quantizers import (
     GELU_OFFSET,
     REDUCED_BUDGET,
     SPEC_BUDGET,
@@ -19,7 +20,7 @@ from logmac.quant.adalog import (
     fpcs_adalog,
     fpcs_uniform,
 )
-from logmac.quant.adalog_vit import (
+from logmac.quant.methods.adalog.vit import (
     AdaLogConfig,
     AdaLogMlp,
     activation_errors,
@@ -27,7 +28,6 @@ from logmac.quant.adalog_vit import (
     repq_fold,
     set_quant,
 )
-from logmac.quant.config import QuantError
 from logmac.quant.modules import QuantLayer
 from logmac.quant.uniform import fake_uniform
 

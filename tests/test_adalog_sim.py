@@ -16,7 +16,7 @@ from logmac.format import (
     adalog_words,
     make_words,
 )
-from logmac.quant.adalog_vit import AdaLogConfig, quantize_vit
+from logmac.quant.methods.adalog.vit import AdaLogConfig, quantize_vit
 from logmac.sim import IntWeights, int_matmul, log_matmul, log_matmul_reference
 from logmac.sim.adalog import adalog_acc_bits, attention_values
 from logmac.stimulus import random_table

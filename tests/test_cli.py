@@ -38,11 +38,12 @@ def test_inspect_reports_a_corrupt_file_clearly(tmp_path):
 
 def test_a_settings_file_sets_defaults_the_command_line_overrides_and_the_artifact_records(tmp_path):
     settings = tmp_path / "w3.toml"
-    text = '[quantize]\nmodel = "resnet18_fmnist"\nmethod = "log_2"\nw-bits = 3\na_bits = 32\ncalib_samples = 8\neval_limit = 16\n'
+    text = ('[quantize]\nmodel = "resnet18_fmnist"\nmethod = "log_2"\nw-bits = 3\na_bits = 32\ncalib_samples = 8\n'
+            'eval_limit = 16\n')
     settings.write_text(text)
     out = tmp_path / "m.lmq"
-    result = CliRunner().invoke(main, ["quantize", "--settings", str(settings), "--w-bits", "4", "--no-sfs", "--no-dbs", "--no-abs",
-                                       "--results", str(tmp_path / "r.csv"), "-o", str(out)])
+    result = CliRunner().invoke(main, ["quantize", "--settings", str(settings), "--w-bits", "4", "--no-sfs", "--no-dbs",
+                                       "--no-abs", "--results", str(tmp_path / "r.csv"), "-o", str(out)])
     assert result.exit_code == 0, result.output
     loaded = art.load(out)
     assert loaded.settings["settings_file"] == {"file": str(settings), "text": text}

@@ -12,8 +12,8 @@ from torch import nn
 
 from logmac.cli import main
 from logmac.format import artifact as artifact_io
-from logmac.quant import lattice_run
-from logmac.quant.lattice_model import lattice_quantize_model
+from logmac.quant.methods.latticeq import run as lattice_run
+from logmac.quant.methods.latticeq.model import lattice_quantize_model
 
 
 def test_cli_passes_lattice_options(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -10,14 +10,14 @@ from torch import nn
 
 from logmac.backends.lattice import emulate_lattice
 from logmac.quant.calibrate import find_units, recon_loss
-from logmac.quant.lattice_model import (
+from logmac.quant.methods.latticeq.model import (
     LatticeConfig,
     LatticeLayer,
     lattice_layers,
     lattice_quantize_model,
     set_lattice_quant,
 )
-from logmac.quant.latticeq import LatticeError
+from logmac.quant.methods.latticeq.search import LatticeError
 
 
 class TinyBlock(nn.Module):

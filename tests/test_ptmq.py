@@ -24,9 +24,9 @@ from logmac.format.artifact import ArtifactError
 from logmac.format.nested import NEST_MODES, nest_register, nest_table, nest_words, nested_format
 from logmac.quant import QuantConfig, QuantError
 from logmac.quant.export import build_artifact
-from logmac.quant.ptmq import PtmqConfig, ptmq_quantize, set_precision
-from logmac.quant.ptmq_artifact import artifact_at
-from logmac.quant.ptmq_layer import MultiBitLayer, multibit_layers
+from logmac.quant.methods.ptmq.artifact import artifact_at
+from logmac.quant.methods.ptmq.calibrate import PtmqConfig, ptmq_quantize, set_precision
+from logmac.quant.methods.ptmq.layer import MultiBitLayer, multibit_layers
 from logmac.sim.emulator import Emulator
 from logmac.sim.layers import EmulatorError
 from logmac.stimulus import random_table

@@ -82,7 +82,7 @@ def _logart(artifact: Artifact, kind: str, model: nn.Module | None, acc_bits: in
 def _adalog(artifact: Artifact, kind: str, model: nn.Module | None) -> Built:
     from logmac.backends.adalog import emulate_vit
     from logmac.models import load_model
-    from logmac.quant.adalog_export import load_adalog_model
+    from logmac.quant.methods.adalog.export import load_adalog_model
 
     base = copy.deepcopy(model) if model is not None else load_model(artifact.meta.get("model")).model
     if kind == "float":
@@ -97,8 +97,8 @@ def _adalog(artifact: Artifact, kind: str, model: nn.Module | None) -> Built:
 def _lattice(artifact: Artifact, kind: str, model: nn.Module | None, acc_bits: int | None, overflow: OverflowMode
              ) -> Built:
     from logmac.backends.lattice import emulate_lattice
-    from logmac.quant.lattice_export import load_lattice_model
-    from logmac.quant.lattice_model import set_lattice_quant
+    from logmac.quant.methods.latticeq.export import load_lattice_model
+    from logmac.quant.methods.latticeq.model import set_lattice_quant
     from logmac.quant.run import FloatView
 
     fake_quant = load_lattice_model(artifact, copy.deepcopy(model) if model is not None else None).eval()
@@ -126,7 +126,7 @@ def open_backend(artifact: Artifact, kind: str = "emulator", *, width: int | Non
     if width is not None and method != "ptmq":
         raise FormatError(f"--width picks a width of a multi-bit (PTMQ) artifact; this is a {method} artifact")
     if method == "ptmq":
-        from logmac.quant.ptmq_artifact import artifact_at, multibit_bits
+        from logmac.quant.methods.ptmq.artifact import artifact_at, multibit_bits
 
         artifact = artifact_at(artifact, width if width is not None else max(multibit_bits(artifact)))
     if method == "adalog":

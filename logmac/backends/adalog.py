@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from logmac.format import FormatError, UniformFormat, accumulator_bits, adalog_decode_int
-from logmac.quant.adalog import AdaLogQuant, UniformQuant
-from logmac.quant.adalog_vit import AdaLogAttention, AdaLogMlp
+from logmac.quant.methods.adalog.quantizers import AdaLogQuant, UniformQuant
+from logmac.quant.methods.adalog.vit import AdaLogAttention, AdaLogMlp
 from logmac.quant.modules import QuantLayer
 from logmac.sim.adalog import adalog_acc_bits, attention_values
 from logmac.sim.gemm import IntWeights
@@ -116,13 +116,13 @@ def activation_integers(quant: AdaLogQuant | UniformQuant, x: torch.Tensor) -> t
 
 
 def emulate_vit(model: nn.Module) -> tuple[nn.Module, EmulationStats]:
-    """A copy of a quantized ViT (:func:`logmac.quant.adalog_vit.quantize_vit`) whose attn@V and fc2 run on
+    """A copy of a quantized ViT (:func:`logmac.quant.methods.adalog.vit.quantize_vit`) whose attn@V and fc2 run on
     exact integers; the model itself is not changed."""
     emulated = copy.deepcopy(model)
     stats = EmulationStats()
     blocks = getattr(emulated, "blocks", None)
     if blocks is None or not all(isinstance(b.attn, AdaLogAttention) for b in blocks):
-        raise FormatError("emulate_vit needs a ViT rewritten by logmac.quant.adalog_vit.quantize_vit")
+        raise FormatError("emulate_vit needs a ViT rewritten by logmac.quant.methods.adalog.vit.quantize_vit")
     for i, block in enumerate(blocks):
         block.attn = EmulatedAttention(f"blocks.{i}.attn@v", block.attn, stats)
         block.mlp = EmulatedMlp(f"blocks.{i}.mlp.fc2", block.mlp, stats)

@@ -26,8 +26,8 @@ from torch import nn
 
 from logmac.format import OverflowMode, accumulator_bits
 from logmac.format.artifact import Artifact
-from logmac.quant.lattice_model import LatticeLayer, lattice_layers
-from logmac.quant.latticeq import LatticeCode
+from logmac.quant.methods.latticeq.model import LatticeLayer, lattice_layers
+from logmac.quant.methods.latticeq.search import LatticeCode
 from logmac.sim import ops
 from logmac.sim.gemm import IntWeights
 from logmac.sim.layers import EmulatorError, swap_module
@@ -144,6 +144,6 @@ def emulate_lattice_artifact(artifact: Artifact, model: nn.Module | None = None,
                              overflow: OverflowMode = "saturate") -> tuple[nn.Module, dict[str, IntStats]]:
     """:func:`emulate_lattice` on a loaded LatticeQ artifact (``model``: the BN-folded FP network, rebuilt
     from ``artifact.meta['model']`` when None).  Bit-identical to emulating the model that was exported."""
-    from logmac.quant.lattice_export import load_lattice_model
+    from logmac.quant.methods.latticeq.export import load_lattice_model
 
     return emulate_lattice(load_lattice_model(artifact, model), acc_bits, overflow)

@@ -14,7 +14,7 @@ from torch import nn
 
 from logmac.format import OverflowMode
 from logmac.format.artifact import Artifact
-from logmac.quant.ptmq_artifact import artifact_at, multibit_bits
+from logmac.quant.methods.ptmq.artifact import artifact_at, multibit_bits
 from logmac.sim.emulator import Emulator, IntLayer
 from logmac.sim.layers import EmulatorError, layer_specs, swap_module
 

@@ -115,15 +115,15 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
     ptmq_opts = {k: kw.pop(k) for k in ("ptmq_bits", "ptmq_a_bits", "ptmq_codes", "nest")}
     adalog_opts = {k: kw.pop(k) for k in ("adalog_weights", "adalog_acts")}
     if kw["method"] == "adalog":
-        from logmac.quant.adalog_run import adalog_cli
+        from logmac.quant.methods.adalog.run import adalog_cli
         return adalog_cli(model_name, path, eval_limit, results, output, **kw, **adalog_opts)
     if kw["method"] == "ptmq":
-        from logmac.quant.ptmq_run import ptmq_cli, ptmq_settings
+        from logmac.quant.methods.ptmq.run import ptmq_cli, ptmq_settings
         cfg, ptmq = ptmq_settings(dict(kw, dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs), **ptmq_opts)
         opts = EvalOptions(eval_limit=eval_limit, max_tokens=max_tokens, seq_len=seq_len, data_path=data_path)
         return ptmq_cli(model_name, path, cfg, ptmq, opts, results, output)
     if kw["method"] == "latticeq":
-        from logmac.quant.lattice_run import lattice_cli
+        from logmac.quant.methods.latticeq.run import lattice_cli
         return lattice_cli(model_name, path, eval_limit, results, output, **kw, **lattice)
     cfg = _config(dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs, **kw)
     opts = EvalOptions(eval_limit=eval_limit, max_tokens=max_tokens, seq_len=seq_len, data_path=data_path)

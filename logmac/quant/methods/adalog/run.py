@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from logmac.quant.adalog_vit import AdaLogConfig, quantize_vit
 from logmac.quant.config import QuantError
+from logmac.quant.methods.adalog.vit import AdaLogConfig, quantize_vit
 
 VIT_MODELS = ("vit_fmnist",)
 BERT_MODELS = ("minilm_l6_v2",)
@@ -50,8 +50,8 @@ def adalog_registry_model(name: str, cfg: AdaLogConfig, *, eval_limit: int | Non
                        emu_max_logit_diff=cmp["max_logit_diff"], emu_overflows=cmp["overflows"],
                        emu_seconds=round(time.perf_counter() - emu_start, 1))
     else:
-        from logmac.quant.adalog_bert import quantize_bert
-        from logmac.quant.adalog_vit import set_quant as set_adalog_quant
+        from logmac.quant.methods.adalog.bert import quantize_bert
+        from logmac.quant.methods.adalog.vit import set_quant as set_adalog_quant
         from logmac.quant.run import FloatView
 
         res = quantize_bert(model, calib, cfg)
@@ -86,7 +86,7 @@ def adalog_cli(model_name: str, path: str | None, eval_limit: int | None, result
         click.echo(f"  {name}: base 2^({q['q']}/37), scale {q['scale']}")
     if output:
         from logmac.format.artifact import save
-        from logmac.quant.adalog_export import adalog_artifact
+        from logmac.quant.methods.adalog.export import adalog_artifact
 
         meta = {"model": model_name, "task": "classification", "metrics": {k: row[k] for k in scores}}
         click.echo(f"wrote {save(with_settings_file(adalog_artifact(res.model, cfg, meta)), output)}")

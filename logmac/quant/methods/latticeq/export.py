@@ -11,7 +11,7 @@ emulate_lattice_artifact` runs it.  What is stored is exactly the integer form t
 - ``extras["offset_int"]`` (C,): the bias-correction offset in basis steps;
 - ``scale`` (C,): the float value of integer weight 1, so ``w = scale_c * (c @ B_int + m_c)``.
 
-Loading rebuilds :class:`~logmac.quant.latticeq.LatticeCode` from these integers, so the fake-quant weights
+Loading rebuilds :class:`~logmac.quant.methods.latticeq.search.LatticeCode` from these integers, so the fake-quant weights
 and the integer emulation of a loaded model are bit-identical to those of the model that was exported.
 """
 
@@ -24,8 +24,8 @@ from torch import nn
 from logmac.format import UniformFormat
 from logmac.format.artifact import Artifact, QuantizedLayer
 from logmac.quant.export import geometry_attrs
-from logmac.quant.lattice_model import ActQuantizer, LatticeConfig, LatticeLayer, LatticeResult, lattice_layers
-from logmac.quant.latticeq import LatticeCode, LatticeError
+from logmac.quant.methods.latticeq.model import ActQuantizer, LatticeConfig, LatticeLayer, LatticeResult, lattice_layers
+from logmac.quant.methods.latticeq.search import LatticeCode, LatticeError
 from logmac.quant.modules import static_padding
 
 LATTICE_OPS = {"conv2d": "lattice_conv2d", "linear": "lattice_linear"}

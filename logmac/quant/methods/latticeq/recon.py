@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from logmac.quant.calibrate import capture_unit_io, find_units, recon_loss
-from logmac.quant.lattice_model import LatticeConfig, LatticeLayer, lattice_layers, set_lattice_quant
+from logmac.quant.methods.latticeq.model import LatticeConfig, LatticeLayer, lattice_layers, set_lattice_quant
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """AdaLog W/A quantization of a Hugging Face BERT encoder (MiniLM-L6, the second transformer).
 
-The same quantizers and FPCS as the ViT (:mod:`logmac.quant.adalog_vit`): per-channel weights; post-Softmax
+The same quantizers and FPCS as the ViT (:mod:`logmac.quant.methods.adalog.vit`): per-channel weights; post-Softmax
 probabilities AdaLog-coded at scale 1 with V, q and k uniform per head; the post-GELU input of each layer's
 output dense AdaLog-coded after the +c shift with c folded into its bias; every other linear input uniform per
 tensor.  The attention runs through a registered transformers attention function that reads the layer's
@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from logmac.quant.adalog import GELU_OFFSET, AdaLogQuant, UniformQuant, fpcs_adalog, fpcs_uniform
-from logmac.quant.adalog_vit import (
+from logmac.quant.config import QuantError
+from logmac.quant.methods.adalog.quantizers import GELU_OFFSET, AdaLogQuant, UniformQuant, fpcs_adalog, fpcs_uniform
+from logmac.quant.methods.adalog.vit import (
     AdaLogConfig,
     AdaLogResult,
     QuantInput,
@@ -32,7 +33,6 @@ from logmac.quant.adalog_vit import (
     set_adalog_quant,
     set_quant,
 )
-from logmac.quant.config import QuantError
 from logmac.quant.modules import QuantLayer
 
 ATTENTION_NAME = "logmac_adalog"

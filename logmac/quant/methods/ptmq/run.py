@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from logmac.quant.config import QuantConfig, QuantError
-from logmac.quant.ptmq import PtmqConfig, PtmqResult, ptmq_quantize, set_precision
+from logmac.quant.methods.ptmq.calibrate import PtmqConfig, PtmqResult, ptmq_quantize, set_precision
 from logmac.quant.run import EvalOptions, FloatView, append_csv, evaluation_metrics, with_settings_file
 
 

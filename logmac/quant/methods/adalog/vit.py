@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from logmac.quant.adalog import FPCS_BUDGETS, GELU_OFFSET, AdaLogQuant, UniformQuant, fpcs_adalog, fpcs_uniform
 from logmac.quant.config import QuantConfig, QuantError
+from logmac.quant.methods.adalog.quantizers import FPCS_BUDGETS, GELU_OFFSET, AdaLogQuant, UniformQuant, fpcs_adalog, fpcs_uniform
 from logmac.quant.modules import QuantLayer
 from logmac.quant.uniform import uniform_range
 

@@ -3,7 +3,7 @@
 Sequential block reconstruction as in ``logmac.quant.calibrate`` (same units, same capture of inputs and
 FP targets, same AdaRound/LLR schedules), with PTMQ's changes (spec section 4):
 
-- every quantized layer is a :class:`~logmac.quant.ptmq_layer.MultiBitLayer`: shared rounding V, per-width
+- every quantized layer is a :class:`~logmac.quant.methods.ptmq.layer.MultiBitLayer`: shared rounding V, per-width
   weight grids (log: one nested grid), per-width activation quantizers whose steps are learned (LSQ);
 - bit-widths are split into groups (low / middle / high, contiguous in sorted order); each iteration draws
   one width per group at random;
@@ -18,7 +18,7 @@ FP targets, same AdaRound/LLR schedules), with PTMQ's changes (spec section 4):
   none), and every width is scored and exported (the community code evaluated only the lowest).
 
 BN is folded first (``fold_batchnorm``), so switching widths needs no BN re-estimation.  The result is a
-multi-bit artifact (``logmac.quant.ptmq_artifact``).
+multi-bit artifact (``logmac.quant.methods.ptmq.artifact``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from logmac.memory import peak_memory_mib, reset_peak_memory
 from logmac.quant.calibrate import Batch, calibrate_sequential, capture_unit_io, recon_loss
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.fold import first_tensor, fold_batchnorm
+from logmac.quant.methods.ptmq.layer import MultiBitLayer, multibit_layers, set_precision
 from logmac.quant.modules import QuantLayer
 from logmac.quant.pipeline import QuantResult, split_batches, wrap_model
-from logmac.quant.ptmq_layer import MultiBitLayer, multibit_layers, set_precision
 from logmac.quant.rounding import beta_schedule, reconstruction_lr
 
 GROUPS = 3  # low / middle / high
@@ -136,7 +136,7 @@ def ptmq_quantize(model: nn.Module, calib: torch.Tensor | Sequence[Batch], cfg: 
     ``cfg`` gives the code family (method, grid options, zero mode), calibration size, ``iters`` per unit
     and the rounding rate; its ``w_bits``/``a_bits`` are replaced by ``ptmq.bits``/``ptmq.a_bits``.
     """
-    from logmac.quant.ptmq_artifact import build_multibit_artifact
+    from logmac.quant.methods.ptmq.artifact import build_multibit_artifact
 
     check_config(cfg, ptmq)
     start = time.perf_counter()

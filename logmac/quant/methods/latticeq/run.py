@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from logmac.quant.lattice_model import LatticeConfig, LatticeResult, lattice_quantize_model, set_lattice_quant
+from logmac.quant.methods.latticeq.model import LatticeConfig, LatticeResult, lattice_quantize_model, set_lattice_quant
 from logmac.quant.run import FloatView
 
 
@@ -52,7 +52,7 @@ def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, resul
     import click
 
     from logmac.models import UnknownModelError
-    from logmac.quant.latticeq import LatticeError
+    from logmac.quant.methods.latticeq.search import LatticeError
     from logmac.quant.run import append_csv, with_settings_file
 
     try:
@@ -71,7 +71,7 @@ def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, resul
     click.echo(f"time {row['quant_seconds']} s (quantization); results appended to {results}")
     if output:
         from logmac.format import artifact as artifact_io
-        from logmac.quant.lattice_export import build_lattice_artifact
+        from logmac.quant.methods.latticeq.export import build_lattice_artifact
 
         metrics = {"fp": _strip(row, "fp_"), "quant": _strip(row, "q_"), "integer": _strip(row, "int_")}
         try:

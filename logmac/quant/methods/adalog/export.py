@@ -1,6 +1,6 @@
 """AdaLog ViTs to and from the artifact: weight layers, activation quantizers and the float parts RepQ changed.
 
-An AdaLog model is a timm ViT rewritten by :func:`logmac.quant.adalog_vit.rewrite_vit`.  Its artifact holds
+An AdaLog model is a timm ViT rewritten by :func:`logmac.quant.methods.adalog.vit.rewrite_vit`.  Its artifact holds
 every weight layer as a :class:`QuantizedLayer` (codes, decode table or uniform scales, bias), every activation
 quantizer as an :class:`ActivationLayer` (AdaLog format, base numerator q, scale, shift cap and offset, or uniform
 scales and zero points per tensor or per head), and the float tensors outside the quantized layers under
@@ -20,10 +20,10 @@ from torch import nn
 
 from logmac.format import AdaLogFormat, FormatError, LogFormat
 from logmac.format.artifact import ActivationLayer, Artifact, QuantizedLayer
-from logmac.quant.adalog import AdaLogQuant, UniformQuant
-from logmac.quant.adalog_vit import AdaLogConfig, rewrite_vit, set_quant
 from logmac.quant.export import export_layer
 from logmac.quant.loggrid import LogGrid
+from logmac.quant.methods.adalog.quantizers import AdaLogQuant, UniformQuant
+from logmac.quant.methods.adalog.vit import AdaLogConfig, rewrite_vit, set_quant
 from logmac.quant.modules import QuantLayer
 
 METHOD = "adalog"
@@ -40,7 +40,7 @@ def _is_quantized_state(model: nn.Module, key: str) -> bool:
 
 
 def adalog_artifact(model: nn.Module, cfg: AdaLogConfig, meta: dict[str, Any]) -> Artifact:
-    """The artifact of a ViT quantized by :func:`logmac.quant.adalog_vit.quantize_vit` (validated on save)."""
+    """The artifact of a ViT quantized by :func:`logmac.quant.methods.adalog.vit.quantize_vit` (validated on save)."""
     layers = {m.name: export_layer(m, None, "identity", None) for m in model.modules() if isinstance(m, QuantLayer)}
     if any(m.words is None for m in model.modules() if isinstance(m, QuantLayer)):
         raise FormatError("the AdaLog model has layers without codes; quantize it before export")

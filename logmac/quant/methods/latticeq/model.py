@@ -1,7 +1,7 @@
 """LatticeQ on a whole network: BN folding, lattice weights per layer, uniform activation quantizers.
 
 :func:`lattice_quantize_model` is the model-level API (the CLI's ``--method latticeq`` calls it).  Weights
-are quantized data-free (:mod:`logmac.quant.latticeq`); activation ranges come from one calibration pass
+are quantized data-free (:mod:`logmac.quant.methods.latticeq.search`); activation ranges come from one calibration pass
 with the quantized weights in place.  Activation modes: ``mse`` (per tensor, the repo's asymmetric MSE
 range, the same quantizer the log and linear pipelines use), ``max`` (LatticeQ per-layer: ``alpha =
 max|x|``) and ``quantile`` (LatticeQ per-channel quantiles; fake-quant only, since a per-input-channel
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from logmac.format import activation_codes
 from logmac.quant.fold import fold_batchnorm
-from logmac.quant.latticeq import LatticeCode, LatticeError, LatticeSpec, babai, quantize_weight
+from logmac.quant.methods.latticeq.search import LatticeCode, LatticeError, LatticeSpec, babai, quantize_weight
 from logmac.quant.modules import static_padding, supported
 from logmac.quant.uniform import uniform_range
 
@@ -324,7 +324,7 @@ def lattice_quantize_model(model: nn.Module, calib: torch.Tensor, cfg: LatticeCo
     _calibrate_acts(model, calib, cfg.batch_size)
     recon = {}
     if cfg.recon_iters:
-        from logmac.quant.lattice_recon import reconstruct_blocks
+        from logmac.quant.methods.latticeq.recon import reconstruct_blocks
 
         recon = reconstruct_blocks(model, calib, cfg, progress=progress)
     return LatticeResult(model, specs, float_modules, folded, time.perf_counter() - start, recon)

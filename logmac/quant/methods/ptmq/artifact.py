@@ -25,7 +25,7 @@ from logmac.format.artifact import Artifact, ArtifactError, QuantizedLayer
 from logmac.format.nested import nest_table, nest_words
 from logmac.quant.config import QuantConfig
 from logmac.quant.export import build_artifact
-from logmac.quant.ptmq_layer import set_precision
+from logmac.quant.methods.ptmq.layer import set_precision
 
 PER_WIDTH_EXTRAS = ("bias_int", "out_scale", "requant_multiplier", "requant_shift")
 
