@@ -139,3 +139,33 @@ def test_emulate_command(setup, tmp_path, monkeypatch):
     assert sim.load_trace(tmp_path / "t.npz")["acc"].shape[1] == 8
     bad = CliRunner().invoke(main, ["emulate", str(tmp_path / "missing.lmq")])
     assert bad.exit_code != 0 and "no such artifact" in bad.output
+
+
+class Nudge(nn.Module):
+    """Moves every value by about one float32 ulp: different floats, the same codes after quantization."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * (1 + 2**-22)
+
+
+def test_requantized_handoff_is_checked_by_value_or_by_codes(setup):
+    """The next layer takes its predecessor's integers after one comparison of the float input with what was
+    sent (the quantizer round trip is proven once per pair), and falls back to quantizing and comparing codes
+    when the input was changed; both agree with the reference engine."""
+    model, artifact, x = setup
+    emu = sim.Emulator(artifact, copy.deepcopy(model))
+    assert emu.layers["conv2"].trusted_handoff and emu.layers["conv3"].trusted_handoff
+    nudged = copy.deepcopy(model)
+    nudged.act = Nudge()
+    ref = sim.Emulator(artifact, copy.deepcopy(nudged), engine="reference")(x)
+    assert torch.equal(sim.Emulator(artifact, nudged)(x), ref)
+
+
+def test_handoff_to_a_different_quantizer_is_not_trusted(setup):
+    model, artifact, x = setup
+    other = copy.deepcopy(artifact)
+    other.layers["conv2"].attrs["act_in"]["scale"] *= 1.5
+    emu = sim.Emulator(other, copy.deepcopy(model))
+    assert not emu.layers["conv2"].trusted_handoff
+    with pytest.raises(EmulatorError, match="input codes differ"):
+        emu(x)

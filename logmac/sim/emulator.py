@@ -77,6 +77,7 @@ class IntLayer(nn.Module):
         self.float_out_fits = self.direct_bias is not None or bool((sum_bound < 2**23).all())
         self.bias_f32, self.out_scale_f32 = self.bias_t.reshape(-1).float(), self.out_scale.reshape(-1).float()
         if spec.requant:  # the direct conv's sums already hold bias_int
+            self.rq_scale = torch.tensor(spec.requant["out_scale"], dtype=torch.float32, device=device)
             bias = 0 if self.direct_bias is not None else self.bias_int
             # zero point 0: the multiply-add gives codes less the output zero point, what the next layer compares
             self.rq_affine = ops.requant_affine(ex["requant_multiplier"], ex["requant_shift"], 0, bias, sum_bound,
@@ -90,6 +91,8 @@ class IntLayer(nn.Module):
         self.next: tuple[IntLayer, ...] = ()  # a tuple, so the next layer is not registered as a submodule
         # codes the previous layer requantized into this one, less that layer's output zero point
         self.expect: tuple[torch.Tensor, int] | None = None
+        # set by Emulator: the predecessor's dequantized codes provably quantize back to them (handoff_exact)
+        self.trusted_handoff = False
         self.tap: list[torch.Tensor] | None = None  # set by Emulator.capture
 
     def _direct_bias(self, row_abs: np.ndarray, device: torch.device) -> torch.Tensor | None:
@@ -110,11 +113,15 @@ class IntLayer(nn.Module):
     def codes(self, x: torch.Tensor, out: torch.Tensor | None = None, *, centred: bool = False) -> torch.Tensor:
         """The a-bit input codes (written into ``out`` when given; less the zero point when ``centred``); after a
         requantized predecessor they must be exactly its integers."""
-        q = centred_codes(x, self.spec.act_in, out) if centred else quantize_input(x, self.spec.act_in, out)
         if self.expect is not None:
-            expect, zp_prev = self.expect
+            expect, zp_prev, scale = self.expect
             offset = zp_prev - (self.zp if centred else 0)  # q == expect + offset when the codes agree
             want = expect + offset if offset else expect
+            if centred and self.trusted_handoff and torch.equal(x, expect * scale):  # x is what the predecessor sent
+                self.expect = None
+                return want
+        q = centred_codes(x, self.spec.act_in, out) if centred else quantize_input(x, self.spec.act_in, out)
+        if self.expect is not None:
             if want.shape != q.shape or not torch.equal(want, q):
                 bad = int((want != q).sum()) if want.shape == q.shape else "all"
                 raise EmulatorError(f"layer {self.spec.name}: {bad} input codes differ from the integers the previous "
@@ -218,8 +225,21 @@ class IntLayer(nn.Module):
             y = requantize(acc.to(torch.int64), ex["requant_multiplier"], ex["requant_shift"], zp_out, lo, hi,
                            bias, channel_axis=1 if self.spec.is_conv else -1).to(torch.float32).sub_(zp_out)
         for nxt in self.next:
-            nxt.expect = (y, zp_out)
-        return y * torch.tensor(rq["out_scale"], dtype=torch.float32, device=y.device)
+            nxt.expect = (y, zp_out, self.rq_scale)
+        return y * self.rq_scale
+
+    def handoff_exact(self, nxt: IntLayer) -> bool:
+        """Whether ``nxt``'s input quantizer maps every code this layer can requantize to, dequantized as
+        :meth:`_output` returns it (``(y - zp) * out_scale`` in float32), back to the same integer.
+
+        Then an input bit-identical to that float tensor has exactly those codes, and ``nxt`` can check the
+        input with one comparison instead of quantizing it again (all 2**a codes are tried once, here).
+        """
+        lo, hi = (int(v) for v in self.spec.requant["clamp"])
+        zp_out = int(self.spec.requant["out_zero_point"])
+        y = torch.arange(lo - zp_out, hi - zp_out + 1, dtype=torch.float32, device=self.rq_scale.device)
+        back = centred_codes(y * self.rq_scale, nxt.spec.act_in, torch.empty_like(y))
+        return torch.equal(back, y + (zp_out - nxt.zp))
 
 
 class Emulator:
@@ -248,6 +268,7 @@ class Emulator:
         for layer in self.layers.values():
             if layer.spec.requant:
                 layer.next = (self.layers[layer.spec.requant["next"]],)
+                layer.next[0].trusted_handoff = layer.handoff_exact(layer.next[0])
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
