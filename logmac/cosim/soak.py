@@ -275,6 +275,9 @@ def run_soak(macs: int, seed: int = 0, sim: str = "verilator", *, families: tupl
             bp, gaps = int(rng.choice(BACK_PRESSURE)), float(rng.choice(GAPS))
             reset_at = int(rng.integers(5, 2000)) if rng.random() < RESET_PROB else None
             cmds = fam.commands(fam.build, v, rng, gaps)
+            while len(cmds) > CMD_DEPTH and v.rows > 1:  # a scheduled tile takes a beat per exponent group
+                v = v.tile(np.arange(v.rows // 2), np.arange(v.channels))
+                cmds = fam.commands(fam.build, v, rng, gaps)
             vs.append(v)
             exps.append(expected(v))
             jobs.append(Job(cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
