@@ -105,13 +105,19 @@ def register_sched_engines() -> None:
 @hw.command("compare")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="write the rows as a JSON list")
 @click.option("--quick", is_flag=True, help="one small configuration (log_2, 3-bit weights, 2 and 4 lanes), no Fmax")
-def compare_cmd(json_out: str | None, quick: bool) -> None:
+@click.option("--engines", help="comma-separated engine names (int always runs); default: every registered one")
+@click.option("--no-fmax", is_flag=True, help="skip nextpnr place and route (minutes per large build)")
+def compare_cmd(json_out: str | None, quick: bool, engines: str | None, no_fmax: bool) -> None:
     """Every engine (int, log, lean, the scheduled ones and any registered) per lane and per MAC against int."""
     register_sched_engines()
-    if quick:
-        rows = compare.compare_rows(grids=("log_2",), weight_bits=(3,), lanes=(2, 4), fmax=False)
-    else:
-        rows = compare.compare_rows()
+    names = ("int", *(n for n in engines.split(",") if n != "int")) if engines else None
+    try:
+        if quick:
+            rows = compare.compare_rows(grids=("log_2",), weight_bits=(3,), lanes=(2, 4), engines=names, fmax=False)
+        else:
+            rows = compare.compare_rows(engines=names, fmax=not no_fmax)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(compare.format_table(rows))
     if json_out:
         with open(json_out, "w") as fh:

@@ -11,8 +11,8 @@ negated lane counted in a popcount next to the tree, so a lane is a gate, not a 
 
 A ``codes`` build (in place) holds code words instead of ``en`` / ``neg`` bits: a lane is enabled when its
 word's index equals one of the level indices the beat broadcasts for its sign (``logmac.format.schedule.
-coded_lanes``), and its sign is the word's sign bit.  The broadcast is decoded once per beat into one bit
-per code, so a lane's match is a ``2**code_bits``-to-1 select, not a comparator per broadcast slot.
+coded_lanes``), and its sign is the word's sign bit.  Where it is smaller, the broadcast is decoded once per
+beat into one bit per code, so a lane's match is a ``2**code_bits``-to-1 select, not a comparator per slot.
 
 The fit (saturate / wrap, overflow flag, sticky flag), the config registers and the requantization stage
 are ``logmac.hw.stages``, shared with ``MacEngine``, so every engine obeys ``logmac.format.apply_accumulator``
@@ -86,36 +86,49 @@ class SchedEngine(wiring.Component):
         """Per lane ``x`` or ``3x``, bitwise inverted when negative and zero when disabled, and the ``+1`` bits."""
         cfg, p = self.hw, self.i.payload
         triple = cfg.half == "select"
-        hits = self._broadcast_hits(m) if cfg.store == "codes" else None
+        coded = cfg.store == "codes"
+        hits = self._broadcast_hits(m) if coded else None
         values, corr = [], []
         for n in range(cfg.lanes):
             x = p.x[n].as_signed() if cfg.act_signed else Cat(p.x[n], 0).as_signed()
             mag = Mux(p.aux[n], x + (x << 1), x) if triple else x
             v = Signal(signed(len(mag)), name=f"lane{n}_v")
-            lane_en, neg = self._coded_enable(m, n, hits) if hits is not None else (p.en[n], p.neg[n] & p.en[n])
+            lane_en, neg = self._coded_enable(m, n, hits) if coded else (p.en[n], p.neg[n] & p.en[n])
             m.d.comb += v.eq(Mux(neg, ~mag, Mux(lane_en, mag, 0)))
             values.append(v)
             corr.append(neg)
         return values, corr
 
-    def _broadcast_hits(self, m: Module) -> Signal:
+    def _broadcast_hits(self, m: Module) -> Signal | None:
         """The beat's broadcast decoded once for all lanes: bit ``sign * 2**(code_bits-1) + index`` is set when
-        that index is broadcast for that sign (a lane then selects its code's bit: one mux, no comparators)."""
+        that index is broadcast for that sign, so a lane's match is one ``2**code_bits``-to-1 select.  None
+        when a lane's comparators are the smaller choice: fewer compared bits (two signs x slots x index bits)
+        than select inputs, as on log_2 builds with one slot."""
         cfg, p = self.hw, self.i.payload
         slots, levels = cfg.limits().slots, 1 << (cfg.code_bits - 1)
+        if 2 * slots * (cfg.code_bits - 1) < 2 * levels:
+            return None
         hits = Signal(2 * levels, name="hits")
         m.d.comb += hits.eq(Cat(*(Cat(*(p.bval[s * slots + k] & (p.bidx[s * slots + k] == i)
                                         for k in range(slots))).any() for s in (0, 1) for i in range(levels))))
         return hits
 
-    def _coded_enable(self, m: Module, n: int, hits: Signal) -> tuple[Signal, Signal]:
-        """Lane ``n`` of a codes build: its code's bit of ``hits`` (and no zero flag); the sign is the code's."""
-        cfg, word = self.hw, self.i.payload.w[n]
-        enabled = hits.bit_select(word[:cfg.code_bits], 1)
+    def _coded_enable(self, m: Module, n: int, hits: Signal | None) -> tuple[Signal, Signal]:
+        """Lane ``n`` of a codes build: its code's bit of ``hits``, or its index compared with each slot
+        broadcast for its sign; never a flagged zero; the sign is the code's."""
+        cfg, p = self.hw, self.i.payload
+        word, slots = p.w[n], cfg.limits().slots
+        sign, index = word[cfg.code_bits - 1], word[:cfg.code_bits - 1]
+        if hits is not None:
+            enabled = hits.bit_select(word[:cfg.code_bits], 1)
+        else:
+            match = [Cat(*(p.bval[s * slots + k] & (p.bidx[s * slots + k] == index) for k in range(slots))).any()
+                     for s in (0, 1)]
+            enabled = Mux(sign, match[1], match[0])
         if cfg.zero_flag:
             enabled = enabled & ~word[cfg.code_bits]
         lane_en, neg = Signal(name=f"lane{n}_en"), Signal(name=f"lane{n}_neg")
-        m.d.comb += [lane_en.eq(enabled), neg.eq(word[cfg.code_bits - 1] & enabled)]
+        m.d.comb += [lane_en.eq(enabled), neg.eq(sign & enabled)]
         return lane_en, neg
 
     def _tree_select(self, m: Module, n: int) -> Signal:
