@@ -358,6 +358,30 @@ def test_direct_conv_of_centred_codes_is_exact(cin_per, cout_per, groups, ksize,
         assert int(want.max()) > 2**24 - 2**16  # the example is at the bound
 
 
+@SETTINGS
+@given(n=st.integers(1, 9), c=st.integers(1, 8), k=st.integers(1, 300), a_bits=st.integers(1, 8),
+       m_bits=st.integers(0, 16), at_bound=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_direct_linear_of_centred_codes_is_exact(n, c, k, a_bits, m_bits, at_bound, seed):
+    """One F.linear of ``q - zp`` with ``bias + zp * sum M`` as its bias equals the exact sums plus the bias where
+    the float32 bound holds (``at_bound``: row 0 reaches it for the all-extreme input row)."""
+    rng = np.random.default_rng(seed)
+    zp = int(rng.integers(0, 2**a_bits))
+    xc_max = max(zp, 2**a_bits - 1 - zp, 1)
+    m_max = max(1, (2**24 - 1 - 2**10) // ((xc_max + zp) * k)) if at_bound else 2**m_bits
+    mult = rng.integers(-m_max, m_max + 1, size=(c, k))
+    mult[0] = m_max
+    bias = rng.integers(-(2**10), 2**10, size=c)
+    q = rng.integers(0, 2**a_bits, size=(n, k))
+    q[0] = 0 if zp > 2**a_bits - 1 - zp else 2**a_bits - 1
+    w = IntWeights(torch.as_tensor(mult))
+    folded = bias + zp * w.row_sums().numpy()
+    assume((xc_max * w.row_absmax() + np.abs(folded) < 2**24).all())
+    got = sim.ops.linear_centred(torch.as_tensor(q - zp, dtype=torch.float32), w,
+                                 torch.as_tensor(folded, dtype=torch.float32))
+    want = q.astype(object) @ mult.T.astype(object) + bias.astype(object)
+    np.testing.assert_array_equal(got.to(torch.int64).numpy(), want.astype(np.int64))
+
+
 def test_direct_conv_check_refuses_a_rounding_backend(monkeypatch):
     """A conv2d that is off by one anywhere (as Winograd would be) makes the one-time check fail."""
     real = torch.nn.functional.conv2d

@@ -22,8 +22,10 @@ from torch.overrides import TorchFunctionMode
 
 from logmac.format import DecodeTable, OverflowMode, accumulator_bits, requantize
 from logmac.format.artifact import Artifact
+from logmac.format.groups import GROUP_EXP
 from logmac.sim import gemm, ops
 from logmac.sim.gemm import exact_matmul, tap_plan
+from logmac.sim.groups import group_mac_reference
 from logmac.sim.layers import (
     EmulatorError,
     LayerSpec,
@@ -71,8 +73,8 @@ class IntLayer(nn.Module):
         # narrower hardware leaves (float64 here is only a bound, compared with a factor-2 margin)
         row_abs = self.weights.row_absmax()
         sum_bound = self.x_absmax * row_abs + np.abs(self.bias_int)
-        # a conv whose register cannot overflow runs as one float32 F.conv2d of centred codes, bias folded in
-        self.direct_bias = self._direct_bias(row_abs, device) if spec.is_conv and engine == "fast" else None
+        # a layer whose register cannot overflow runs as one float32 F.conv2d / F.linear of centred codes, bias folded in
+        self.direct_bias = self._direct_bias(row_abs, device) if engine == "fast" else None
         # the float boundary runs in float32 when acc + bias_int is an exact float32 integer (below 2**24)
         self.float_out_fits = self.direct_bias is not None or bool((sum_bound < 2**23).all())
         self.bias_f32, self.out_scale_f32 = self.bias_t.reshape(-1).float(), self.out_scale.reshape(-1).float()
@@ -96,12 +98,17 @@ class IntLayer(nn.Module):
         self.tap: list[torch.Tensor] | None = None  # set by Emulator.capture
 
     def _direct_bias(self, row_abs: np.ndarray, device: torch.device) -> torch.Tensor | None:
-        """``bias_int + zp * sum_k M[c, k]`` (float32) when :func:`ops.conv_centred` is exact for this layer, else None.
+        """``bias_int + zp * sum_k M[c, k]`` (float32) when :func:`ops.conv_centred` (:func:`ops.linear_centred`) is
+        exact for this layer, else None.
 
-        It needs the register to hold every sum (no overflow to count), a CPU conv that sums exact products, and
-        ``max|q - zp| * sum_k |M[c, k]| + |folded bias| < 2**24`` per channel (its docstring has the proof).
+        It needs the register to hold every sum (no overflow to count), a convolution (GEMM) that sums exact
+        products, and ``max|q - zp| * sum_k |M[c, k]| + |folded bias| < 2**24`` per channel (see their docstrings).
         """
-        if self.acc_bits < self.need_bits or not gemm.direct_conv_exact_ok(device) or not ops.direct_conv_verified():
+        if self.spec.is_conv:
+            exact_sums = gemm.direct_conv_exact_ok(device) and ops.direct_conv_verified()
+        else:
+            exact_sums = self.weights.groups == 1 and gemm.float32_exact_ok(device)
+        if self.acc_bits < self.need_bits or not exact_sums:
             return None
         act = self.spec.act_in
         folded = self.bias_int + self.zp * self.weights.row_sums().cpu().numpy().astype(np.int64)
@@ -143,7 +150,9 @@ class IntLayer(nn.Module):
             sl = slice(g * per, (g + 1) * per)
             x = rows[g].to(torch.int64).cpu().numpy()
             codes = lay.codes.reshape(lay.codes.shape[0], -1)[sl]
-            if lay.table is not None:
+            if GROUP_EXP in lay.extras:
+                r = group_mac_reference(x, lay, sl, self.acc_bits, self.overflow)
+            elif lay.table is not None:
                 table = DecodeTable(lay.table.u[sl], lay.table.h[sl], lay.table.scale[sl])
                 r = log_matmul_reference(x, codes, table, lay.fmt, self.acc_bits, self.overflow)
             else:
@@ -182,12 +191,16 @@ class IntLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = None
-        if self.direct_bias is not None:  # centred codes, channels-last, into one F.conv2d: acc + bias_int
-            xc = self.codes(x, torch.empty(x.shape, device=x.device, memory_format=torch.channels_last), centred=True)
+        if self.direct_bias is not None:  # centred codes (channels-last) into one F.conv2d / F.linear: acc + bias_int
+            layout = torch.channels_last if self.spec.is_conv else torch.contiguous_format
+            xc = self.codes(x, torch.empty(x.shape, device=x.device, memory_format=layout), centred=True)
             if self.tap is not None:
                 self.tap.append(xc + self.zp)
-            acc = ops.conv_centred(xc, self.weights, self.spec.layer.weight_shape[2:], self.direct_bias,
-                                   **self.spec.conv_kwargs())
+            if self.spec.is_conv:
+                acc = ops.conv_centred(xc, self.weights, self.spec.layer.weight_shape[2:], self.direct_bias,
+                                       **self.spec.conv_kwargs())
+            else:
+                acc = ops.linear_centred(xc, self.weights, self.direct_bias)
             return self._output(acc, with_bias=True)
         if self.conv_plan is not None:  # quantize straight into the padded buffer the convolution reads
             padded, interior = ops.padded_buffer(x.shape, self.spec.conv_kwargs()["padding"], self.zp, torch.float32,
@@ -319,6 +332,8 @@ class Emulator:
         finally:
             q, target.tap = target.tap[0], None
         spec, w = target.spec, target.weights
+        if GROUP_EXP in spec.layer.extras:
+            raise EmulatorError(f"layer {layer}: traces do not carry group exponents yet")
         if not 0 <= group < w.groups:
             raise EmulatorError(f"layer {layer} has {w.groups} group(s), not group {group}")
         if spec.is_conv:

@@ -111,6 +111,15 @@ class IntWeights:
             self._float[key] = per_tap.contiguous().to(device=device, dtype=dtype)
         return self._float[key]
 
+    def matrix(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The multipliers as (C, K) in ``dtype`` (cached; one group): ``F.linear``'s weight operand, no transpose."""
+        if self.groups != 1:
+            raise FormatError(f"a (C, K) weight matrix needs one group, got {self.groups}")
+        key = ("matrix", dtype, str(device))
+        if key not in self._float:
+            self._float[key] = self.mult[0].to(device=device, dtype=dtype)
+        return self._float[key]
+
     def conv_kernel(self, kernel: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The multipliers as a conv2d weight (C_out, C_in/groups, kh, kw) in ``dtype`` (cached)."""
         key = ("conv", kernel, dtype, str(device))
@@ -152,9 +161,15 @@ def _grouped(mult: np.ndarray, groups: int, device: torch.device | str | None) -
     return torch.as_tensor(mult.reshape(groups, C // groups, -1), device=device)
 
 
+def _strict_fp32(backend: object, op: str) -> bool:
+    """A backend's float32 math mode for ``op`` (and its global one) is full precision (torch >= 2.7 names them)."""
+    modes = (getattr(backend, "fp32_precision", "none"), getattr(getattr(backend, op, None), "fp32_precision", "none"))
+    return all(mode in ("none", "ieee") for mode in modes)
+
+
 def float32_exact_ok(device: torch.device) -> bool:
     """False when torch may run float32 GEMMs in reduced precision (TF32/bf16), which is not exact."""
-    if torch.get_float32_matmul_precision() != "highest":
+    if torch.get_float32_matmul_precision() != "highest" or not _strict_fp32(torch.backends.mkldnn, "matmul"):
         return False
     return not (device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)
 
@@ -162,11 +177,7 @@ def float32_exact_ok(device: torch.device) -> bool:
 def direct_conv_exact_ok(device: torch.device) -> bool:
     """False where ``F.conv2d`` in float32 may round other than at the end: off the CPU (cuDNN picks Winograd or
     FFT and TF32 by itself) or with oneDNN's float32 math mode relaxed to bf16/TF32."""
-    if device.type != "cpu" or not float32_exact_ok(device):
-        return False
-    mkldnn = torch.backends.mkldnn
-    modes = (getattr(mkldnn, "fp32_precision", "none"), getattr(getattr(mkldnn, "conv", None), "fp32_precision", "none"))
-    return all(mode in ("none", "ieee") for mode in modes)
+    return device.type == "cpu" and float32_exact_ok(device) and _strict_fp32(torch.backends.mkldnn, "conv")
 
 
 def k_chunks(col_absmax: np.ndarray, x_absmax: int, limit: int) -> list[tuple[int, int]] | None:

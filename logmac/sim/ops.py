@@ -260,6 +260,17 @@ def conv_centred(xc: torch.Tensor, weights: IntWeights, kernel: tuple[int, int],
         return F.conv2d(xc, w, bias, stride=stride, padding=padding, dilation=dilation, groups=weights.groups)
 
 
+def linear_centred(xc: torch.Tensor, weights: IntWeights, bias: torch.Tensor) -> torch.Tensor:
+    """Exact ``acc + bias`` of a linear layer as one float32 ``F.linear`` (BLAS ``addmm``) of centred codes.
+
+    As :func:`conv_centred`: ``xc = q - zp`` (float32), ``bias`` = the integer bias plus ``zp * sum_k M[c, k]``,
+    exact when ``max|xc| * sum_k |M[c, k]| + |bias[c]| < 2**24`` and float32 GEMMs run at full precision
+    (:func:`~logmac.sim.gemm.float32_exact_ok`): BLAS forms sums of the exact products (and the bias) in some
+    order, and every such partial sum is an integer float32 holds.
+    """
+    return F.linear(xc, weights.matrix(torch.float32, xc.device), bias)
+
+
 @functools.cache
 def direct_conv_verified() -> bool:
     """Whether this torch build's CPU ``F.conv2d`` returns exact integer sums at the float32 bound.
