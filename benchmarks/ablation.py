@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from logmac.quant import QuantConfig
-from logmac.quant.run import (
+from logmac.experiments.registry import (
     ABLATION,
     EvalOptions,
     append_csv,
@@ -26,6 +25,7 @@ from logmac.quant.run import (
     memory_summary,
     quantize_registry_model,
 )
+from logmac.quant import QuantConfig
 
 # The 7 rows of LogART's README, the headline ones (none, DBS+SFS+ABS, all four) first so they land early.
 PAPER_ROWS = [(False, False, False, False), (True, True, True, False), (True, True, True, True),

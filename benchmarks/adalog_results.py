@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from logmac.backends.adalog import compare_vit
+from logmac.experiments.adalog import adalog_registry_model
 from logmac.models import calibration_samples, fashion_mnist, load_model
 from logmac.models.evaluate import predict
 from logmac.quant.methods.adalog.quantizers import FPCS_BUDGETS
-from logmac.quant.methods.adalog.run import adalog_registry_model
 from logmac.quant.methods.adalog.vit import AdaLogConfig, activation_errors, quantize_vit
 
 ROOT = Path(__file__).resolve().parent.parent

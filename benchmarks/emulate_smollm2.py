@@ -35,7 +35,7 @@ def quantize(path: Path, model: str = "smollm2_135m", seq_len: int = 256) -> Non
     """Round-to-nearest W4A8 export of SmolLM2 (the settings in the module docstring), no evaluation."""
     from logmac.models import calibration_samples
     from logmac.quant import QuantConfig, quantize_model
-    from logmac.quant.run import decoder_blocks
+    from logmac.quant.llm import decoder_blocks
 
     cfg = QuantConfig(method="log_dynamic", w_bits=4, a_bits=8, hardware_approx=True, dbs=False, sfs=False,
                       calib_samples=8)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from logmac.experiments.latticeq import lattice_registry_model
+from logmac.experiments.registry import EvalOptions, append_csv, quantize_registry_model
 from logmac.quant import QuantConfig
 from logmac.quant.methods.latticeq.model import LatticeConfig
-from logmac.quant.methods.latticeq.run import lattice_registry_model
-from logmac.quant.run import EvalOptions, append_csv, quantize_registry_model
 
 SETTINGS = {"W4A8": (4, 8, 8), "W4A4": (4, 4, 4), "W3A8": (3, 8, 8)}  # w bits, a bits, basis bits
 # The EfficientNet-Lite0 rows: a budget that finishes on 2 shared cores (see docs/latticeq.md).

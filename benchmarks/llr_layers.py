@@ -19,8 +19,8 @@ import torch
 from logmac.models import calibration_samples, load_model
 from logmac.quant import QuantConfig
 from logmac.quant.calibrate import calibrate_chain
+from logmac.quant.llm import decoder_blocks
 from logmac.quant.pipeline import split_batches, wrap_model
-from logmac.quant.run import decoder_blocks
 
 
 def main() -> None:

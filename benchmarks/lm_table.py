@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from logmac.experiments.registry import EvalOptions, append_csv, quantize_registry_model
 from logmac.format import LogFormat
 from logmac.format.artifact import Artifact
 from logmac.quant import QuantConfig
-from logmac.quant.run import EvalOptions, append_csv, quantize_registry_model
 
 SCALE_BITS = 16
 ROWS = [("uniform RTN", "linear_mse", "nearest"), ("uniform GPTQ", "linear_mse", "gptq"),

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from logmac.experiments.registry import EvalOptions, quantize_registry_model
 from logmac.quant import QuantConfig
-from logmac.quant.run import EvalOptions, quantize_registry_model
 
 
 def main() -> None:

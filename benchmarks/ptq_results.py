@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from logmac.experiments.registry import EvalOptions, append_csv, quantize_registry_model
 from logmac.quant import QuantConfig
-from logmac.quant.run import EvalOptions, append_csv, quantize_registry_model
 
 METHODS = ("log_dynamic", "linear_mse")
 

@@ -4,7 +4,7 @@
         --methods log_dynamic,log_2,linear_mse [--a-bits 8] [--learn-rounding]   # append cells to the CSV
     .venv/bin/python benchmarks/results_page.py page [-o docs/results.md]      # the page, from the CSV only
 
-``run`` quantizes each cell with ``logmac.quant.run.quantize_registry_model`` (the code path of
+``run`` quantizes each cell with ``logmac.experiments.registry.quantize_registry_model`` (the code path of
 ``logmac quantize``) and appends one row per cell to ``benchmarks/out/ptq_runs.csv``; the other benchmarks
 (``ablation.py``, ``ptq_results.py``, ``zero_modes.py``) append to the same file.  ``page`` re-runs
 nothing: it reads that CSV and writes one table per model (the latest row of each cell wins), so the
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from logmac.experiments.registry import EvalOptions, append_csv, quantize_registry_model
 from logmac.quant.config import QuantConfig
-from logmac.quant.run import EvalOptions, append_csv, quantize_registry_model
 
 CSV = Path("benchmarks/out/ptq_runs.csv")
 LATTICE_CSV = Path("results/latticeq_results.csv")  # benchmarks/latticeq_results.py: LatticeQ and its baselines

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from logmac.experiments.registry import EvalOptions, append_csv, quantize_registry_model
 from logmac.quant import QuantConfig
 from logmac.quant.modules import QuantLayer
-from logmac.quant.run import EvalOptions, append_csv, quantize_registry_model
 
 ZERO_MODES = ("code", "flag", "none")
 

@@ -15,7 +15,7 @@ from logmac import __version__
 # (module, attribute) of each subcommand, imported when the group is built.
 SUBCOMMANDS = {
     "inspect": ("logmac.artifact_commands", "inspect"),
-    "quantize": ("logmac.quant.commands", "quantize"),
+    "quantize": ("logmac.quantize_commands", "quantize"),
     "emulate": ("logmac.emulate_commands", "emulate"),
     "hw": ("logmac.hw_compare", "hw"),  # the hw group with compare, which needs models and quant
     "cosim": ("logmac.cosim_soak", "cosim"),  # the cosim command with real layers in its soak

@@ -101,7 +101,7 @@ def quantize_for_verify(opts: VerifyOptions) -> tuple[Artifact, dict[str, float]
         art = artifact_io.load(opts.artifact)
         metrics = art.meta.get("metrics", {})
         return art, {"fp_top1": metrics.get("fp", {}).get("top1"), "fake_quant_top1": metrics.get("quant", {}).get("top1")}
-    from logmac.quant.run import EvalOptions, quantize_registry_model
+    from logmac.experiments.registry import EvalOptions, quantize_registry_model
 
     res, row = quantize_registry_model(opts.model, _quant_config(opts), EvalOptions(eval_limit=opts.eval_limit))
     return res.artifact, {"fp_top1": row.get("fp_top1"), "fake_quant_top1": row.get("q_top1")}
@@ -157,7 +157,7 @@ def metric_sweep(opts: VerifyOptions, known: dict[tuple[str, int], float] | None
 
     ``known`` holds cells already measured with the same settings (this run's own), which are not redone.
     """
-    from logmac.quant.run import EvalOptions, quantize_registry_model
+    from logmac.experiments.registry import EvalOptions, quantize_registry_model
 
     rows = []
     for method in opts.sweep_methods:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from test_adalog_quant import tiny_vit
 
-import logmac.quant.methods.adalog.run as adalog_run
+import logmac.quant.methods.adalog.vit as adalog_vit
 from logmac.cli import main
 from logmac.models import LoadedModel
 from logmac.quant.methods.adalog.vit import AdaLogConfig
@@ -37,7 +37,7 @@ def quantize_and_check(results, blocks: int, *extra: str) -> dict:
 @pytest.fixture
 def quick_fpcs(monkeypatch):
     """FPCS without refinement rounds keeps these runs short."""
-    monkeypatch.setattr(adalog_run, "AdaLogConfig", functools.partial(AdaLogConfig, fpcs_rounds=0))
+    monkeypatch.setattr(adalog_vit, "AdaLogConfig", functools.partial(AdaLogConfig, fpcs_rounds=0))
 
 
 def test_adalog_quantize_smoke_on_a_tiny_vit(tmp_path, monkeypatch, quick_fpcs):

@@ -13,9 +13,9 @@ from logmac.format import LogFormat
 from logmac.format import artifact as artifact_io
 from logmac.quant import QuantConfig, quantize_model
 from logmac.quant.gptq import gptq_round, inverse_cholesky, log_rounder, uniform_rounder
+from logmac.quant.llm import decoder_blocks
 from logmac.quant.loggrid import quantize_rtn, search_grid
 from logmac.quant.modules import QuantLayer
-from logmac.quant.run import decoder_blocks
 from logmac.quant.uniform import uniform_codes, uniform_range
 from tests.test_quant_llm import IDS, toy
 

@@ -10,9 +10,9 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+import logmac.experiments.latticeq as lattice_run
 from logmac.cli import main
 from logmac.format import artifact as artifact_io
-from logmac.quant.methods.latticeq import run as lattice_run
 from logmac.quant.methods.latticeq.model import lattice_quantize_model
 
 

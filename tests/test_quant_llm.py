@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from logmac.quant import QuantConfig, quantize_model
-from logmac.quant.run import decoder_blocks
+from logmac.quant.llm import decoder_blocks
 
 
 class ToyDecoderLayer(nn.Module):

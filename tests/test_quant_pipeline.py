@@ -227,7 +227,7 @@ def test_emulator_runs_the_artifact_like_the_fake_quant_model(method: str) -> No
 
 
 def test_ablation_rows_and_results_files(tmp_path) -> None:
-    from logmac.quant.run import ablation_configs, append_csv, markdown_table
+    from logmac.experiments.registry import ablation_configs, append_csv, markdown_table
 
     configs = ablation_configs(QuantConfig(w_bits=3))
     assert len({(c.dbs, c.sfs, c.abs, c.learn_rounding) for c in configs}) == 16

@@ -13,7 +13,7 @@ from logmac import sim
 from logmac.format import artifact as art
 from logmac.models.tv_compat import import_torchvision
 from logmac.quant import QuantConfig, quantize_model
-from logmac.quant.run import decoder_blocks
+from logmac.quant.llm import decoder_blocks
 from logmac.sim.layers import EmulatorError, fake_quant_model
 from logmac.sim.lm import compare_lm
 

@@ -97,9 +97,9 @@ def _adalog(artifact: Artifact, kind: str, model: nn.Module | None) -> Built:
 def _lattice(artifact: Artifact, kind: str, model: nn.Module | None, acc_bits: int | None, overflow: OverflowMode
              ) -> Built:
     from logmac.backends.lattice import emulate_lattice
+    from logmac.quant.float_view import FloatView
     from logmac.quant.methods.latticeq.export import load_lattice_model
     from logmac.quant.methods.latticeq.model import set_lattice_quant
-    from logmac.quant.run import FloatView
 
     fake_quant = load_lattice_model(artifact, copy.deepcopy(model) if model is not None else None).eval()
     if kind == "float":

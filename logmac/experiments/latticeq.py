@@ -1,6 +1,6 @@
 """LatticeQ on a registry model end to end: load, quantize, score FP / fake-quant / integer path, one row.
 
-The counterpart of :func:`logmac.quant.run.quantize_registry_model` for ``--method latticeq``; the row
+The counterpart of :func:`logmac.experiments.registry.quantize_registry_model` for ``--method latticeq``; the row
 uses the same column names (``fp_*``, ``q_*``) plus ``int_*`` for the integer-emulated model.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
+from logmac.quant.float_view import FloatView
 from logmac.quant.methods.latticeq.model import LatticeConfig, LatticeResult, lattice_quantize_model, set_lattice_quant
-from logmac.quant.run import FloatView
 
 
 def _rounded(scores: dict) -> dict:
@@ -47,39 +47,10 @@ def lattice_registry_model(name: str, cfg: LatticeConfig, *, eval_limit: int | N
     return res, row
 
 
-def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, results, output, **kw) -> None:
-    """``logmac quantize --method latticeq``: the shared options mapped onto :class:`LatticeConfig`."""
-    import click
-
-    from logmac.models import UnknownModelError
-    from logmac.quant.methods.latticeq.search import LatticeError
-    from logmac.quant.run import append_csv, with_settings_file
-
-    try:
-        cfg = LatticeConfig(w_bits=kw["w_bits"], a_bits=kw["a_bits"], basis_bits=kw["basis_bits"] or None,
-                            granularity=kw["granularity"], steps=kw["search_steps"], restarts=kw["restarts"],
-                            calib_samples=kw["calib_samples"], seed=kw["seed"], device=kw["device"],
-                            recon_iters=kw["iters"] if kw["learn_rounding"] else 0)
-        if output and cfg.basis_bits is None:
-            raise LatticeError("a float basis (--basis-bits 0) has no integer form; export needs --basis-bits >= 2")
-        res, row = lattice_registry_model(model_name, cfg, eval_limit=eval_limit, path=path)
-    except (LatticeError, UnknownModelError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    append_csv(row, results)
-    scores = {k: v for k, v in row.items() if k.startswith(("fp_", "q_", "int_"))}
-    click.echo(f"{cfg.label()}: {scores}")
-    click.echo(f"time {row['quant_seconds']} s (quantization); results appended to {results}")
-    if output:
-        from logmac.format import artifact as artifact_io
-        from logmac.quant.methods.latticeq.export import build_lattice_artifact
-
-        metrics = {"fp": _strip(row, "fp_"), "quant": _strip(row, "q_"), "integer": _strip(row, "int_")}
-        try:
-            artifact_io.save(with_settings_file(build_lattice_artifact(res, cfg, model_name, metrics)), output)
-        except LatticeError as exc:
-            raise click.ClickException(str(exc)) from exc
-        click.echo(f"wrote {output}")
 
 
-def _strip(row: dict, prefix: str) -> dict:
-    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+def score_groups(row: dict) -> dict[str, dict]:
+    """A results row's FP, fake-quant and integer-path scores, each without its column prefix (the artifact's
+    ``meta.metrics``)."""
+    return {name: {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+            for name, prefix in (("fp", "fp_"), ("quant", "q_"), ("integer", "int_"))}

@@ -10,42 +10,20 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from logmac.format.artifact import Artifact
 from logmac.format.atomic import atomic_write_text
 from logmac.memory import fp32_size_mib, peak_memory_mib
 from logmac.quant.config import QuantConfig, QuantError
+from logmac.quant.float_view import FloatView
 from logmac.quant.llm import decoder_blocks
-from logmac.quant.modules import set_quant
 from logmac.quant.pipeline import QuantResult, quantize_model
 
 ABLATION = [(d, s, a, r) for r in (False, True) for d in (False, True) for s in (False, True) for a in (False, True)]
-
-
-class FloatView(nn.Module):
-    """The FP network inside a fake-quant model: runs it with every quantizer on its FP path.
-
-    ``toggle(model, on)`` switches the model's quantizers; the default covers QuantLayer models, and
-    the AdaLog and LatticeQ rewrites pass their own.
-    """
-
-    def __init__(self, model: nn.Module, toggle: Callable[[nn.Module, bool], None] = set_quant) -> None:
-        super().__init__()
-        self.model = model
-        self.toggle = toggle
-
-    def forward(self, *args, **kwargs):
-        self.toggle(self.model, False)
-        try:
-            return self.model(*args, **kwargs)
-        finally:
-            self.toggle(self.model, True)
 
 
 @dataclass
@@ -160,18 +138,3 @@ def markdown_table(rows: list[dict], metric: str) -> str:
         lines.append(f"| {' | '.join(marks)} | {r['label']} | {r.get('q_' + metric, '')} | "
                      f"{r.get('quant_seconds', '')} | {r.get('peak_mib', '')} | {added} |")
     return "\n".join(lines)
-
-
-SETTINGS_KEY = "settings_file"  # where ``logmac quantize --settings`` keeps the file, and the artifact records it
-
-
-def with_settings_file(artifact: Artifact) -> Artifact:
-    """``artifact`` with the ``--settings`` file of the running ``logmac quantize`` (path and verbatim text) in its
-    settings; unchanged outside that command or without the option."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    record = ctx.find_root().meta.get(SETTINGS_KEY) if ctx is not None else None
-    if record:
-        artifact.settings[SETTINGS_KEY] = record
-    return artifact

@@ -1,10 +1,11 @@
-"""``logmac quantize``: a thin CLI over :func:`logmac.quant.run.quantize_registry_model`."""
+"""``logmac quantize``: a thin CLI over :func:`logmac.experiments.registry.quantize_registry_model`."""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import tomllib
@@ -12,7 +13,13 @@ import tomllib
 from logmac.format import MAX_BITS, MIN_BITS
 from logmac.paths import results_home
 from logmac.quant.config import METHODS, ROUNDINGS, QuantConfig, QuantError
-from logmac.quant.run import SETTINGS_KEY
+
+if TYPE_CHECKING:
+    from logmac.experiments.registry import EvalOptions
+    from logmac.format.artifact import Artifact
+    from logmac.quant.methods.ptmq.calibrate import PtmqConfig
+
+SETTINGS_KEY = "settings_file"  # where ``--settings`` keeps the file, and the artifact records it
 
 
 def load_settings_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -98,32 +105,28 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
     """Quantize a model to exponent-coded (or uniform) weights, evaluate it and export the artifact."""
     if output is not None and output.exists() and not force:  # refuse before the run, not after it
         raise click.UsageError(f"{output} exists; pass --force to overwrite it")
-    from logmac.format import artifact as artifact_io
-    from logmac.format.atomic import atomic_write_text
-    from logmac.quant.run import (
+    from logmac.experiments.registry import (
         EvalOptions,
         ablation_configs,
         append_csv,
         markdown_table,
         memory_summary,
         quantize_registry_model,
-        with_settings_file,
     )
+    from logmac.format import artifact as artifact_io
+    from logmac.format.atomic import atomic_write_text
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     lattice = {k: kw.pop(k) for k in ("basis_bits", "search_steps", "restarts")}
     ptmq_opts = {k: kw.pop(k) for k in ("ptmq_bits", "ptmq_a_bits", "ptmq_codes", "nest")}
     adalog_opts = {k: kw.pop(k) for k in ("adalog_weights", "adalog_acts")}
     if kw["method"] == "adalog":
-        from logmac.quant.methods.adalog.run import adalog_cli
         return adalog_cli(model_name, path, eval_limit, results, output, **kw, **adalog_opts)
     if kw["method"] == "ptmq":
-        from logmac.quant.methods.ptmq.run import ptmq_cli, ptmq_settings
         cfg, ptmq = ptmq_settings(dict(kw, dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs), **ptmq_opts)
         opts = EvalOptions(eval_limit=eval_limit, max_tokens=max_tokens, seq_len=seq_len, data_path=data_path)
         return ptmq_cli(model_name, path, cfg, ptmq, opts, results, output)
     if kw["method"] == "latticeq":
-        from logmac.quant.methods.latticeq.run import lattice_cli
         return lattice_cli(model_name, path, eval_limit, results, output, **kw, **lattice)
     cfg = _config(dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs, **kw)
     opts = EvalOptions(eval_limit=eval_limit, max_tokens=max_tokens, seq_len=seq_len, data_path=data_path)
@@ -150,3 +153,121 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
         atomic_write_text(ablation, markdown_table(rows, metric) + "\n")
         click.echo(f"wrote {ablation}")
     click.echo(f"results appended to {results}")
+
+
+def adalog_cli(model_name: str, path: str | None, eval_limit: int | None, results, output, **kw) -> None:
+    """``logmac quantize --method adalog``: the shared options mapped onto :class:`AdaLogConfig`."""
+    import torch
+
+    from logmac.experiments.adalog import VIT_MODELS, adalog_registry_model
+    from logmac.experiments.registry import append_csv
+    from logmac.quant.methods.adalog.vit import AdaLogConfig
+
+    if output and model_name not in VIT_MODELS:
+        raise click.UsageError(f"-o: AdaLog artifacts hold ViTs ({', '.join(VIT_MODELS)}); {model_name} cannot be "
+                               "saved yet (its attention is rewritten in place); run without -o to score it")
+    torch.manual_seed(kw["seed"])
+    try:
+        cfg = AdaLogConfig(w_bits=kw["w_bits"], a_bits=kw["a_bits"], weights=kw["adalog_weights"],
+                           acts=kw["adalog_acts"], zero=kw["zero"], calib_samples=kw["calib_samples"], seed=kw["seed"])
+        res, row = adalog_registry_model(model_name, cfg, eval_limit=eval_limit, path=path)
+    except (QuantError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    append_csv(row, results)
+    scores = {k: v for k, v in row.items() if k.startswith(("fp_", "q_", "emu_"))}
+    click.echo(f"AdaLog {cfg.label()}: {scores}")
+    click.echo(f"time {row['quant_seconds']} s (calibration), {row['total_seconds']} s with evaluation")
+    for name, q in res.quantizers.items():
+        click.echo(f"  {name}: base 2^({q['q']}/37), scale {q['scale']}")
+    if output:
+        from logmac.format.artifact import save
+        from logmac.quant.methods.adalog.export import adalog_artifact
+
+        meta = {"model": model_name, "task": "classification", "metrics": {k: row[k] for k in scores}}
+        click.echo(f"wrote {save(with_settings_file(adalog_artifact(res.model, cfg, meta)), output)}")
+    click.echo(f"results appended to {results}")
+
+
+def ptmq_cli(model_name: str, path: str | None, cfg: QuantConfig, ptmq: PtmqConfig, opts: EvalOptions,
+             results: Path, output: Path | None) -> None:
+    """The CLI body: run, print one line per width, append the rows, write the artifact."""
+    from logmac.experiments.ptmq import quantize_registry_ptmq
+    from logmac.experiments.registry import append_csv
+    from logmac.format import artifact as artifact_io
+
+    try:
+        res, rows = quantize_registry_ptmq(model_name, cfg, ptmq, opts, path=path)
+    except (QuantError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    fp = res.artifact.meta["metrics"]["fp"]
+    for row in rows:
+        quant = {k.removeprefix("q_"): v for k, v in row.items() if k.startswith("q_")}
+        click.echo(f"{row['label']}: FP {json.dumps(fp)} -> quantized {json.dumps(quant)}")
+        append_csv(row, results)
+    click.echo(f"time {res.seconds:.1f} s (one calibration for {len(ptmq.bits)} widths), "
+               f"peak memory {res.peak_mib:.0f} MiB")
+    if output:
+        artifact_io.save(with_settings_file(res.artifact), output)
+        click.echo(f"wrote {output} (widths {list(ptmq.bits)}; run it with logmac.backends.multibit)")
+    click.echo(f"results appended to {results}")
+
+
+def ptmq_settings(kw: dict, ptmq_bits: str, ptmq_a_bits: str | None, ptmq_codes: str,
+                  nest: str) -> tuple[QuantConfig, PtmqConfig]:
+    """The QuantConfig (code family, learned rounding on) and PtmqConfig from the CLI's options."""
+    from logmac.experiments.ptmq import parse_bits
+    from logmac.quant.methods.ptmq.calibrate import PtmqConfig
+
+    try:
+        bits = parse_bits(ptmq_bits)
+        a_bits = parse_bits(ptmq_a_bits, "--ptmq-a-bits") if ptmq_a_bits else (kw["a_bits"],) * len(bits)
+        ptmq = PtmqConfig(bits=bits, a_bits=a_bits, nest=nest)
+        cfg = QuantConfig(**{**kw, "method": ptmq_codes, "w_bits": ptmq.top, "a_bits": ptmq.a_bits[-1],
+                             "learn_rounding": True})
+    except QuantError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return cfg, ptmq
+
+
+def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, results, output, **kw) -> None:
+    """``logmac quantize --method latticeq``: the shared options mapped onto :class:`LatticeConfig`."""
+    from logmac.experiments.latticeq import lattice_registry_model, score_groups
+    from logmac.experiments.registry import append_csv
+    from logmac.models import UnknownModelError
+    from logmac.quant.methods.latticeq.model import LatticeConfig
+    from logmac.quant.methods.latticeq.search import LatticeError
+
+    try:
+        cfg = LatticeConfig(w_bits=kw["w_bits"], a_bits=kw["a_bits"], basis_bits=kw["basis_bits"] or None,
+                            granularity=kw["granularity"], steps=kw["search_steps"], restarts=kw["restarts"],
+                            calib_samples=kw["calib_samples"], seed=kw["seed"], device=kw["device"],
+                            recon_iters=kw["iters"] if kw["learn_rounding"] else 0)
+        if output and cfg.basis_bits is None:
+            raise LatticeError("a float basis (--basis-bits 0) has no integer form; export needs --basis-bits >= 2")
+        res, row = lattice_registry_model(model_name, cfg, eval_limit=eval_limit, path=path)
+    except (LatticeError, UnknownModelError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    append_csv(row, results)
+    scores = {k: v for k, v in row.items() if k.startswith(("fp_", "q_", "int_"))}
+    click.echo(f"{cfg.label()}: {scores}")
+    click.echo(f"time {row['quant_seconds']} s (quantization); results appended to {results}")
+    if output:
+        from logmac.format import artifact as artifact_io
+        from logmac.quant.methods.latticeq.export import build_lattice_artifact
+
+        metrics = score_groups(row)
+        try:
+            artifact_io.save(with_settings_file(build_lattice_artifact(res, cfg, model_name, metrics)), output)
+        except LatticeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"wrote {output}")
+
+
+def with_settings_file(artifact: Artifact) -> Artifact:
+    """``artifact`` with the ``--settings`` file of the running ``logmac quantize`` (path and verbatim text) in its
+    settings; unchanged outside that command or without the option."""
+    ctx = click.get_current_context(silent=True)
+    record = ctx.meta.get(SETTINGS_KEY) if ctx is not None else None
+    if record:
+        artifact.settings[SETTINGS_KEY] = record
+    return artifact

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
-import click
-
+from logmac.experiments.registry import EvalOptions, evaluation_metrics
 from logmac.quant.config import QuantConfig, QuantError
+from logmac.quant.float_view import FloatView
 from logmac.quant.methods.ptmq.calibrate import PtmqConfig, PtmqResult, ptmq_quantize, set_precision
-from logmac.quant.run import EvalOptions, FloatView, append_csv, evaluation_metrics, with_settings_file
 
 
 def parse_bits(text: str | None, what: str = "--bits") -> tuple[int, ...]:
@@ -53,39 +50,3 @@ def quantize_registry_ptmq(name: str, cfg: QuantConfig, ptmq: PtmqConfig, opts: 
     set_precision(res.model, ptmq.top)
     res.artifact.meta["metrics"] = {"fp": fp, "quant": by_width[str(ptmq.top)], "by_width": by_width}
     return res, rows
-
-
-def ptmq_cli(model_name: str, path: str | None, cfg: QuantConfig, ptmq: PtmqConfig, opts: EvalOptions,
-             results: Path, output: Path | None) -> None:
-    """The CLI body: run, print one line per width, append the rows, write the artifact."""
-    from logmac.format import artifact as artifact_io
-
-    try:
-        res, rows = quantize_registry_ptmq(model_name, cfg, ptmq, opts, path=path)
-    except (QuantError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    fp = res.artifact.meta["metrics"]["fp"]
-    for row in rows:
-        quant = {k.removeprefix("q_"): v for k, v in row.items() if k.startswith("q_")}
-        click.echo(f"{row['label']}: FP {json.dumps(fp)} -> quantized {json.dumps(quant)}")
-        append_csv(row, results)
-    click.echo(f"time {res.seconds:.1f} s (one calibration for {len(ptmq.bits)} widths), "
-               f"peak memory {res.peak_mib:.0f} MiB")
-    if output:
-        artifact_io.save(with_settings_file(res.artifact), output)
-        click.echo(f"wrote {output} (widths {list(ptmq.bits)}; run it with logmac.backends.multibit)")
-    click.echo(f"results appended to {results}")
-
-
-def ptmq_settings(kw: dict, ptmq_bits: str, ptmq_a_bits: str | None, ptmq_codes: str,
-                  nest: str) -> tuple[QuantConfig, PtmqConfig]:
-    """The QuantConfig (code family, learned rounding on) and PtmqConfig from the CLI's options."""
-    try:
-        bits = parse_bits(ptmq_bits)
-        a_bits = parse_bits(ptmq_a_bits, "--ptmq-a-bits") if ptmq_a_bits else (kw["a_bits"],) * len(bits)
-        ptmq = PtmqConfig(bits=bits, a_bits=a_bits, nest=nest)
-        cfg = QuantConfig(**{**kw, "method": ptmq_codes, "w_bits": ptmq.top, "a_bits": ptmq.a_bits[-1],
-                             "learn_rounding": True})
-    except QuantError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    return cfg, ptmq

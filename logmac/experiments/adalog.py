@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
-
 from logmac.quant.config import QuantError
 from logmac.quant.methods.adalog.vit import AdaLogConfig, quantize_vit
 
@@ -50,9 +48,9 @@ def adalog_registry_model(name: str, cfg: AdaLogConfig, *, eval_limit: int | Non
                        emu_max_logit_diff=cmp["max_logit_diff"], emu_overflows=cmp["overflows"],
                        emu_seconds=round(time.perf_counter() - emu_start, 1))
     else:
+        from logmac.quant.float_view import FloatView
         from logmac.quant.methods.adalog.bert import quantize_bert
         from logmac.quant.methods.adalog.vit import set_quant as set_adalog_quant
-        from logmac.quant.run import FloatView
 
         res = quantize_bert(model, calib, cfg)
         quant = evaluate_model(res.model, name, limit=eval_limit, tokenizer=tok, reference=FloatView(res.model, set_adalog_quant))
@@ -60,35 +58,3 @@ def adalog_registry_model(name: str, cfg: AdaLogConfig, *, eval_limit: int | Non
     row.update(quant_seconds=round(res.seconds, 1), total_seconds=round(time.perf_counter() - start, 1),
                quantizers=len(res.quantizers))
     return res, row
-
-
-def adalog_cli(model_name: str, path: str | None, eval_limit: int | None, results, output, **kw) -> None:
-    """``logmac quantize --method adalog``: the shared options mapped onto :class:`AdaLogConfig`."""
-    import click
-
-    from logmac.quant.run import append_csv, with_settings_file
-
-    if output and model_name not in VIT_MODELS:
-        raise click.UsageError(f"-o: AdaLog artifacts hold ViTs ({', '.join(VIT_MODELS)}); {model_name} cannot be "
-                               "saved yet (its attention is rewritten in place); run without -o to score it")
-    torch.manual_seed(kw["seed"])
-    try:
-        cfg = AdaLogConfig(w_bits=kw["w_bits"], a_bits=kw["a_bits"], weights=kw["adalog_weights"],
-                           acts=kw["adalog_acts"], zero=kw["zero"], calib_samples=kw["calib_samples"], seed=kw["seed"])
-        res, row = adalog_registry_model(model_name, cfg, eval_limit=eval_limit, path=path)
-    except (QuantError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    append_csv(row, results)
-    scores = {k: v for k, v in row.items() if k.startswith(("fp_", "q_", "emu_"))}
-    click.echo(f"AdaLog {cfg.label()}: {scores}")
-    click.echo(f"time {row['quant_seconds']} s (calibration), {row['total_seconds']} s with evaluation")
-    for name, q in res.quantizers.items():
-        click.echo(f"  {name}: base 2^({q['q']}/37), scale {q['scale']}")
-    if output:
-        from logmac.format.artifact import save
-        from logmac.quant.methods.adalog.export import adalog_artifact
-
-        meta = {"model": model_name, "task": "classification", "metrics": {k: row[k] for k in scores}}
-        click.echo(f"wrote {save(with_settings_file(adalog_artifact(res.model, cfg, meta)), output)}")
-    click.echo(f"results appended to {results}")
-
