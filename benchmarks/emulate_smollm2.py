@@ -24,11 +24,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from logmac.backends.lm import compare_lm
 from logmac.format import artifact as art
 from logmac.memory import peak_memory_mib
 from logmac.models import load_model
 from logmac.models.text import austen_tokens
-from logmac.sim.lm import compare_lm
 
 
 def quantize(path: Path, model: str = "smollm2_135m", seq_len: int = 256) -> None:

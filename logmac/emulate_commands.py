@@ -78,9 +78,9 @@ def _emulate_lm(artifact, artifact_path, tokens: int, context: int, stride: int,
     """FP, fake-quant and emulator perplexity of a causal LM on the first ``tokens`` tokens of Persuasion.
 
     The float model comes from ``model_path`` if given, else from where the artifact says it was loaded."""
+    from logmac.backends.lm import compare_lm
     from logmac.models import load_model
     from logmac.models.text import austen_tokens
-    from logmac.sim.lm import compare_lm
 
     loaded = load_model(artifact.meta["model"], path=model_path or artifact.meta.get("model_path"), device=device)
     ids = austen_tokens(loaded.tokenizer, "evaluation", max_tokens=tokens)

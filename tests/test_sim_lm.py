@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from logmac import sim
+from logmac.backends.lm import compare_lm
 from logmac.format import artifact as art
 from logmac.models.tv_compat import import_torchvision
 from logmac.quant import QuantConfig, quantize_model
 from logmac.quant.llm import decoder_blocks
 from logmac.sim.layers import EmulatorError, fake_quant_model
-from logmac.sim.lm import compare_lm
 
 import_torchvision()  # transformers imports torchvision; this makes the CPU-torch + CUDA-torchvision pair import
 transformers = pytest.importorskip("transformers")
