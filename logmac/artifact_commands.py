@@ -47,4 +47,5 @@ def inspect(file: Path, as_json: bool) -> None:
     for a in info["activations"]:
         click.echo(f"{a['name']:<{name_w}}  {'act':<{op_w}} {'':<18} {a['format']:<44} {a['bits']:>4}")
     click.echo(f"{len(info['layers'])} layers, {info['weights']:,} weights: {_human(info['stored_bytes'])} stored "
-               f"vs {_human(info['fp32_bytes'])} fp32 ({info['compression_vs_fp32']:.2f}x smaller)")
+               f"vs {_human(info['fp32_bytes'])} fp32 ({info['compression_vs_fp32']:.2f}x smaller, "
+               f"{info['stored_bits_per_weight']:.3f} bits per weight with scales, tables and group exponents)")

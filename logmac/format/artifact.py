@@ -35,6 +35,7 @@ from logmac.format import (
 )
 from logmac.format.artifact_checks import check_header, check_tensors
 from logmac.format.atomic import atomic_write_bytes
+from logmac.format.groups import check_group_exponents, stored_group_bits
 
 FORMAT_VERSION = 1
 HEADER_KEY = "logmac"
@@ -93,6 +94,7 @@ class QuantizedLayer:
                 raise FormatError(f"layer {self.name}: uniform codes outside [{lo}, {hi}]")
         if self.op in LATTICE_OPS:
             _validate_lattice(self)
+        check_group_exponents(self.name, self.weight_shape, self.extras, self.attrs)
 
     def storage_words(self) -> np.ndarray:
         """The codes as unsigned words of ``fmt.storage_bits`` bits (two's complement for uniform)."""
@@ -366,10 +368,15 @@ def summary(artifact: Artifact) -> dict[str, Any]:
             meta_bytes += (layer.extras["basis_int"].size * int(info["basis_bits"]) + 7) // 8 + 4 * len(layer.scale)
         if layer.table is not None:
             meta_bytes += (layer.table.u.size * (fmt.shift_bits + 1) + 7) // 8
+        group_bits = stored_group_bits(layer.extras, layer.attrs)
+        if group_bits:
+            label += f" group exponents {layer.attrs['group_bits']}b/{layer.attrs['group_size']}"
+            meta_bytes += (group_bits + 7) // 8
         rows.append({
             "name": layer.name, "op": layer.op, "shape": list(layer.weight_shape), "format": label,
             "weights": layer.num_weights, "bits_per_weight": fmt.storage_bits,
             "code_bytes": code_bytes, "table_bytes": meta_bytes,
+            "stored_bits_per_weight": 8 * (code_bytes + meta_bytes) / max(1, layer.num_weights),
         })
     weights = sum(r["weights"] for r in rows)
     stored = sum(r["code_bytes"] + r["table_bytes"] for r in rows)
@@ -386,6 +393,7 @@ def summary(artifact: Artifact) -> dict[str, Any]:
         "activations": activations,
         "weights": weights,
         "stored_bytes": stored,
+        "stored_bits_per_weight": 8 * stored / weights if weights else float("nan"),
         "fp32_bytes": 4 * weights,
         "compression_vs_fp32": (4 * weights / stored) if stored else float("nan"),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from logmac.format import MAX_BITS, MIN_BITS, LogFormat, UniformFormat, ZeroMode
+from logmac.format.groups import MAX_GROUP_BITS
 
 LOG_METHODS = ("log_2", "log_sqrt2", "log_dynamic")
 LINEAR_METHODS = ("linear_minmax", "linear_mse")
@@ -23,7 +24,9 @@ class QuantConfig:
     ``dbs``/``sfs``/``abs`` are LogART's components (ignored by the linear methods); ``learn_rounding``
     is LLR for log methods and AdaRound for linear ones; ``rounding`` = "gptq" rounds with GPTQ error
     feedback (``act_order``: columns of largest Hessian diagonal first) and is learned rounding's start.
-    ``iters`` is the reconstruction budget per block (CNN/ViT) or per layer (LLM).
+    ``iters`` is the reconstruction budget per block (CNN/ViT) or per layer (LLM).  ``group_size`` > 0 adds a
+    ``group_bits``-bit signed power-of-two exponent per group of that many inputs along K
+    (``logmac/format/groups.py``); 0 keeps one grid per output channel.
     """
 
     method: str = "log_dynamic"
@@ -48,6 +51,8 @@ class QuantConfig:
     alpha_min: float = 0.5
     hessian_rank: int = 64
     alpha_steps: int = 26
+    group_size: int = 0
+    group_bits: int = 2
     seed: int = 0
     device: str = "cpu"
 
@@ -71,6 +76,12 @@ class QuantConfig:
             raise QuantError("calib_samples and batch_size must be >= 1 and iters >= 0")
         if not 0 < self.alpha_min <= 1 or self.alpha_steps < 1:
             raise QuantError("alpha_min must be in (0, 1] and alpha_steps >= 1")
+        if not isinstance(self.group_size, int) or self.group_size < 0:
+            raise QuantError(f"group_size must be 0 (per channel) or a positive number of inputs, got {self.group_size!r}")
+        if not 1 <= self.group_bits <= MAX_GROUP_BITS:
+            raise QuantError(f"group_bits must be in 1..{MAX_GROUP_BITS}, got {self.group_bits}")
+        if self.group_size and self.granularity == "tensor":
+            raise QuantError("group exponents refine a per-channel grid; use granularity 'channel'")
         self.weight_format()  # raises early for grids the datapath cannot shift
 
     @property
@@ -97,6 +108,7 @@ class QuantConfig:
             parts += (["GPTQ"] if self.rounding == "gptq" else []) + (["LLR"] if self.learn_rounding else [])
         else:
             parts = [self.method] + (["GPTQ"] if self.rounding == "gptq" else []) + (["AdaRound"] if self.learn_rounding else [])
+        parts += [f"g{self.group_size}x{self.group_bits}b"] if self.group_size else []
         return "+".join(parts) + f" W{self.w_bits}A{self.a_bits if self.quantize_acts else 'fp'}"
 
     def to_dict(self) -> dict:

@@ -17,6 +17,7 @@ from torch import nn
 from logmac import format as codes_format
 from logmac.format import fixed_point_multiplier
 from logmac.format.artifact import Artifact, QuantizedLayer
+from logmac.format.groups import GROUP_EXP, shifted_integers
 from logmac.quant.modules import QuantLayer
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,24 @@ def find_requant_edges(model: nn.Module) -> dict[str, tuple[str, str]]:
 
 
 def integer_weights(layer: QuantLayer) -> np.ndarray:
-    """(C, K) int64 weights the MAC multiplies by: decoded log multipliers, or code - zero_point."""
+    """(C, K) int64 weights the MAC multiplies by: decoded log multipliers, or code - zero_point, each group
+    shifted left by its exponent less the channel's smallest (see :func:`group_scale`)."""
     fmt = layer.cfg.weight_format()
     if layer.cfg.is_log:
-        return codes_format.decode_int(layer.words, layer.grid.table(), fmt).reshape(layer.words.shape[0], -1)
-    zp = layer.uniform[1].cpu().numpy().astype(np.int64)
-    return layer.words.reshape(layer.words.shape[0], -1).astype(np.int64) - zp[:, None]
+        w = codes_format.decode_int(layer.words, layer.grid.table(), fmt).reshape(layer.words.shape[0], -1)
+    else:
+        zp = layer.uniform[1].cpu().numpy().astype(np.int64)
+        w = layer.words.reshape(layer.words.shape[0], -1).astype(np.int64) - zp[:, None]
+    if layer.group_exp is not None:
+        w = shifted_integers(w, layer.group_exp, layer.cfg.group_size)[0]
+    return w
+
+
+def group_scale(layer: QuantLayer) -> np.ndarray:
+    """(C,) ``2**min_g e[c, g]``: the power of two the group shifts fold into the channel scale (ones without)."""
+    if layer.group_exp is None:
+        return np.ones(layer.words.shape[0])
+    return np.ldexp(1.0, layer.group_exp.min(axis=1).astype(np.int64))
 
 
 def geometry_attrs(layer: nn.Module) -> dict:
@@ -111,10 +124,13 @@ def export_layer(layer: QuantLayer, next_layer: QuantLayer | None, activation: s
         scale = layer.uniform[0].double().cpu().numpy()
         zero_point = layer.uniform[1].cpu().numpy().astype(np.int32)
         words = layer.words.reshape(shape).astype(np.int16)
+    if layer.group_exp is not None:
+        extras[GROUP_EXP] = layer.group_exp.astype(np.int8)
+        attrs.update(group_size=cfg.group_size, group_bits=cfg.group_bits)
     if layer.act is not None:
         act = layer.act.export()
         attrs["act_in"] = act
-        out_scale = act["scale"] * scale
+        out_scale = act["scale"] * scale * group_scale(layer)
         w_int = integer_weights(layer)
         extras["out_scale"] = out_scale
         extras["bias_int"] = np.round(bias / out_scale).astype(np.int64) - act["zero_point"] * w_int.sum(1)

@@ -67,13 +67,16 @@ def inverse_cholesky(hess: torch.Tensor, damp: float = DAMP, name: str = "layer"
 
 
 def gptq_round(w2d: torch.Tensor, hess: torch.Tensor, nearest: Rounder, *, damp: float = DAMP,
-               act_order: bool = False, name: str = "layer", rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+               act_order: bool = False, name: str = "layer", rows: slice = slice(None),
+               col_factor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Round ``w2d`` (C, K) column by column with GPTQ error feedback on ``hess`` (K, K).
 
     Returns ``(q, start)``: the rounded weights (grid values) and the error-compensated weights just before
     each column was rounded (``nearest(start) == q``; learned rounding starts there).  Inputs that never fire
     (zero diagonal) get diagonal 1 and zero weights, as in the reference.  ``act_order`` rounds the columns
     of largest ``diag H`` first.  ``rows`` selects the rows of ``nearest``'s per-row grids that ``w2d`` holds.
+    ``col_factor`` (C, K) powers of two move each weight's grid (group exponents): a column is rounded as
+    ``f * nearest(col / f)``, exact because ``f`` is a power of two.
     """
     w = w2d.double().clone()
     h = hess.double().to(w.device).clone()
@@ -83,6 +86,7 @@ def gptq_round(w2d: torch.Tensor, hess: torch.Tensor, nearest: Rounder, *, damp:
     w[:, dead] = 0.0
     perm = torch.argsort(torch.diagonal(h), descending=True) if act_order else torch.arange(K, device=w.device)
     w, h = w[:, perm], h[perm][:, perm]
+    f = None if col_factor is None else col_factor.to(w)[:, perm]
     u = inverse_cholesky(h, damp, name)
     q, start = torch.zeros_like(w), torch.zeros_like(w)
     for i1 in range(0, K, BLOCK):
@@ -92,7 +96,7 @@ def gptq_round(w2d: torch.Tensor, hess: torch.Tensor, nearest: Rounder, *, damp:
         for j in range(i2 - i1):
             col = block[:, j]
             start[:, i1 + j] = col
-            qcol = nearest(col, rows)
+            qcol = nearest(col, rows) if f is None else nearest(col / f[:, i1 + j], rows) * f[:, i1 + j]
             q[:, i1 + j] = qcol
             err = (col - qcol) / u[i1 + j, i1 + j]
             block[:, j + 1:] -= err[:, None] * u[i1 + j, i1 + j + 1:i2][None]
@@ -107,6 +111,8 @@ def gptq_layer(w2d: torch.Tensor, hess: torch.Tensor, nearest: Rounder, groups: 
     """:func:`gptq_round` on each conv group's rows with its own Hessian (``hess`` (G, K, K), as layers store it)."""
     C = w2d.shape[0]
     per = C // groups
-    outs = [gptq_round(w2d[g * per:(g + 1) * per], hess[g], nearest, rows=slice(g * per, (g + 1) * per), **kw)
+    factor = kw.pop("col_factor", None)
+    outs = [gptq_round(w2d[g * per:(g + 1) * per], hess[g], nearest, rows=slice(g * per, (g + 1) * per),
+                       col_factor=None if factor is None else factor[g * per:(g + 1) * per], **kw)
             for g in range(groups)]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])

@@ -13,6 +13,8 @@ weight dtype).  A quantized model then adds about a quarter of its fp32 size, no
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,8 @@ from torch import nn
 from logmac import format as codes_format
 from logmac.quant.config import QuantConfig
 from logmac.quant.gptq import gptq_layer, log_rounder, uniform_rounder
-from logmac.quant.loggrid import LogGrid, search_grid, words_from
+from logmac.quant.groupexp import GroupScaled, factor_tensor, search_group_exponents
+from logmac.quant.loggrid import LogGrid, quantize_rtn, search_grid, words_from
 from logmac.quant.rounding import LogRounding, SoftRounding, UniformRounding
 from logmac.quant.uniform import ActQuant, uniform_codes, uniform_range
 
@@ -45,6 +48,7 @@ class QuantLayer(nn.Module):
         self.grid: LogGrid | None = None
         self.words: np.ndarray | None = None  # log code words, or unsigned uniform codes (see compact_words)
         self.uniform: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, zero_point) of the baseline
+        self.group_exp: np.ndarray | None = None  # (C, groups) int8 power-of-two offsets (cfg.group_size > 0)
         self.hessian: torch.Tensor | None = None
         self.hessian_rows = 0
         self.round_start: torch.Tensor | None = None  # GPTQ's compensated weights: learned rounding starts there
@@ -81,7 +85,16 @@ class QuantLayer(nn.Module):
         C, n = lut.shape
         words = np.asarray(self.words).reshape(C, -1)
         flat = torch.from_numpy(words.astype(np.int32) + np.arange(0, C * n, n, dtype=np.int32)[:, None])
-        return lut.reshape(-1).index_select(0, flat.reshape(-1).to(lut.device)).reshape(self.inner.weight.shape)
+        q = lut.reshape(-1).index_select(0, flat.reshape(-1).to(lut.device))
+        if self.group_exp is not None:
+            q = q.reshape(C, -1) * self.group_factor(q)
+        return q.reshape(self.inner.weight.shape)
+
+    def group_factor(self, like: torch.Tensor) -> torch.Tensor | None:
+        """(C, K) ``2**e`` of every weight's group, or None without group exponents."""
+        if self.group_exp is None:
+            return None
+        return factor_tensor(self.group_exp, self.weight2d().shape[1], self.cfg.group_size, like)
 
     @qweight.setter
     def qweight(self, value: torch.Tensor | None) -> None:
@@ -149,14 +162,39 @@ class QuantLayer(nn.Module):
             alphas = np.linspace(1.0, cfg.alpha_min, cfg.alpha_steps)
             self.grid = search_grid(w2d, fmt, dbs=cfg.dbs, sfs=cfg.sfs, asym=cfg.abs, alphas=alphas,
                                     per_tensor=cfg.granularity == "tensor", hess=hess, groups=self.groups)
-            self.words = compact_words(codes_format.encode(w2d, self.grid.table(), fmt))
         else:
             src = w2d.reshape(1, -1) if cfg.granularity == "tensor" else w2d
             scale, zp = uniform_range(src.double(), fmt.bits, mse=cfg.method == "linear_mse")
             scale, zp = scale.expand(w2d.shape[0]).clone(), zp.expand(w2d.shape[0]).clone()
             self.uniform = (scale, zp)
-            self.words = compact_words(uniform_codes(w2d.double(), scale, zp, fmt.bits).cpu().numpy())
+        self.group_exp = None
+        if cfg.group_size:
+            diag = None
+            if hess is not None:
+                diag = torch.diagonal(hess, dim1=1, dim2=2).repeat_interleave(w2d.shape[0] // self.groups, dim=0)
+            self.group_exp = search_group_exponents(w2d, self._nearest(), cfg.group_size, cfg.group_bits, diag)
+        self.words = self._encode(w2d)
         self._set_qweight()
+
+    def _nearest(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Round (C, K) weights to the nearest value of each channel's fitted grid (no group offsets)."""
+        fmt = self.cfg.weight_format()
+        if self.cfg.is_log:
+            levels = self.grid.levels()
+            return lambda w: quantize_rtn(w, levels, fmt)[0]
+        scale, zp = self.uniform
+        return lambda w: (uniform_codes(w, scale.to(w), zp.to(w), fmt.bits).to(w) - zp.to(w)[:, None]) * scale.to(w)[:, None]
+
+    def _encode(self, w2d: torch.Tensor) -> np.ndarray:
+        """Codes of (C, K) weights on the fitted grid, each group's weights divided by its ``2**e`` first."""
+        w, fmt = w2d.double(), self.cfg.weight_format()
+        factor = self.group_factor(w)
+        if factor is not None:
+            w = w / factor
+        if self.cfg.is_log:
+            return compact_words(codes_format.encode(w, self.grid.table(), fmt))
+        scale, zp = self.uniform
+        return compact_words(uniform_codes(w, scale.to(w), zp.to(w), fmt.bits).cpu().numpy())
 
     @torch.no_grad()
     def round_gptq(self, hess: torch.Tensor) -> None:
@@ -170,12 +208,9 @@ class QuantLayer(nn.Module):
         else:
             scale, zp = (t.to(w2d.device, torch.float64) for t in self.uniform)
             nearest = uniform_rounder(scale, zp, fmt.bits)
-        q, start = gptq_layer(w2d, hess, nearest, self.groups, act_order=self.cfg.act_order, name=self.name)
-        if self.cfg.is_log:
-            self.words = compact_words(codes_format.encode(q, self.grid.table(), fmt))
-        else:
-            scale, zp = self.uniform
-            self.words = compact_words(uniform_codes(q, scale.to(q), zp.to(q), fmt.bits).cpu().numpy())
+        q, start = gptq_layer(w2d, hess, nearest, self.groups, act_order=self.cfg.act_order, name=self.name,
+                              col_factor=self.group_factor(w2d.double()))
+        self.words = self._encode(q)
         self.round_start = start.to(w2d.dtype) if self.cfg.learn_rounding else None
         self._set_qweight()
 
@@ -183,17 +218,22 @@ class QuantLayer(nn.Module):
         """Begin learned rounding (LLR or AdaRound) from the fitted grid; returns the trainable V."""
         w2d = (self.round_start if self.round_start is not None else self.weight2d()).double()
         self.round_start = None
+        factor = self.group_factor(w2d)
+        if factor is not None:
+            w2d = w2d / factor
         if self.cfg.is_log:
             self.rounding = LogRounding(w2d, self.grid.levels().to(w2d.device), self.cfg.weight_format())
         else:
             scale, zp = self.uniform
             self.rounding = UniformRounding(w2d, scale.to(w2d), zp.to(w2d), self.cfg.w_bits)
+        if factor is not None:
+            self.rounding = GroupScaled(self.rounding, factor)
         return [self.rounding.v]
 
     @torch.no_grad()
     def finish_rounding(self) -> None:
         """Freeze the hard rounding decisions into codes and drop the soft state."""
-        r = self.rounding
+        r = self.rounding.inner if isinstance(self.rounding, GroupScaled) else self.rounding
         if isinstance(r, LogRounding):
             self.words = compact_words(words_from(self.cfg.weight_format(), *r.indices()).reshape(self.words.shape))
         else:
@@ -203,16 +243,17 @@ class QuantLayer(nn.Module):
 
     @torch.no_grad()
     def load_codes(self, words: np.ndarray, grid: LogGrid | None = None,
-                   uniform: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                   uniform: tuple[torch.Tensor, torch.Tensor] | None = None, group_exp: np.ndarray | None = None) -> None:
         """Take codes fitted elsewhere (an artifact): log words with their grid, or uniform codes with
-        (scale, zero point); the fake-quant weight then decodes them exactly as after :meth:`fit`."""
+        (scale, zero point), plus any group exponents; the fake-quant weight then decodes them exactly as
+        after :meth:`fit`."""
         if (grid is None) == (uniform is None) or (grid is None) == self.cfg.is_log:
             raise ValueError(f"layer {self.name}: {'log' if self.cfg.is_log else 'uniform'} codes need "
                              f"{'a grid' if self.cfg.is_log else '(scale, zero point)'} and nothing else")
         if tuple(words.shape) != tuple(self.inner.weight.shape):
             raise ValueError(f"layer {self.name}: codes of shape {tuple(words.shape)} for a weight of shape "
                              f"{tuple(self.inner.weight.shape)}")
-        self.grid, self.uniform = grid, uniform
+        self.grid, self.uniform, self.group_exp = grid, uniform, group_exp
         self.words = compact_words(np.asarray(words).reshape(words.shape[0], -1))
         self._set_qweight()
 

@@ -15,7 +15,9 @@ from torch import nn
 
 from logmac.format import LogFormat, UniformFormat, activation_codes, decode_float
 from logmac.format.artifact import Artifact, QuantizedLayer
+from logmac.format.groups import group_exponents, group_factors
 from logmac.sim.gemm import IntWeights
+from logmac.sim.groups import group_int_weights
 
 
 class EmulatorError(ValueError):
@@ -66,8 +68,10 @@ class LayerSpec:
         return {"stride": tuple(a["stride"]), "padding": tuple(a["padding"]), "dilation": tuple(a["dilation"])}
 
     def int_weights(self, device: torch.device | str | None = None) -> IntWeights:
-        """Integer multipliers of this layer (decoded once)."""
+        """Integer multipliers of this layer (decoded once; group exponents applied as shifts)."""
         lay = self.layer
+        if group_exponents(lay.extras, lay.attrs) is not None:
+            return group_int_weights(lay, self.groups, device)
         if isinstance(lay.fmt, LogFormat):
             return IntWeights.from_log(lay.codes, lay.table, lay.fmt, groups=self.groups, device=device)
         zp = lay.zero_point if not lay.fmt.symmetric else None
@@ -83,6 +87,9 @@ class LayerSpec:
             if isinstance(lay.fmt, UniformFormat) and not lay.fmt.symmetric and lay.zero_point is not None:
                 q = q - lay.zero_point.reshape((-1,) + (1,) * (q.ndim - 1))
             w = q * lay.scale.reshape((-1,) + (1,) * (q.ndim - 1))
+        group = group_exponents(lay.extras, lay.attrs)
+        if group is not None:
+            w = (w.reshape(w.shape[0], -1) * group_factors(group[0], w[0].size, group[1])).reshape(w.shape)
         return torch.as_tensor(w, dtype=torch.float32)
 
     def format_label(self) -> str:
