@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from logmac.backends.lattice import emulate_lattice, grouped_lattice_matmul, lattice_int_weights
-from logmac.quant.methods.latticeq.model import LatticeConfig, lattice_layers, lattice_quantize_model
+from logmac.quant.methods.latticeq.calibrate import lattice_quantize_model
+from logmac.quant.methods.latticeq.model import LatticeConfig, lattice_layers
 from logmac.quant.methods.latticeq.search import (
     LatticeError,
     LatticeSpec,

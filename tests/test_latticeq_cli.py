@@ -13,7 +13,7 @@ from torch import nn
 import logmac.experiments.latticeq as lattice_run
 from logmac.cli import main
 from logmac.format import artifact as artifact_io
-from logmac.quant.methods.latticeq.model import lattice_quantize_model
+from logmac.quant.methods.latticeq.calibrate import lattice_quantize_model
 
 
 def test_cli_passes_lattice_options(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

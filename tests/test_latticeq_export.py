@@ -13,8 +13,9 @@ from logmac.backends.lattice import emulate_lattice, emulate_lattice_artifact
 from logmac.format import artifact as artifact_io
 from logmac.format.artifact import ArtifactError
 from logmac.quant.fold import fold_batchnorm
+from logmac.quant.methods.latticeq.calibrate import lattice_quantize_model
 from logmac.quant.methods.latticeq.export import build_lattice_artifact, code_from_layer, load_lattice_model
-from logmac.quant.methods.latticeq.model import LatticeConfig, lattice_layers, lattice_quantize_model
+from logmac.quant.methods.latticeq.model import LatticeConfig, lattice_layers
 from logmac.quant.methods.latticeq.search import LatticeError
 from logmac.sim.layers import EmulatorError, layer_specs
 

@@ -10,13 +10,8 @@ from torch import nn
 
 from logmac.backends.lattice import emulate_lattice
 from logmac.quant.calibrate import find_units, recon_loss
-from logmac.quant.methods.latticeq.model import (
-    LatticeConfig,
-    LatticeLayer,
-    lattice_layers,
-    lattice_quantize_model,
-    set_lattice_quant,
-)
+from logmac.quant.methods.latticeq.calibrate import lattice_quantize_model
+from logmac.quant.methods.latticeq.model import LatticeConfig, LatticeLayer, lattice_layers, set_lattice_quant
 from logmac.quant.methods.latticeq.search import LatticeError
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 
 from logmac.quant.float_view import FloatView
-from logmac.quant.methods.latticeq.model import LatticeConfig, LatticeResult, lattice_quantize_model, set_lattice_quant
+from logmac.quant.methods.latticeq.calibrate import lattice_quantize_model
+from logmac.quant.methods.latticeq.model import LatticeConfig, LatticeResult, set_lattice_quant
 
 
 def _rounded(scores: dict) -> dict:

@@ -1,6 +1,6 @@
 """LatticeQ on a whole network: BN folding, lattice weights per layer, uniform activation quantizers.
 
-:func:`lattice_quantize_model` is the model-level API (the CLI's ``--method latticeq`` calls it).  Weights
+:func:`logmac.quant.methods.latticeq.calibrate.lattice_quantize_model` is the model-level API.  Weights
 are quantized data-free (:mod:`logmac.quant.methods.latticeq.search`); activation ranges come from one calibration pass
 with the quantized weights in place.  Activation modes: ``mse`` (per tensor, the repo's asymmetric MSE
 range, the same quantizer the log and linear pipelines use), ``max`` (LatticeQ per-layer: ``alpha =
@@ -11,17 +11,14 @@ scale cannot leave an integer dot product).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from logmac.format import activation_codes
-from logmac.quant.fold import fold_batchnorm
-from logmac.quant.methods.latticeq.search import LatticeCode, LatticeError, LatticeSpec, babai, quantize_weight
+from logmac.quant.methods.latticeq.search import LatticeCode, LatticeError, LatticeSpec, babai
 from logmac.quant.modules import static_padding, supported
 from logmac.quant.uniform import uniform_range
 
@@ -262,7 +259,7 @@ def pick_dim(mod: nn.Conv2d | nn.Linear, requested: int | None) -> int:
     return 2 if k % 2 == 0 else 1
 
 
-def _forward_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]]:
+def forward_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]]:
     """Supported Conv2d/Linear modules in the order the forward pass reaches them."""
     order: list[tuple[str, nn.Module]] = []
     hooks = [m.register_forward_pre_hook(lambda mod, _a, name=n: order.append((name, mod)))
@@ -290,53 +287,3 @@ def layer_spec(cfg: LatticeConfig, mod: nn.Module, role: str, seed: int) -> tupl
         base.update(bits=EDGE_BITS, per_channel=False, steps=LAST_LAYER_STEPS, bias_corr=False, normalize="layer")
         a_bits = None if a_bits is None else max(a_bits, EDGE_BITS)
     return LatticeSpec(**base), a_bits
-
-
-def lattice_quantize_model(model: nn.Module, calib: torch.Tensor, cfg: LatticeConfig, *,
-                           progress: bool = True) -> LatticeResult:
-    """Quantize ``model`` in place with LatticeQ; ``calib`` are example inputs (only activation ranges
-    and the layer order use them).  Same ``cfg.seed`` gives the same codes."""
-    start = time.perf_counter()
-    model.eval().to(cfg.device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    calib = calib[: cfg.calib_samples].to(cfg.device)
-    if len(calib) == 0:
-        raise LatticeError("no calibration samples")
-    folded = fold_batchnorm(model, calib[: cfg.batch_size])
-    order = _forward_order(model, calib[:1])
-    if not order:
-        raise LatticeError("the model has no Conv2d or Linear layer to quantize")
-    float_modules = {n: f"{type(m).__name__} not a plain Conv2d/Linear, kept in float" for n, m in model.named_modules()
-                     if isinstance(m, (nn.Conv2d, nn.Linear)) and not supported(m)}
-    specs: dict[str, LatticeSpec] = {}
-    for i, (name, mod) in enumerate(tqdm(order, desc=f"quantize {cfg.label()}", disable=not progress)):
-        if not torch.isfinite(mod.weight).all():
-            raise LatticeError(f"layer {name} has NaN or Inf weights; fix the checkpoint before quantizing")
-        role = "first" if i == 0 else ("last" if i == len(order) - 1 else "middle")
-        spec, a_bits = layer_spec(cfg, mod, role, cfg.seed + i)
-        axis = 1 if isinstance(mod, nn.Conv2d) else -1
-        act = ActQuantizer(a_bits, cfg.act_mode, axis, seed=cfg.seed + i).to(cfg.device) if a_bits else None
-        parent_path, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_path) if parent_path else model
-        setattr(parent, child, LatticeLayer(name, mod, quantize_weight(mod.weight, spec), act))
-        specs[name] = spec
-    _calibrate_acts(model, calib, cfg.batch_size)
-    recon = {}
-    if cfg.recon_iters:
-        from logmac.quant.methods.latticeq.recon import reconstruct_blocks
-
-        recon = reconstruct_blocks(model, calib, cfg, progress=progress)
-    return LatticeResult(model, specs, float_modules, folded, time.perf_counter() - start, recon)
-
-
-@torch.no_grad()
-def _calibrate_acts(model: nn.Module, calib: torch.Tensor, batch_size: int) -> None:
-    """One pass with quantized weights and observing activation quantizers, then fix every range."""
-    layers = [m for m in lattice_layers(model) if m.act is not None]
-    for m in layers:
-        m.act.observing = True
-    for batch in calib.split(batch_size):
-        model(batch)
-    for m in layers:
-        m.act.fit()
