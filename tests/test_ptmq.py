@@ -245,7 +245,7 @@ def test_one_backend_call_runs_every_stored_width(quantized) -> None:
     art = quantized.artifact
     x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(4))
     for b in (3, 4, 6):
-        got = predict(art, x, "emulator", width=b, model=_float_twin(), batch_size=2)
+        got = predict(art, x, "emulator", width=b, model=_float_twin())  # one batch, as the reference runs
         assert torch.equal(got.outputs, Emulator(artifact_at(art, b), _float_twin())(x)) and got.overflows == {}
         fq = predict(art, x, "fake_quant", width=b, model=_float_twin()).outputs
         assert torch.equal(fq, fake_quant_model(artifact_at(art, b), _float_twin())(x))
