@@ -292,10 +292,12 @@ def test_json_decode_entry_layout_defines_every_field(cfg) -> None:
     assert {f: (e["offset"], e["width"]) for f, e in decode.items()} == \
         {"u": (0, sb), "h": (sb, 1), "neg": (sb + 1, 1), "zero": (sb + 2, 1)}
     assert all(e["meaning"] for t in tables for e in t["entry"].values())
+    assert tables[0]["symbols"] == {"sb": sb} and tables[0]["entry_bits"] == sb + 3
     if isinstance(cfg, LogActConfig):
         act = {f: (e["offset"], e["width"]) for f, e in tables[1]["entry"].items()}
         mb, ab = cfg.mantissa_bits, cfg.act_shift_bits
         assert act == {"m": (0, mb), "s": (mb, ab), "zero": (mb + ab, 1)}
+        assert tables[1]["symbols"] == {"mb": mb, "sa": ab}
 
 
 def test_registers_of_the_int_engine_and_the_cli_export(tmp_path) -> None:

@@ -100,9 +100,11 @@ def registers(cfg, nest: bool) -> list[dict]:
     return out
 
 
-def table(name: str, base: int, depth: int, layout: data.StructLayout, meaning: dict[str, str]) -> dict:
-    """A run-time table: where it sits on the config port and its entry fields (LSB first) from ``layout``."""
-    return {"name": name, "base": base, "depth": depth, "entry_bits": layout.size,
+def table(name: str, base: int, depth: int, layout: data.StructLayout, meaning: dict[str, str],
+          symbols: dict[str, int]) -> dict:
+    """A run-time table: where it sits on the config port, the named widths its fields' meanings use (``sb``...)
+    and its entry fields (LSB first) from ``layout``."""
+    return {"name": name, "base": base, "depth": depth, "entry_bits": layout.size, "symbols": symbols,
             "entry": {f: {"offset": fl.offset, "width": fl.width, "meaning": meaning[f]} for f, fl in layout},
             "reset": "not cleared by rst"}
 
@@ -118,7 +120,7 @@ def contract(cfg, tables: list[dict], nest: bool) -> dict:
 DECODE_ENTRY = {"u": "shift, sb = shift_bits = max_shift.bit_length() bits",
                 "h": "half step: multiplier 2**u + 2**(u-1) instead of 2**u",
                 "neg": "negative weight", "zero": "zero weight (product gated to 0)"}
-ACT_ENTRY = {"m": "mantissa, act_code_bits + 1 bits", "s": "left shift top_shift - t, act_shift_bits bits",
+ACT_ENTRY = {"m": "mantissa, mb = act_code_bits + 1 bits", "s": "left shift top_shift - t, sa = act_shift_bits bits",
              "zero": "zero activation"}
 
 

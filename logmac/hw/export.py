@@ -47,7 +47,8 @@ def parameters(hw: HwConfig, name: str = ENGINE_NAME) -> dict:
     """Everything a user of the Verilog needs: build parameters, derived widths, payload fields, ports, and the
     contract (``logmac.hw.contract``: registers, decode-table entry, arithmetic, reset)."""
     log = hw.kind == "log"
-    tables = [table("decode", hw.table_base, hw.table_depth, entry_layout(hw), DECODE_ENTRY)] if log else []
+    tables = [table("decode", hw.table_base, hw.table_depth, entry_layout(hw), DECODE_ENTRY,
+                    {"sb": hw.shift_bits})] if log else []
     return {
         "module": name,
         "logmac_version": __version__,

@@ -339,9 +339,10 @@ def parameters(cfg: LogActConfig, name: str = ENGINE_NAME) -> dict:
     def layout_fields(layout) -> dict:
         return {n: {"offset": f.offset, "width": f.width} for n, f in layout}
 
-    tables = [table("weight decode", cfg.weight_table_base, cfg.table_depth, entry_layout(cfg), DECODE_ENTRY)] \
-        if cfg.kind == "log" else []
-    tables.append(table("activation", cfg.act_table_base, cfg.act_table_depth, act_entry_layout(cfg), ACT_ENTRY))
+    tables = [table("weight decode", cfg.weight_table_base, cfg.table_depth, entry_layout(cfg), DECODE_ENTRY,
+                    {"sb": cfg.shift_bits})] if cfg.kind == "log" else []
+    tables.append(table("activation", cfg.act_table_base, cfg.act_table_depth, act_entry_layout(cfg), ACT_ENTRY,
+                        {"mb": cfg.mantissa_bits, "sa": cfg.act_shift_bits}))
     return {
         "module": name, "logmac_version": __version__, "engine": "logact", "config": cfg.to_dict(),
         "derived": cfg.derived(), "input_fields": layout_fields(input_layout(cfg)),
