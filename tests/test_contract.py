@@ -252,6 +252,20 @@ def test_reset_restores_registers_and_sticky_but_keeps_the_table(engine: str) ->
     assert got["after"] == ((7, 7, 0), (hi, hi, 1))
 
 
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_writes_between_the_registers_and_the_table_are_ignored(engine: str) -> None:
+    got = []
+
+    async def body(d: Drive) -> None:
+        for addr in range(REG_NEST + 1, HW.table_base):
+            await d.write(addr, -1)
+        got.append(await d.dot([100] * 3))
+        got.append(d.sticky())
+
+    simulate(engine, body)
+    assert got == [(300, 300, 0), 0]  # every register still at its reset value
+
+
 BUILDS = [HwConfig(), HwConfig(weight_bits=3, acc_bits=20, mult_bits=8, bias_bits=24, out_bits=8, lanes=2),
           HwConfig(kind="int", weight_bits=8, out_bits=12), LogActConfig(lanes=2),
           SchedConfig(lanes=4, acc_bits=40, out_bits=10)]
