@@ -93,6 +93,18 @@ def _to(b: Batch, device: str) -> Batch:
     return b.to(device)
 
 
+def prepare_model(model: nn.Module, calib: torch.Tensor | Sequence[Batch], cfg: QuantConfig
+                  ) -> tuple[list[Batch], dict[str, str]]:
+    """Seed, eval mode on ``cfg.device``, frozen weights, calibration batches, BatchNorm folded (``{bn: conv}``):
+    what every method does to a model before it wraps and calibrates it."""
+    torch.manual_seed(cfg.seed)
+    model.eval().to(cfg.device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    batches = split_batches(calib, cfg)
+    return batches, fold_batchnorm(model, batches[0] if isinstance(batches[0], torch.Tensor) else None)
+
+
 def quantize_model(
     model: nn.Module,
     calib: torch.Tensor | Sequence[Batch],
@@ -112,12 +124,7 @@ def quantize_model(
     start = time.perf_counter()
     reset_peak_memory(cfg.device)
     start_mib = resident_memory_mib()
-    torch.manual_seed(cfg.seed)
-    model.eval().to(cfg.device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    batches = split_batches(calib, cfg)
-    folded = fold_batchnorm(model, batches[0] if isinstance(batches[0], torch.Tensor) else None)
+    batches, folded = prepare_model(model, calib, cfg)
     float_modules = wrap_model(model, cfg, scope=blocks)
     bar = tqdm(total=None, desc=f"quantize {cfg.label()}", unit="unit", disable=not progress)
 

@@ -35,10 +35,10 @@ from logmac.format.nested import NEST_MODES
 from logmac.memory import peak_memory_mib, reset_peak_memory
 from logmac.quant.calibrate import Batch, calibrate_sequential, capture_unit_io, recon_loss
 from logmac.quant.config import QuantConfig, QuantError
-from logmac.quant.fold import first_tensor, fold_batchnorm
+from logmac.quant.fold import first_tensor
 from logmac.quant.methods.ptmq.layer import MultiBitLayer, multibit_layers, set_precision
 from logmac.quant.modules import QuantLayer
-from logmac.quant.pipeline import QuantResult, split_batches, wrap_model
+from logmac.quant.pipeline import QuantResult, prepare_model, wrap_model
 from logmac.quant.rounding import beta_schedule, reconstruction_lr
 
 GROUPS = 3  # low / middle / high
@@ -141,12 +141,7 @@ def ptmq_quantize(model: nn.Module, calib: torch.Tensor | Sequence[Batch], cfg: 
     check_config(cfg, ptmq)
     start = time.perf_counter()
     reset_peak_memory(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model.eval().to(cfg.device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    batches = split_batches(calib, cfg)
-    folded = fold_batchnorm(model, batches[0] if isinstance(batches[0], torch.Tensor) else None)
+    batches, folded = prepare_model(model, calib, cfg)
     float_modules = wrap_multibit(model, cfg, ptmq)
     losses = calibrate_multibit(model, batches, cfg, ptmq, progress)
     seconds = time.perf_counter() - start
