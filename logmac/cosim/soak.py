@@ -155,6 +155,7 @@ def _sched_commands(cfg: SchedConfig, v: Vectors, rng: np.random.Generator, gaps
 
 
 def _general(hw: HwConfig, max_bits: int) -> Callable:
+    """The log-code draw sized for a build (its widest codes, longest K, lanes and accumulator register)."""
     return lambda rng, macs, layers: _log_vectors(rng, macs, layers, max_bits=max_bits, max_k=hw.max_k,
                                                   lanes=hw.lanes, acc_top=hw.acc_bits)
 
@@ -186,6 +187,8 @@ def expected(v: Vectors | LogActVectors) -> Expected:
 
 @dataclass
 class FamilyTally:
+    """What one family's batches checked (a row of the summary)."""
+
     configurations: int = 0
     transactions: int = 0
     macs: int = 0
