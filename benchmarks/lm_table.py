@@ -84,9 +84,6 @@ def main() -> None:
     ap.add_argument("--bits", type=int, nargs="+", default=[3, 4])
     ap.add_argument("--calib-samples", type=int, default=128, help="calibration windows (LLM default 128 x 512 tokens)")
     ap.add_argument("--seq-len", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=4,
-                    help="windows per forward pass: 4 x 512 = the 2048 rows a batch adds to each Hessian, so every "
-                         "calibration token enters and one batch's activations bound the memory")
     ap.add_argument("--max-tokens", type=int, default=2048)
     ap.add_argument("--alpha-steps", type=int, default=11, help="SFS candidates between 1.0 and 0.5")
     ap.add_argument("--iters", type=int, default=50, help="learned-rounding steps per linear layer")
@@ -116,7 +113,7 @@ def config(args: argparse.Namespace, label: str, bits: int) -> QuantConfig:
     method, rounding, learn = BASE_ROWS[label.removesuffix(GROUPED)]
     return QuantConfig(method=method, w_bits=bits, a_bits=32, rounding=rounding, act_order=args.act_order,
                        learn_rounding=learn, iters=args.iters, calib_samples=args.calib_samples,
-                       batch_size=args.batch_size, alpha_steps=args.alpha_steps, device=args.device,
+                       alpha_steps=args.alpha_steps, device=args.device,
                        group_size=args.group_size if label.endswith(GROUPED) else 0, group_bits=args.group_bits)
 
 
@@ -141,7 +138,8 @@ def run(args: argparse.Namespace, model: str) -> None:
             header = (f"{Path(model).name if args.quick else model}, weight-only per output channel, activations "
                       f"float; FP perplexity {fp['perplexity']:.2f} on the first {args.max_tokens} Persuasion tokens "
                       f"(context 512, stride 256); calibration {args.calib_samples} x {args.seq_len} tokens from the "
-                      f"calibration novels in batches of {args.batch_size}; {args.alpha_steps} SFS scales; "
+                      f"calibration novels in batches of 2048 tokens (every token enters the Hessians); "
+                      f"{args.alpha_steps} SFS scales; "
                       f"{args.iters} learned-rounding steps per layer; group rows: a {args.group_bits}-bit exponent "
                       f"per {args.group_size} inputs; act-order {'on' if args.act_order else 'off'}; {args.threads} "
                       "torch thread(s); rows run in turn in one process.")

@@ -72,12 +72,18 @@ def _config(**kw) -> QuantConfig:
               help="LLR for log methods, AdaRound for linear ones, block reconstruction (--iters steps) for latticeq.")
 @click.option("--rounding", type=click.Choice(ROUNDINGS), default="nearest", show_default=True,
               help="Codes on the fitted grid: nearest level, or GPTQ error feedback (the start of --learn-rounding).")
+@click.option("--group-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="log_*/linear_*: a power-of-two exponent per this many inputs along K (0: one grid per channel); "
+                   "a short last group when it does not divide K.")
+@click.option("--group-bits", type=int, default=2, show_default=True, help="Bits of each signed group exponent.")
 @click.option("--act-order", is_flag=True, help="GPTQ: round the inputs with the largest Hessian diagonal first.")
 @click.option("--hardware-approx", is_flag=True, help="Fit to the datapath's 1+1/2 levels instead of sqrt(2).")
 @click.option("--zero", type=click.Choice(["code", "flag", "none"]), default="code", show_default=True)
 @click.option("--act-init", type=click.Choice(["mse", "percentile"]), default="mse", show_default=True)
-@click.option("--calib-samples", type=int, default=256, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--calib-samples", type=int, default=None,
+              help="Calibration inputs [default: 256 images, or 128 windows of --seq-len tokens for a causal LM].")
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Images per calibration batch (LMs: as many windows as fill the 2048 Hessian rows per batch).")
 @click.option("--iters", type=int, default=200, show_default=True, help="Rounding iterations per block (per layer on LLMs).")
 @click.option("--lr", type=float, default=0.05, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -91,7 +97,7 @@ def _config(**kw) -> QuantConfig:
 @click.option("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu", show_default=True)
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many images/sentences only.")
 @click.option("--max-tokens", type=int, default=4096, show_default=True, help="LM evaluation tokens.")
-@click.option("--seq-len", type=int, default=256, show_default=True, help="LM calibration window.")
+@click.option("--seq-len", type=int, default=512, show_default=True, help="LM calibration window.")
 @click.option("--data-path", default=None, help="ImageNet-style folder for evaluation/calibration.")
 @click.option("--results", type=click.Path(path_type=Path), default=lambda: results_home() / "ptq_results.csv",
               show_default="$LOGMAC_HOME/ptq_results.csv (~/.local/share/logmac)", help="CSV the results row is appended to.")
@@ -120,6 +126,13 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
     lattice = {k: kw.pop(k) for k in ("basis_bits", "search_steps", "restarts")}
     ptmq_opts = {k: kw.pop(k) for k in ("ptmq_bits", "ptmq_a_bits", "ptmq_codes", "nest")}
     adalog_opts = {k: kw.pop(k) for k in ("adalog_weights", "adalog_acts")}
+    group = {k: kw.pop(k) for k in ("group_size", "group_bits")}
+    if kw["calib_samples"] is None:
+        from logmac.experiments.registry import default_calib_samples
+
+        kw["calib_samples"] = default_calib_samples(model_name)
+    if group["group_size"] and kw["method"] in ("adalog", "ptmq", "latticeq"):
+        raise click.UsageError("--group-size applies to the log_* and linear_* methods only")
     if kw["method"] == "adalog":
         return adalog_cli(model_name, path, eval_limit, results, output, **kw, **adalog_opts)
     if kw["method"] == "ptmq":
@@ -128,7 +141,7 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
         return ptmq_cli(model_name, path, cfg, ptmq, opts, results, output)
     if kw["method"] == "latticeq":
         return lattice_cli(model_name, path, eval_limit, results, output, **kw, **lattice)
-    cfg = _config(dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs, **kw)
+    cfg = _config(dbs=not no_dbs, sfs=not no_sfs, abs=not no_abs, **kw, **group)
     opts = EvalOptions(eval_limit=eval_limit, max_tokens=max_tokens, seq_len=seq_len, data_path=data_path)
     configs = ablation_configs(cfg) if ablation else [cfg]
     rows = []

@@ -105,12 +105,17 @@ def test_bad_model_input_is_one_clear_line(case: str, message: str, tmp_path) ->
 
 
 def test_lm_table_quick_smoke(tmp_path) -> None:
-    """benchmarks/lm_table.py --quick: the four rows on a tiny random Llama, as CI runs it."""
+    """benchmarks/lm_table.py --quick: learned-rounding rows with and without group exponents on a tiny random
+    Llama, as CI runs it."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "lm_table.py"
     out = tmp_path / "table.md"
-    subprocess.run([sys.executable, str(script), "--quick", "--bits", "3", "--results", str(tmp_path / "r.csv"),
-                    "-o", str(out)], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    names = ["uniform GPTQ+AdaRound", "log GPTQ+LLR", "log GPTQ+LLR +group exp"]
+    subprocess.run([sys.executable, str(script), "--quick", "--bits", "3", "--rows", *names, "--results",
+                    str(tmp_path / "r.csv"), "-o", str(out)], check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 3 |")]
-    assert [r.split(" | ")[1] for r in rows] == ["uniform RTN", "uniform GPTQ", "log RTN (DBS+SFS+ABS)",
-                                                 "log GPTQ (DBS+SFS+ABS)"]
+    assert [r.split(" | ")[1] for r in rows] == names
     assert all(float(r.split(" | ")[2]) > 1 for r in rows)
+    bits = {r.split(" | ")[1]: float(r.split(" | ")[4]) for r in rows}
+    assert bits["log GPTQ+LLR +group exp"] > bits["log GPTQ+LLR"]  # the group exponents are counted
+    assert out.read_text().count("- W3 log GPTQ+LLR vs uniform GPTQ+AdaRound:") == 1

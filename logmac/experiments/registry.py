@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from logmac.format.atomic import atomic_write_text
@@ -21,6 +22,7 @@ from logmac.memory import fp32_size_mib, peak_memory_mib
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.float_view import FloatView
 from logmac.quant.llm import decoder_blocks
+from logmac.quant.modules import HESSIAN_ROWS
 from logmac.quant.pipeline import QuantResult, quantize_model
 
 ABLATION = [(d, s, a, r) for r in (False, True) for d in (False, True) for s in (False, True) for a in (False, True)]
@@ -32,8 +34,30 @@ class EvalOptions:
 
     eval_limit: int | None = None  # images / sentences
     max_tokens: int = 4096  # LM evaluation tokens
-    seq_len: int = 256  # LM calibration window
+    seq_len: int = 512  # LM calibration window
     data_path: str | None = None
+
+
+LM_CALIB_SAMPLES = 128  # windows of EvalOptions.seq_len tokens: 128 x 512 by default (GPTQ / LogART use 128 x 2048)
+IMAGE_CALIB_SAMPLES = 256
+
+
+def default_calib_samples(name: str) -> int:
+    """The calibration budget when the user names none: 128 windows for a causal LM, 256 inputs otherwise."""
+    from logmac.models import UnknownModelError, model_info
+    from logmac.models.causal_lm import is_local_path
+
+    try:
+        return LM_CALIB_SAMPLES if model_info(name).task == "causal-lm" else IMAGE_CALIB_SAMPLES
+    except UnknownModelError:
+        return LM_CALIB_SAMPLES if is_local_path(name) else IMAGE_CALIB_SAMPLES
+
+
+def lm_batches(windows: torch.Tensor) -> list[torch.Tensor]:
+    """Token windows in batches of at most ``HESSIAN_ROWS`` tokens: each batch's every token enters the layer
+    Hessians (larger batches are subsampled to that many rows), and one batch's activations bound the memory
+    a forward pass adds, whatever the budget."""
+    return list(windows.split(max(1, HESSIAN_ROWS // windows.shape[-1])))
 
 
 def evaluation_metrics(model: nn.Module, name: str, opts: EvalOptions, tokenizer: Any, reference: nn.Module | None) -> dict:
@@ -68,6 +92,8 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, seq_len=opts.seq_len, tokenizer=tok,
                                 model=model, device=cfg.device, data_path=opts.data_path)
     blocks = decoder_blocks(model) if loaded.info.task == "causal-lm" else None
+    if blocks is not None and isinstance(calib, torch.Tensor):
+        calib = lm_batches(calib)
     task = "lm" if blocks is not None else "classification"
     res = quantize_model(model, calib, cfg, model_name=name, task=task, blocks=blocks, progress=progress)
     del calib
