@@ -21,7 +21,7 @@ def run_commands(hw: HwConfig, cmds: np.ndarray, ready_prob: float = 1.0, seed: 
                  max_cycles: int = 100_000) -> list[int]:
     """Return the raw output payloads (ints) in order."""
     lay = TbLayout.of(hw)
-    dut = LeanMacEngine(hw, beat="codes") if hw.lean else MacEngine(hw)
+    dut = LeanMacEngine(hw, beat="codes") if getattr(hw, "lean", False) else MacEngine(hw)  # LogActConfig: no lean
     rng = np.random.default_rng(seed)
     out: list[int] = []
 
