@@ -21,7 +21,7 @@ from logmac.hw.contract import REGISTER_RULES, register_table_markdown, register
 from logmac.hw.engine import MacEngine
 from logmac.hw.export import parameters
 from logmac.hw.lean_engine import LeanMacEngine
-from logmac.hw.logact_engine import LogActConfig
+from logmac.hw.logact_engine import LogActConfig, LogActEngine
 from logmac.hw.logact_engine import parameters as logact_parameters
 from logmac.hw.regmap import REG_NEST
 from logmac.hw.sched_config import SchedConfig
@@ -30,8 +30,13 @@ from logmac.hw.sched_engine import sched_parameters
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "hw.md"
 HW = HwConfig(weight_bits=4, act_bits=8, act_signed=True, lanes=1, max_k=64, acc_bits=12, out_bits=16,
               mult_bits=16, bias_bits=16)
+# the AdaLog engine with activation entries m = i, s = 0: word i is level i, so it drives like the others
+LOGACT = LogActConfig(kind="log", act_code_bits=8, act_max_shift=0, weight_bits=4, lanes=1, max_k=64, acc_bits=12,
+                      out_bits=16, mult_bits=16, bias_bits=16)
 SB = HW.shift_bits
-ENGINES = {"general": lambda: MacEngine(HW), "lean": lambda: LeanMacEngine(HW, beat="codes")}
+assert LOGACT.shift_bits == SB
+ENGINES = {"general": lambda: MacEngine(HW), "lean": lambda: LeanMacEngine(HW, beat="codes"),
+           "logact": lambda: LogActEngine(LOGACT)}
 
 
 def entry(u: int, h: int = 0, neg: int = 0, zero: int = 0) -> int:
@@ -44,6 +49,11 @@ class Drive:
 
     def __init__(self, ctx, dut, rst: Signal) -> None:
         self.ctx, self.dut, self.rst = ctx, dut, rst
+        self.logact = isinstance(dut, LogActEngine)
+        self.table_base = LOGACT.weight_table_base if self.logact else HW.table_base
+
+    async def table(self, index: int, value: int) -> None:
+        await self.write(self.table_base + index, value)
 
     async def write(self, addr: int, data: int) -> None:
         ctx, d = self.ctx, self.dut
@@ -57,8 +67,13 @@ class Drive:
         ctx, d = self.ctx, self.dut
         ctx.set(d.o.ready, 1)
         for n, x in enumerate(xs):
-            ctx.set(d.i.payload.x[0], x)
-            ctx.set(d.i.payload.w[0], word)
+            if self.logact:  # activation level |x|; a negative x takes the negated +1 entry (word 1)
+                assert x >= 0 or word == 0
+                ctx.set(d.i.payload.a[0], abs(x))
+                ctx.set(d.i.payload.w[0], word if x >= 0 else 1)
+            else:
+                ctx.set(d.i.payload.x[0], x)
+                ctx.set(d.i.payload.w[0], word)
             ctx.set(d.i.payload.last, n == len(xs) - 1)
             ctx.set(d.i.valid, 1)
             await ctx.tick()
@@ -92,7 +107,11 @@ def simulate(engine: str, body) -> None:
 
     async def bench(ctx) -> None:
         drive = Drive(ctx, dut, rst)
-        await drive.write(HW.table_base + 0, entry(0))  # word 0: +1
+        await drive.table(0, entry(0))  # word 0: +1
+        if drive.logact:
+            await drive.table(1, entry(0, neg=1))
+            for i in range(LOGACT.act_table_depth):
+                await drive.write(LOGACT.act_table_base + i, i)  # m = i, s = 0, not zero
         await body(drive)
 
     sim.add_testbench(bench)
@@ -179,24 +198,26 @@ def test_clamp_with_lo_above_hi(engine: str) -> None:
 
 def test_a_u0_half_step_entry() -> None:
     """Never written by regmap.table_image; if written: floor(3x/2) (negated after the floor) on the general
-    engine, the zero field (0) on the lean engine.  The legal u = 1 half step gives 3x on both."""
-    xs = (-128, -7, -3, -1, 1, 3, 7, 127)
+    engine, (3m << s) >> 1 on the AdaLog engine, the zero field (0) on the lean engine.  The legal u = 1 half
+    step gives 3x on all three."""
+    signed_xs = (-128, -7, -3, -1, 1, 3, 7, 127)
     got: dict = {}
 
     for engine in ENGINES:
-        async def body(d: Drive, engine: str = engine) -> None:
-            await d.write(HW.table_base + 2, entry(0, h=1))
-            await d.write(HW.table_base + 3, entry(0, h=1, neg=1))
-            await d.write(HW.table_base + 4, entry(1, h=1))
+        xs = [x for x in signed_xs if x > 0] if engine == "logact" else signed_xs
+
+        async def body(d: Drive, engine: str = engine, xs=xs) -> None:
+            await d.table(2, entry(0, h=1))
+            await d.table(3, entry(0, h=1, neg=1))
+            await d.table(4, entry(1, h=1))
             for word in (2, 3, 4):
                 for x in xs:
                     got[engine, word, x] = (await d.dot([x], word))[1]
 
         simulate(engine, body)
-    for x in xs:
-        assert got["general", 2, x] == (3 * x) // 2 and got["general", 3, x] == -((3 * x) // 2)
-        assert got["lean", 2, x] == got["lean", 3, x] == 0
-        assert got["general", 4, x] == got["lean", 4, x] == 3 * x
+    for engine, word, x in got:
+        want = {2: (3 * x) // 2, 3: -((3 * x) // 2), 4: 3 * x}[word]
+        assert got[engine, word, x] == (0 if engine == "lean" and word != 4 else want), (engine, word, x)
 
 
 @pytest.mark.parametrize("engine", list(ENGINES))
@@ -233,7 +254,7 @@ def test_reset_restores_registers_and_sticky_but_keeps_the_table(engine: str) ->
     got = {}
 
     async def body(d: Drive) -> None:
-        await d.write(HW.table_base + 3, entry(2))  # word 3: x4
+        await d.table(3, entry(2))  # word 3: x4
         for addr, value in ((C.REG_ACC_HI, 127), (C.REG_WRAP, 1), (C.REG_MULT, 3), (C.REG_SHIFT, 1),
                             (C.REG_BIAS, 5), (C.REG_ZP, 2), (C.REG_LO, -10), (C.REG_HI, 10), (REG_NEST, 1 | 15 << 32)):
             await d.write(addr, value)
@@ -244,7 +265,8 @@ def test_reset_restores_registers_and_sticky_but_keeps_the_table(engine: str) ->
 
     simulate(engine, body)
     (nest_zero, wrapped, sticky) = got["before"]
-    assert nest_zero[1] == 0 and wrapped[2] == 1 and sticky == 1  # the settings took effect
+    assert wrapped[2] == 1 and sticky == 1  # the settings took effect
+    assert nest_zero[1] == (7 if engine == "logact" else 0)  # REG_NEST exists on log weight engines only
     assert got["idle"] == 1 and got["sticky"] == 0
     hi = (1 << (HW.acc_bits - 1)) - 1
     # REG_NEST back to 0 (word 0 decodes again), saturate at the full width, y = acc: every register at reset;
@@ -257,7 +279,7 @@ def test_writes_between_the_registers_and_the_table_are_ignored(engine: str) -> 
     got = []
 
     async def body(d: Drive) -> None:
-        for addr in range(REG_NEST + 1, HW.table_base):
+        for addr in range(REG_NEST + 1, d.table_base):
             await d.write(addr, -1)
         got.append(await d.dot([100] * 3))
         got.append(d.sticky())
