@@ -25,7 +25,7 @@ from logmac.hw.logact_engine import LogActConfig, LogActEngine
 from logmac.hw.logact_engine import parameters as logact_parameters
 from logmac.hw.regmap import REG_NEST
 from logmac.hw.sched_config import SchedConfig
-from logmac.hw.sched_engine import sched_parameters
+from logmac.hw.sched_engine import SchedEngine, sched_parameters
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "hw.md"
 HW = HwConfig(weight_bits=4, act_bits=8, act_signed=True, lanes=1, max_k=64, acc_bits=12, out_bits=16,
@@ -33,10 +33,13 @@ HW = HwConfig(weight_bits=4, act_bits=8, act_signed=True, lanes=1, max_k=64, acc
 # the AdaLog engine with activation entries m = i, s = 0: word i is level i, so it drives like the others
 LOGACT = LogActConfig(kind="log", act_code_bits=8, act_max_shift=0, weight_bits=4, lanes=1, max_k=64, acc_bits=12,
                       out_bits=16, mult_bits=16, bias_bits=16)
+# the scheduled engine, one lane, one beat a tile: a beat adds x << delta (no table; word 3 below is delta 2)
+SCHED = SchedConfig(variant="inplace", half="none", lanes=1, act_bits=8, max_shift=7, max_k=64, acc_bits=12,
+                    out_bits=16, mult_bits=16, bias_bits=16)
 SB = HW.shift_bits
 assert LOGACT.shift_bits == SB
 ENGINES = {"general": lambda: MacEngine(HW), "lean": lambda: LeanMacEngine(HW, beat="codes"),
-           "logact": lambda: LogActEngine(LOGACT)}
+           "logact": lambda: LogActEngine(LOGACT), "sched": lambda: SchedEngine(SCHED)}
 
 
 def entry(u: int, h: int = 0, neg: int = 0, zero: int = 0) -> int:
@@ -49,8 +52,9 @@ class Drive:
 
     def __init__(self, ctx, dut, rst: Signal) -> None:
         self.ctx, self.dut, self.rst = ctx, dut, rst
-        self.logact = isinstance(dut, LogActEngine)
-        self.table_base = LOGACT.weight_table_base if self.logact else HW.table_base
+        self.logact, self.sched = isinstance(dut, LogActEngine), isinstance(dut, SchedEngine)
+        self.table_base = LOGACT.weight_table_base if self.logact else 1 << SCHED.cfg_addr_bits if self.sched \
+            else HW.table_base
 
     async def table(self, index: int, value: int) -> None:
         await self.write(self.table_base + index, value)
@@ -67,7 +71,11 @@ class Drive:
         ctx, d = self.ctx, self.dut
         ctx.set(d.o.ready, 1)
         for n, x in enumerate(xs):
-            if self.logact:  # activation level |x|; a negative x takes the negated +1 entry (word 1)
+            if self.sched:
+                for name, value in (("en", 1), ("neg", 0), ("delta", {0: 0, 3: 2}[word]), ("tile_last", 1)):
+                    ctx.set(getattr(d.i.payload, name), value)
+                ctx.set(d.i.payload.x[0], x)
+            elif self.logact:  # activation level |x|; a negative x takes the negated +1 entry (word 1)
                 assert x >= 0 or word == 0
                 ctx.set(d.i.payload.a[0], abs(x))
                 ctx.set(d.i.payload.w[0], word if x >= 0 else 1)
@@ -107,7 +115,8 @@ def simulate(engine: str, body) -> None:
 
     async def bench(ctx) -> None:
         drive = Drive(ctx, dut, rst)
-        await drive.table(0, entry(0))  # word 0: +1
+        if not drive.sched:
+            await drive.table(0, entry(0))  # word 0: +1
         if drive.logact:
             await drive.table(1, entry(0, neg=1))
             for i in range(LOGACT.act_table_depth):
@@ -203,7 +212,7 @@ def test_a_u0_half_step_entry() -> None:
     signed_xs = (-128, -7, -3, -1, 1, 3, 7, 127)
     got: dict = {}
 
-    for engine in ENGINES:
+    for engine in ("general", "lean", "logact"):
         xs = [x for x in signed_xs if x > 0] if engine == "logact" else signed_xs
 
         async def body(d: Drive, engine: str = engine, xs=xs) -> None:
@@ -266,7 +275,7 @@ def test_reset_restores_registers_and_sticky_but_keeps_the_table(engine: str) ->
     simulate(engine, body)
     (nest_zero, wrapped, sticky) = got["before"]
     assert wrapped[2] == 1 and sticky == 1  # the settings took effect
-    assert nest_zero[1] == (7 if engine == "logact" else 0)  # REG_NEST exists on log weight engines only
+    assert nest_zero[1] == (7 if engine in ("logact", "sched") else 0)  # REG_NEST exists on log weight engines only
     assert got["idle"] == 1 and got["sticky"] == 0
     hi = (1 << (HW.acc_bits - 1)) - 1
     # REG_NEST back to 0 (word 0 decodes again), saturate at the full width, y = acc: every register at reset;
