@@ -99,6 +99,8 @@ def _config(**kw) -> QuantConfig:
 @click.option("--max-tokens", type=int, default=4096, show_default=True, help="LM evaluation tokens.")
 @click.option("--seq-len", type=int, default=512, show_default=True, help="LM calibration window.")
 @click.option("--data-path", default=None, help="ImageNet-style folder for evaluation/calibration.")
+@click.option("--offload-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="LMs: keep the decoder blocks' weights in this folder, one block in memory at a time.")
 @click.option("--results", type=click.Path(path_type=Path), default=lambda: results_home() / "ptq_results.csv",
               show_default="$LOGMAC_HOME/ptq_results.csv (~/.local/share/logmac)", help="CSV the results row is appended to.")
 @click.option("--ablation", type=click.Path(path_type=Path), default=None,
@@ -131,8 +133,9 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
         from logmac.experiments.registry import default_calib_samples
 
         kw["calib_samples"] = default_calib_samples(model_name)
-    if group["group_size"] and kw["method"] in ("adalog", "ptmq", "latticeq"):
-        raise click.UsageError("--group-size applies to the log_* and linear_* methods only")
+    offload_dir = kw.pop("offload_dir")
+    if (group["group_size"] or offload_dir) and kw["method"] in ("adalog", "ptmq", "latticeq"):
+        raise click.UsageError("--group-size and --offload-dir apply to the log_* and linear_* methods only")
     if kw["method"] == "adalog":
         return adalog_cli(model_name, path, eval_limit, results, output, **kw, **adalog_opts)
     if kw["method"] == "ptmq":
@@ -147,7 +150,7 @@ def quantize(model_name: str, path: str | None, no_dbs: bool, no_sfs: bool, no_a
     rows = []
     for c in configs:
         try:
-            res, row = quantize_registry_model(model_name, c, opts, path=path)
+            res, row = quantize_registry_model(model_name, c, opts, path=path, offload_dir=offload_dir)
         except (QuantError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from exc
         append_csv(row, results)

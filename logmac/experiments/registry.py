@@ -70,11 +70,13 @@ def evaluation_metrics(model: nn.Module, name: str, opts: EvalOptions, tokenizer
 
 def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | None = None, *,
                             path: str | None = None, progress: bool = True,
-                            fp_metrics: dict | None = None) -> tuple[QuantResult, dict]:
+                            fp_metrics: dict | None = None, offload_dir: str | Path | None = None
+                            ) -> tuple[QuantResult, dict]:
     """Quantize ``logmac.models`` model ``name``; returns the result and one results-table row.
 
     ``fp_metrics`` (the ``fp_*`` scores of an earlier row with the same model and ``opts``) skips the FP
-    evaluation, which is a large share of a sweep's time on an LLM.
+    evaluation, which is a large share of a sweep's time on an LLM.  ``offload_dir`` streams an LLM's decoder
+    blocks through that folder, one block in memory at a time (:mod:`logmac.quant.stream`).
     """
     from logmac.models import UnknownModelError, calibration_samples, load_model
     from logmac.models.causal_lm import ModelFileError, is_local_path
@@ -95,7 +97,8 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
     if blocks is not None and isinstance(calib, torch.Tensor):
         calib = lm_batches(calib)
     task = "lm" if blocks is not None else "classification"
-    res = quantize_model(model, calib, cfg, model_name=name, task=task, blocks=blocks, progress=progress)
+    res = quantize_model(model, calib, cfg, model_name=name, task=task, blocks=blocks, progress=progress,
+                         offload_dir=offload_dir if blocks is not None else None)
     del calib
     fp = dict(fp_metrics) if fp_metrics is not None else evaluation_metrics(FloatView(res.model), name, opts, tok, None)
     quant = evaluation_metrics(res.model, name, opts, tok, FloatView(res.model))

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.export import build_artifact
 from logmac.quant.fold import fold_batchnorm
 from logmac.quant.modules import QuantLayer, supported
+from logmac.quant.stream import BlockStream
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class QuantResult:
     seconds: float = 0.0
     peak_mib: float = 0.0
     start_mib: float = 0.0  # resident memory when quantization began (runtime, loaded model, data)
+    stream: BlockStream | None = None  # with ``offload_dir``: the blocks' weights on disk; ``close()`` reloads them
 
 
 def wrap_model(model: nn.Module, cfg: QuantConfig, scope: Sequence[nn.Module] | None = None) -> dict[str, str]:
@@ -114,18 +117,24 @@ def quantize_model(
     task: str = "classification",
     blocks: Sequence[nn.Module] | None = None,
     progress: bool = True,
+    offload_dir: str | Path | None = None,
 ) -> QuantResult:
     """Quantize ``model`` in place and export it.
 
     ``blocks`` (an LLM's decoder layers, a chain) selects the GPTQ-style path: only linears inside them
     are quantized, each on its Hessian objective.  Otherwise every Conv2d/Linear is quantized with
-    BRECQ-style block reconstruction.  Same ``cfg.seed`` and inputs give the same codes.
+    BRECQ-style block reconstruction.  Same ``cfg.seed`` and inputs give the same codes.  ``offload_dir`` (with
+    ``blocks``) streams the blocks: their weight matrices wait on disk there and one block is in memory at a
+    time (:class:`~logmac.quant.stream.BlockStream`), during calibration and every later forward pass.
     """
     start = time.perf_counter()
     reset_peak_memory(cfg.device)
     start_mib = resident_memory_mib()
     batches, folded = prepare_model(model, calib, cfg)
     float_modules = wrap_model(model, cfg, scope=blocks)
+    if offload_dir is not None and blocks is None:
+        raise QuantError("offload_dir streams an LLM's decoder blocks; pass blocks as well")
+    stream = BlockStream(blocks, offload_dir) if offload_dir is not None else None
     bar = tqdm(total=None, desc=f"quantize {cfg.label()}", unit="unit", disable=not progress)
 
     def step(name: str, i: int, total: int) -> None:
@@ -145,4 +154,4 @@ def quantize_model(
                             "seconds": round(seconds, 2), "peak_mib": round(peak, 1)},
             "metrics": {}}
     artifact = build_artifact(model, cfg.to_dict(), meta, folded)
-    return QuantResult(model, artifact, float_modules, losses, seconds, peak, start_mib)
+    return QuantResult(model, artifact, float_modules, losses, seconds, peak, start_mib, stream)
