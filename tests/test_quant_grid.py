@@ -181,3 +181,22 @@ def test_sorted_scorer_equals_the_rounding_error(zero: str) -> None:
     levels = _search(w, fmt).levels()
     ref = ((quantize_rtn(w, levels, fmt)[0] - w) ** 2 * d).sum(1)
     torch.testing.assert_close(SortedScorer(w, d, fmt)(levels), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_the_value_sampler_keeps_a_seeded_sample_and_every_range_end():
+    from logmac.quant.uniform import ValueSampler
+
+    x = torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(1))
+    per_tensor, per_channel = ValueSampler(64, seed=7), ValueSampler(64, seed=7, channel_axis=1)
+    per_tensor.add(x)
+    per_channel.add(x)
+    flat, rows = per_tensor.take(), per_channel.take()
+    assert flat.shape == (1, 66) and rows.shape == (5, 66)
+    assert float(flat.min()) == float(x.min()) and float(flat.max()) == float(x.max())
+    assert torch.equal(rows.amin(1), x.movedim(1, 0).reshape(5, -1).amin(1))
+    again = ValueSampler(64, seed=7)
+    again.add(x)
+    assert torch.equal(again.take(), flat) and per_tensor.take() is None
+    small = ValueSampler(1000, seed=0)
+    small.add(x)
+    assert torch.equal(small.take(), x.reshape(1, -1))  # under the cap every value is kept, nothing added

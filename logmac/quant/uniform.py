@@ -63,6 +63,34 @@ class RoundSTE(torch.autograd.Function):
         return grad
 
 
+class ValueSampler:
+    """The observer every activation quantizer calibrates from: a seeded sample of the values it sees.
+
+    Per batch it keeps at most ``cap`` values per channel (``channel_axis``) or of the whole tensor (``None``),
+    drawn with its own generator, plus each channel's minimum and maximum, so the range ends are never lost.
+    """
+
+    def __init__(self, cap: int, seed: int, channel_axis: int | None = None) -> None:
+        self.cap, self.axis = cap, channel_axis
+        self._rows: list[torch.Tensor] = []
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach()
+        rows = x.reshape(1, -1).float() if self.axis is None else x.movedim(self.axis, 0).reshape(x.shape[self.axis], -1).float()
+        if rows.shape[1] > self.cap:
+            keep = torch.randint(rows.shape[1], (self.cap,), generator=self._gen).to(rows.device)
+            rows = torch.cat([rows[:, keep], rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)], 1)
+        self._rows.append(rows.cpu())
+
+    def take(self) -> torch.Tensor | None:
+        """Everything sampled so far as (channels, values), emptying the sampler; None if it saw nothing."""
+        if not self._rows:
+            return None
+        rows, self._rows = torch.cat(self._rows, 1), []
+        return rows
+
+
 class ActQuant(nn.Module):
     """Per-tensor unsigned ``bits``-bit activation quantizer with a zero point.
 
@@ -77,16 +105,11 @@ class ActQuant(nn.Module):
         self.enabled = False
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0.0))
-        self._samples: list[torch.Tensor] = []
-        self._gen = torch.Generator().manual_seed(seed)
+        self.sampler = ValueSampler(OBSERVER_SAMPLES, seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
-            flat = x.detach().reshape(-1).float()
-            if flat.numel() > OBSERVER_SAMPLES:
-                idx = torch.randint(flat.numel(), (OBSERVER_SAMPLES,), generator=self._gen).to(flat.device)
-                flat = torch.cat([flat[idx], flat.min()[None], flat.max()[None]])
-            self._samples.append(flat.cpu())
+            self.sampler.add(x)
             return x
         if not self.enabled:
             return x
@@ -95,10 +118,9 @@ class ActQuant(nn.Module):
 
     def init_range(self) -> None:
         """Fix scale and zero point from the observed values and switch quantization on."""
-        if not self._samples:
+        x = self.sampler.take()
+        if x is None:
             raise RuntimeError("activation quantizer saw no data; is the layer reached by the calibration set?")
-        x = torch.cat(self._samples)[None]
-        self._samples = []
         if self.init == "percentile":
             lo, hi = torch.quantile(x, 1e-4, dim=1), torch.quantile(x, 1 - 1e-4, dim=1)
             lo = torch.where(x.min(1).values >= 0, torch.zeros_like(lo), lo)

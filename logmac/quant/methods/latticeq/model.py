@@ -20,7 +20,7 @@ from torch import nn
 from logmac.format import activation_codes
 from logmac.quant.methods.latticeq.search import LatticeCode, LatticeError, LatticeSpec, babai
 from logmac.quant.modules import static_padding, supported
-from logmac.quant.uniform import uniform_range
+from logmac.quant.uniform import ValueSampler, uniform_range
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,7 @@ class ActQuantizer(nn.Module):
         self.observing = False
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0.0))
-        self._samples: list[torch.Tensor] = []
-        self._gen = torch.Generator().manual_seed(seed)
+        self.sampler = ValueSampler(SAMPLES_PER_BATCH, seed, channel_axis)
 
     @property
     def qmax(self) -> int:
@@ -118,11 +117,7 @@ class ActQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
-            rows = x.detach().movedim(self.axis, 0).reshape(x.shape[self.axis], -1).float()
-            if rows.shape[1] > SAMPLES_PER_BATCH:
-                keep = torch.randint(rows.shape[1], (SAMPLES_PER_BATCH,), generator=self._gen).to(rows.device)
-                rows = torch.cat([rows[:, keep], rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)], 1)
-            self._samples.append(rows.cpu())
+            self.sampler.add(x)
             return x
         shape = [] if self.per_tensor else self._shape(x)
         scale, zp = self.scale.reshape(shape), self.zero_point.reshape(shape)
@@ -140,10 +135,10 @@ class ActQuantizer(nn.Module):
 
     def fit(self) -> None:
         """Fix the range from the observed values (see the module docstring for the three modes)."""
-        if not self._samples:
+        x = self.sampler.take()
+        if x is None:
             raise LatticeError("activation quantizer saw no data; is the layer reached by the calibration set?")
-        x = torch.cat(self._samples, 1).double()  # (channels, samples)
-        self._samples, self.observing = [], False
+        x, self.observing = x.double(), False  # (channels, samples)
         signed = bool(x.min() < 0)
         if self.mode == "mse":
             scale, zp = uniform_range(x.reshape(1, -1), self.bits, mse=True)
