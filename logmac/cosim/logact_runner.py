@@ -14,9 +14,8 @@ import numpy as np
 
 from logmac.cosim.logact_vectors import LogActVectors, golden
 from logmac.cosim.runner import Job, Report, score_jobs
-from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, bits_of
+from logmac.cosim.stream import TbLayout, add_gaps, config_rows, data_rows, lane_beats
 from logmac.format import adalog_words
-from logmac.hw import config as C
 from logmac.hw.logact_engine import LogActConfig, act_table_image
 from logmac.hw.regmap import Requant, channel_writes, int_words, table_image
 
@@ -43,17 +42,6 @@ def check_fits(hw: LogActConfig, v: LogActVectors) -> None:
         raise ValueError(f"{v.name}: {v.weight_format.bits}-bit weights on a build for {hw.weight_bits}-bit weights")
 
 
-def _config_rows(hw: LogActConfig, lay: TbLayout, writes: list[tuple[int, int]]) -> np.ndarray:
-    """Config-write commands (bit rows): data in the low 64 bits, the address above, kind 1."""
-    rows = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
-    addr = np.array([a for a, _ in writes], dtype=np.int64)
-    data = np.array([d & ((1 << 63) - 1) for _, d in writes], dtype=np.int64)
-    rows[:, :63] = bits_of(data, 63)
-    rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = bits_of(addr, hw.cfg_addr_bits)
-    rows[:, lay.payload_bits + GAP_BITS:] = bits_of(np.full(len(writes), KIND_CFG), 2)
-    return rows
-
-
 def logact_commands(hw: LogActConfig, v: LogActVectors, rng: np.random.Generator | None = None,
                     gap_prob: float = 0.0, max_gap: int = 4, act_image: np.ndarray | None = None) -> np.ndarray:
     """The command stream (bit matrix, one row per command) that runs every channel of ``v``.
@@ -62,15 +50,9 @@ def logact_commands(hw: LogActConfig, v: LogActVectors, rng: np.random.Generator
     the failure test uses it to load a corrupted table.
     """
     lay = TbLayout.of(hw)
-    beats = -(-v.k // hw.lanes)
-    pad = beats * hw.lanes - v.k
+    # padding: zero activations, since log formats without a zero code have no zero weight word
     zero_word = int(adalog_words(np.array([v.act_format.nonzero_levels]), v.act_format)[0])
-    acts = np.pad(v.act_words, ((0, 0), (0, pad)), constant_values=zero_word)  # padding: zero activations, since
-    acts = acts.reshape(v.rows, beats, hw.lanes)  # log formats without a zero code have no zero weight word
     words = v.weights if v.is_log else int_words(hw, v.weights)
-    words = np.pad(words, ((0, 0), (0, pad))).reshape(v.channels, beats, hw.lanes)
-    a_bits = bits_of(acts, hw.act_bits).reshape(v.rows, beats, -1)
-    last = (np.arange(beats) == beats - 1).astype(np.uint8)[None, :, None].repeat(v.rows, 0)
     image = act_table_image(hw, v.act_format) if act_image is None else act_image
     blocks = []
     for c in range(v.channels):
@@ -83,16 +65,9 @@ def logact_commands(hw: LogActConfig, v: LogActVectors, rng: np.random.Generator
             writes += [(hw.weight_table_base + a, int(e)) for a, e in enumerate(entries)]
         if c == 0:
             writes += [(hw.act_table_base + a, int(e)) for a, e in enumerate(image)]
-        w_bits = bits_of(words[c], hw.word_bits).reshape(1, beats, -1).repeat(v.rows, 0)
-        beat = np.concatenate([a_bits, w_bits, last], axis=2).reshape(v.rows * beats, lay.in_bits)
-        dat = np.zeros((beat.shape[0], lay.cmd_bits), dtype=np.uint8)
-        dat[:, :lay.in_bits] = beat
-        blocks += [_config_rows(hw, lay, writes), dat]
-    cmds = np.concatenate(blocks)
-    if rng is not None and gap_prob > 0:
-        gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
-        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = bits_of(gaps, GAP_BITS)
-    return cmds
+        beats = lane_beats(v.act_words, hw.act_bits, words[c], hw.word_bits, hw.lanes, x_pad=zero_word)
+        blocks += [config_rows(lay, hw.cfg_addr_bits, writes), data_rows(lay, beats)]
+    return add_gaps(np.concatenate(blocks), lay, rng, gap_prob, max_gap)
 
 
 def run_logact_vectors(vectors: LogActVectors | list[LogActVectors], sim: str = "verilator",

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from logmac.cosim import runner
-from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, bits_of, read_capture
+from logmac.cosim.stream import TbLayout, add_gaps, config_rows, data_rows, lane_beats, read_capture
 from logmac.cosim.vectors import Vectors, golden, random_requant
 from logmac.format import DecodeTable, FormatError, LogFormat
 from logmac.format.nested import NestMode, nest_register, nest_table, nest_words, nested_format
-from logmac.hw import config as C
 from logmac.hw.config import HwConfig
 from logmac.hw.regmap import Requant, channel_writes, nest_writes, table_image
 from logmac.stimulus import random_table
@@ -86,35 +85,11 @@ def segment_vectors(codes: np.ndarray, fmt: LogFormat, table: DecodeTable, nest:
     return Segment(bits, v)
 
 
-def _cfg_rows(hw: HwConfig, writes: list[tuple[int, int]]) -> np.ndarray:
-    lay = TbLayout.of(hw)
-    rows = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
-    addr = np.array([a for a, _ in writes], dtype=np.int64)
-    data = np.array([d & ((1 << 63) - 1) for _, d in writes], dtype=np.int64)
-    rows[:, :63] = bits_of(data, 63)
-    rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = bits_of(addr, hw.cfg_addr_bits)
-    rows[:, lay.payload_bits + GAP_BITS:] = bits_of(np.full(len(writes), KIND_CFG), 2)
-    return rows
-
-
-def _data_rows(hw: HwConfig, x: np.ndarray, words: np.ndarray) -> np.ndarray:
-    lay = TbLayout.of(hw)
-    rows, k = x.shape
-    beats = -(-k // hw.lanes)
-    pad = beats * hw.lanes - k
-    xb = bits_of(np.pad(x, ((0, 0), (0, pad))).reshape(rows, beats, hw.lanes), hw.act_bits).reshape(rows, beats, -1)
-    wb = bits_of(np.pad(words, (0, pad)).reshape(beats, hw.lanes), hw.word_bits).reshape(1, beats, -1).repeat(rows, 0)
-    last = (np.arange(beats) == beats - 1).astype(np.uint8)[None, :, None].repeat(rows, 0)
-    beat = np.concatenate([xb, wb, last], axis=2).reshape(rows * beats, lay.in_bits)
-    out = np.zeros((beat.shape[0], lay.cmd_bits), dtype=np.uint8)
-    out[:, :lay.in_bits] = beat
-    return out
-
-
 def build_multibit_commands(hw: HwConfig, mv: MultiBitVectors, rng: np.random.Generator | None = None,
                             gap_prob: float = 0.0, max_gap: int = 4) -> np.ndarray:
     """Per channel: load the table once, then for each segment write the precision register and that width's
     requantization constants and stream its rows (channel-major output, segments in schedule order)."""
+    lay = TbLayout.of(hw)
     blocks = []
     for c in range(mv.channels):
         for n, seg in enumerate(mv.segments):
@@ -125,13 +100,9 @@ def build_multibit_commands(hw: HwConfig, mv: MultiBitVectors, rng: np.random.Ge
             image = table_image(hw, mv.fmt, mv.table, c) if n == 0 else None
             writes = channel_writes(hw, v.acc_bits, v.overflow, rq, image)
             writes += nest_writes(hw, *nest_register(mv.fmt, seg.bits, mv.nest))
-            blocks += [_cfg_rows(hw, writes), _data_rows(hw, v.x, mv.codes[c])]
-    cmds = np.concatenate(blocks)
-    if rng is not None and gap_prob > 0:
-        lay = TbLayout.of(hw)
-        gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
-        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = bits_of(gaps, GAP_BITS)
-    return cmds
+            beats = lane_beats(v.x, hw.act_bits, mv.codes[c], hw.word_bits, hw.lanes)
+            blocks += [config_rows(lay, hw.cfg_addr_bits, writes), data_rows(lay, beats)]
+    return add_gaps(np.concatenate(blocks), lay, rng, gap_prob, max_gap)
 
 
 def run_multibit(runs: MultiBitVectors | list[MultiBitVectors], sim: str = "verilator", hw: HwConfig | None = None, *,

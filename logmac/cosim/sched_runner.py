@@ -14,11 +14,10 @@ import time
 import numpy as np
 
 from logmac.cosim.runner import Job, Report, score_jobs
-from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout, bits_of
+from logmac.cosim.stream import TbLayout, add_gaps, bits_of, config_rows, data_rows
 from logmac.cosim.vectors import Vectors, golden
 from logmac.format import FormatError
 from logmac.format.schedule import Schedule, compile_schedule
-from logmac.hw import config as C
 from logmac.hw.regmap import Requant, channel_writes
 from logmac.hw.sched_config import SchedConfig, input_layout
 from logmac.sim.scheduled import run_schedule
@@ -62,20 +61,8 @@ def sched_commands(cfg: SchedConfig, v: Vectors, sched: Schedule, rng: np.random
         if v.multiplier is not None and cfg.requant:
             rq = Requant(int(v.multiplier[c]), int(v.shift[c]), int(v.bias[c]), v.zero_point, v.lo, v.hi)
         writes = channel_writes(cfg, v.acc_bits, v.overflow, rq)
-        cfg_rows = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
-        cfg_rows[:, :63] = bits_of(np.array([d & ((1 << 63) - 1) for _, d in writes], dtype=np.int64), 63)
-        cfg_rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + cfg.cfg_addr_bits] = bits_of(
-            np.array([a for a, _ in writes], dtype=np.int64), cfg.cfg_addr_bits)
-        cfg_rows[:, lay.payload_bits + GAP_BITS:] = bits_of(np.full(len(writes), KIND_CFG), 2)
-        beats = beat_rows(cfg, sched, c, v.x)
-        dat = np.zeros((beats.shape[0], lay.cmd_bits), dtype=np.uint8)
-        dat[:, :beats.shape[1]] = beats
-        blocks += [cfg_rows, dat]
-    cmds = np.concatenate(blocks)
-    if rng is not None and gap_prob > 0:
-        gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
-        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = bits_of(gaps, GAP_BITS)
-    return cmds
+        blocks += [config_rows(lay, cfg.cfg_addr_bits, writes), data_rows(lay, beat_rows(cfg, sched, c, v.x))]
+    return add_gaps(np.concatenate(blocks), lay, rng, gap_prob, max_gap)
 
 
 def check_golden(cfg: SchedConfig, v: Vectors, sched: Schedule) -> None:

@@ -9,6 +9,7 @@ engine's input beat, a config payload is ``data[64] | addr``.  Capture word: ``o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,45 @@ def bits_of(values: np.ndarray, width: int) -> np.ndarray:
     return ((v[..., None] >> np.arange(width, dtype=np.int64)) & 1).astype(np.uint8)
 
 
+def config_rows(lay: TbLayout, addr_bits: int, writes: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Config-write commands (bit rows): data in the low 63 bits, the address above ``CFG_DATA_BITS``, kind 1."""
+    rows = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
+    rows[:, :63] = bits_of(np.array([int(d) & ((1 << 63) - 1) for _, d in writes], dtype=np.int64), 63)
+    rows[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + addr_bits] = bits_of(np.array([a for a, _ in writes], dtype=np.int64),
+                                                                   addr_bits)
+    rows[:, lay.payload_bits + GAP_BITS:] = bits_of(np.full(len(writes), KIND_CFG), 2)
+    return rows
+
+
+def data_rows(lay: TbLayout, beats: np.ndarray) -> np.ndarray:
+    """Data commands (kind 0): each row of ``beats`` (an input beat's bits, LSB first) widened to a command."""
+    rows = np.zeros((beats.shape[0], lay.cmd_bits), dtype=np.uint8)
+    rows[:, :beats.shape[1]] = beats
+    return rows
+
+
+def lane_beats(x: np.ndarray, act_bits: int, words: np.ndarray, word_bits: int, lanes: int, x_pad: int = 0
+               ) -> np.ndarray:
+    """Input beats of one channel, ``x[lanes] | w[lanes] | last`` per beat: every row of ``x`` (rows, K) against
+    the channel's words (K), K padded to whole beats (activations with ``x_pad``, words with 0)."""
+    rows, k = x.shape
+    beats = -(-k // lanes)
+    pad = beats * lanes - k
+    xb = bits_of(np.pad(x, ((0, 0), (0, pad)), constant_values=x_pad).reshape(rows, beats, lanes), act_bits)
+    wb = bits_of(np.pad(words, (0, pad)).reshape(beats, lanes), word_bits).reshape(1, beats, -1).repeat(rows, 0)
+    last = (np.arange(beats) == beats - 1).astype(np.uint8)[None, :, None].repeat(rows, 0)
+    return np.concatenate([xb.reshape(rows, beats, -1), wb, last], axis=2).reshape(rows * beats, -1)
+
+
+def add_gaps(cmds: np.ndarray, lay: TbLayout, rng: np.random.Generator | None, gap_prob: float, max_gap: int = 4
+             ) -> np.ndarray:
+    """Idle cycles before a random share (``gap_prob``) of the commands, 1..``max_gap`` each (in place)."""
+    if rng is not None and gap_prob > 0:
+        gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
+        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = bits_of(gaps, GAP_BITS)
+    return cmds
+
+
 def _channel_words(hw: HwConfig, v: Vectors) -> np.ndarray:
     return v.codes if v.is_log else int_words(hw, v.int_weights)
 
@@ -55,34 +95,17 @@ def build_commands(hw: HwConfig, v: Vectors, rng: np.random.Generator | None = N
                    max_gap: int = 4) -> np.ndarray:
     """The command stream (bit matrix, one row per command) that runs every channel of ``v``."""
     lay = TbLayout.of(hw)
-    beats = -(-v.k // hw.lanes)
-    pad = beats * hw.lanes - v.k
-    x = np.pad(v.x, ((0, 0), (0, pad))).reshape(v.rows, beats, hw.lanes)
-    words = np.pad(_channel_words(hw, v), ((0, 0), (0, pad))).reshape(v.channels, beats, hw.lanes)
-    x_bits = bits_of(x, hw.act_bits).reshape(v.rows, beats, -1)
-    last = (np.arange(beats) == beats - 1).astype(np.uint8)[None, :, None].repeat(v.rows, 0)
+    words = _channel_words(hw, v)
     blocks = []
     for c in range(v.channels):
         rq = None
         if v.multiplier is not None and hw.requant:
             rq = Requant(int(v.multiplier[c]), int(v.shift[c]), int(v.bias[c]), v.zero_point, v.lo, v.hi)
         image = table_image(hw, v.fmt, v.table, c) if v.is_log else None
-        writes = np.array(channel_writes(hw, v.acc_bits, v.overflow, rq, image), dtype=object)
-        cfg = np.zeros((len(writes), lay.cmd_bits), dtype=np.uint8)
-        data = np.array([int(d) & ((1 << 63) - 1) for d in writes[:, 1]], dtype=np.int64)
-        cfg[:, :63] = bits_of(data, 63)
-        cfg[:, C.CFG_DATA_BITS:C.CFG_DATA_BITS + hw.cfg_addr_bits] = bits_of(writes[:, 0].astype(np.int64), hw.cfg_addr_bits)
-        cfg[:, lay.payload_bits + GAP_BITS:] = bits_of(np.full(len(writes), KIND_CFG), 2)
-        w_bits = bits_of(words[c], hw.word_bits).reshape(1, beats, -1).repeat(v.rows, 0)
-        beat = np.concatenate([x_bits, w_bits, last], axis=2).reshape(v.rows * beats, lay.in_bits)
-        dat = np.zeros((beat.shape[0], lay.cmd_bits), dtype=np.uint8)
-        dat[:, :lay.in_bits] = beat
-        blocks += [cfg, dat]
-    cmds = np.concatenate(blocks)
-    if rng is not None and gap_prob > 0:
-        gaps = np.where(rng.random(len(cmds)) < gap_prob, rng.integers(1, max_gap + 1, size=len(cmds)), 0)
-        cmds[:, lay.payload_bits:lay.payload_bits + GAP_BITS] = bits_of(gaps, GAP_BITS)
-    return cmds
+        writes = channel_writes(hw, v.acc_bits, v.overflow, rq, image)
+        beats = lane_beats(v.x, hw.act_bits, words[c], hw.word_bits, hw.lanes)
+        blocks += [config_rows(lay, hw.cfg_addr_bits, writes), data_rows(lay, beats)]
+    return add_gaps(np.concatenate(blocks), lay, rng, gap_prob, max_gap)
 
 
 def write_hex(bit_rows: np.ndarray, path: str | Path) -> None:
