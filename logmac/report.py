@@ -77,22 +77,32 @@ def plot_layer_errors(layers: list[dict[str, Any]]) -> bytes:
     return _figure_png(draw)
 
 
-def plot_area(area: list[dict[str, Any]]) -> bytes:
-    """LUTs against weight bits for each engine kind and lane count (rows of ``logmac.hw.area_report``)."""
+def plot_compare(rows: list[dict[str, Any]]) -> bytes:
+    """Each engine's LUT4 per lane (bars) and LUT4 x cycles per MAC (dots) as ratios to the int engine, per
+    grid and weight bits, at the smaller lane count (rows of ``logmac.hw.compare.compare_rows``)."""
+    lanes = min(r["lanes"] for r in rows)
+    rows = [r for r in rows if r["lanes"] == lanes and r["engine"] != "int"]
+    groups = list(dict.fromkeys((r["grid"], r["weight_bits"]) for r in rows))
+    engines = list(dict.fromkeys(r["engine"] for r in rows))
+    width = 0.8 / max(1, len(engines))
+
     def draw(ax):
-        for engine, marker in (("log", "o"), ("int", "s")):
-            for lanes in sorted({r["lanes"] for r in area}):
-                rows = sorted((r for r in area if r["kind"] == engine and r["lanes"] == lanes),
-                              key=lambda r: r["weight_bits"])
-                if rows:
-                    ax.plot([r["weight_bits"] for r in rows], [r["luts"] for r in rows], marker=marker,
-                            label=f"{engine} engine, {lanes} lane(s)")
-        ax.set_xlabel("weight bits")
-        ax.set_ylabel("iCE40 LUTs")
-        ax.set_yscale("log")
-        ax.set_title("area: shift-based log MAC vs integer multiplier")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        for e, engine in enumerate(engines):
+            for g, group in enumerate(groups):
+                row = next((r for r in rows if (r["grid"], r["weight_bits"]) == group and r["engine"] == engine), None)
+                if row is None:
+                    continue
+                x = g + (e - (len(engines) - 1) / 2) * width
+                ax.bar(x, row["ratio_vs_int"]["lut4_per_lane"], width, color=f"C{e}", label=engine if g == 0 else None)
+                ax.plot(x, row["ratio_vs_int"]["lut4_x_cycles_per_mac"], "k.", markersize=8,
+                        label="LUT4 x cycles per MAC" if g == 0 and e == 0 else None)
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([f"{grid} W{bits}" for grid, bits in groups], fontsize=8)
+        ax.set_ylabel(f"ratio to int engine ({lanes} lanes)")
+        ax.set_title("LUT4 per lane (bars) and LUT4 x cycles per MAC (dots) vs int")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
 
     return _figure_png(draw)
 

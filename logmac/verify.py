@@ -2,8 +2,9 @@
 
 The flow: quantize a model (or load an artifact), score it three ways (FP, fake-quant, the bit-exact
 emulator), trace real output tiles of every quantized layer out of the emulator and replay them through the
-RTL engine under cocotb, synthesise the engine for area and Fmax, and write one report with plots and a JSON
-of every number.  Any RTL/emulator mismatch makes the run fail.
+general RTL engine and (log-coded layers) the exponent-scheduled engine under cocotb, take the engine
+comparison of ``logmac hw compare`` from the synthesis cache, and write one report with plots and a JSON of
+every number.  Any RTL/emulator mismatch on either engine makes the run fail.
 """
 
 from __future__ import annotations
@@ -12,19 +13,23 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 import torch
 
-from logmac.format import LogFormat, decode_float, level_values
+from logmac.format import GridKind, LogFormat, ZeroMode, decode_float, level_values
 from logmac.format import artifact as artifact_io
 from logmac.format.artifact import Artifact
 from logmac.paths import results_home
 
+if TYPE_CHECKING:
+    from logmac.hw.sched_config import SchedConfig
+
 DEFAULT_MODEL = "resnet18_fmnist"
 TILE = 16  # a tile is TILE input rows (output pixels / tokens) x TILE output channels
+SCHED_LANES = 16
 
 
 @dataclass
@@ -64,16 +69,28 @@ class LayerCheck:
 
 
 @dataclass
+class SchedCheck:
+    """The traced log-coded tiles replayed through the exponent-scheduled engine (codes store)."""
+
+    config: dict[str, Any]
+    macs_checked: int
+    mismatches: int
+    first_mismatch: str | None
+    sim_seconds: float
+
+
+@dataclass
 class VerifyResult:
     """Every number of a run (also written as report.json)."""
 
     options: dict[str, Any]
     metrics: dict[str, float]
     layers: list[LayerCheck] = field(default_factory=list)
-    macs_checked: int = 0
+    macs_checked: int = 0  # macs_checked .. cosim_seconds: the general engine
     mismatches: int = 0
     first_mismatch: str | None = None
     cosim_seconds: float = 0.0
+    sched: SchedCheck | None = None  # None when no traced layer is log-coded
     storage: dict[str, float] = field(default_factory=dict)
     area: list[dict[str, Any]] = field(default_factory=list)
     sweep: list[dict[str, Any]] = field(default_factory=list)
@@ -82,7 +99,8 @@ class VerifyResult:
 
     @property
     def passed(self) -> bool:
-        return self.mismatches == 0 and self.macs_checked > 0
+        sched_ok = self.sched is None or (self.sched.mismatches == 0 and self.sched.macs_checked > 0)
+        return self.mismatches == 0 and self.macs_checked > 0 and sched_ok
 
 
 def _quant_config(opts: VerifyOptions, **overrides):
@@ -122,12 +140,10 @@ def weight_errors(art: Artifact, float_model: torch.nn.Module) -> dict[str, floa
     return out
 
 
-def check_hardware(emu, art: Artifact, inputs: torch.Tensor, opts: VerifyOptions, workdir: Path):
-    """Trace ``opts.tiles`` random output tiles (``TILE`` rows x ``TILE`` channels) of every layer out of the
-    emulator and replay them all through the RTL in one simulator run."""
-    from logmac.cosim import load_vectors, run_vectors
-    from logmac.cosim.runner import Report
-    from logmac.format import FormatError
+def trace_tiles(emu, art: Artifact, inputs: torch.Tensor, opts: VerifyOptions, workdir: Path) -> list:
+    """``opts.tiles`` random output tiles (``TILE`` rows x ``TILE`` channels) of every checked layer, traced
+    out of the emulator as cosim vectors (expected values included)."""
+    from logmac.cosim import load_vectors
 
     tiles = max(1, opts.tiles)
     rng = np.random.default_rng(opts.seed)
@@ -146,10 +162,72 @@ def check_hardware(emu, art: Artifact, inputs: torch.Tensor, opts: VerifyOptions
                 break
             channels = np.sort(rng.choice(traced.channels, min(TILE, traced.channels), replace=False))
             vectors.append(traced.tile(rows, channels, name=f"{name}#{t}"))
+    return vectors
+
+
+def sched_config_for(vectors: list) -> SchedConfig:
+    """The one codes-store build that runs every log-coded set: half steps split unless every grid is log_2
+    (whose levels have none), the widest code and each format's full shift range (not just this table's),
+    a signed port one bit wider for unsigned activations, guard bits for the longest K."""
+    from logmac.hw.sched_config import SchedConfig
+
+    fmts = [v.fmt for v in vectors]
+    return SchedConfig(
+        variant="inplace", half="none" if all(f.grid is GridKind.LOG_2 for f in fmts) else "split", store="codes",
+        code_bits=max(2, *(f.bits for f in fmts)), zero_flag=any(f.zero is ZeroMode.FLAG for f in fmts),
+        lanes=SCHED_LANES, act_bits=max(9, *(v.act_bits + (0 if v.act_signed else 1) for v in vectors)),
+        act_signed=True, max_shift=max(1, *(f.max_shift for f in fmts)),
+        max_k=max(4096, *(v.k for v in vectors)), acc_bits=max(32, *(v.acc_bits for v in vectors)))
+
+
+def check_hardware(vectors: list, sim: str, seed: int):
+    """Replay ``vectors`` through the general RTL engine in one simulator run (a disagreement of the traced
+    expectations with ``logmac.sim``'s golden model counts as a mismatch)."""
+    from logmac.cosim import run_vectors
+    from logmac.cosim.runner import Report
+    from logmac.format import FormatError
+
     try:
-        return run_vectors(vectors, sim=opts.sim, seed=opts.seed)
-    except FormatError as exc:  # the traced expectations disagree with logmac.sim's golden model
-        return Report(opts.sim, {}, mismatches=1, first_mismatch=str(exc))
+        return run_vectors(vectors, sim=sim, seed=seed)
+    except FormatError as exc:
+        return Report(sim, {}, mismatches=1, first_mismatch=str(exc))
+
+
+def check_sched(vectors: list, sim: str, seed: int) -> SchedCheck | None:
+    """Replay the log-coded ``vectors`` through the exponent-scheduled engine (codes store) in one simulator
+    run; None if there are none.  A schedule that disagrees with ``logmac.sim`` counts as a mismatch."""
+    from logmac.cosim.sched_runner import run_sched_vectors
+    from logmac.format import FormatError
+
+    logs = [v for v in vectors if v.is_log]
+    if not logs:
+        return None
+    cfg = sched_config_for(logs)
+    try:
+        rep = run_sched_vectors(logs, sim, cfg, seed=seed)
+    except FormatError as exc:
+        return SchedCheck(cfg.to_dict(), 0, 1, str(exc), 0.0)
+    return SchedCheck(cfg.to_dict(), rep.macs_checked, rep.mismatches, rep.first_mismatch, rep.sim_seconds)
+
+
+def engine_comparison(w_bits: int) -> list[dict[str, Any]]:
+    """The rows of ``logmac hw compare`` (every registered engine against int at 3, 4 and ``w_bits`` weight
+    bits), read from the synthesis cache when it holds them."""
+    from logmac.hw import compare
+    from logmac.hw_compare import register_sched_engines
+
+    register_sched_engines()
+    return compare.compare_rows(weight_bits=tuple(sorted({3, 4, w_bits})))
+
+
+def area_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``engine_comparison`` rows flattened to the report's table columns (those of ``logmac hw compare``)."""
+    return [{"engine": r["engine"], "grid": r["grid"], "w": r["weight_bits"], "a": r["act_bits"], "lanes": r["lanes"],
+             "LUT4": r["lut4"], "LUT4/lane": r["lut4_per_lane"], "GE/lane": r["ge_per_lane"],
+             "Fmax MHz": r["fmax_mhz"], "cycles/out": r["cycles_per_output"], "w bits stored": r["weight_bits_stored"],
+             "LUT4/lane vs int": r["ratio_vs_int"]["lut4_per_lane"],
+             "LUT4 x cycles/MAC vs int": r["ratio_vs_int"]["lut4_x_cycles_per_mac"], "note": r["note"]}
+            for r in rows]
 
 
 def metric_sweep(opts: VerifyOptions, known: dict[tuple[str, int], float] | None = None) -> list[dict[str, Any]]:
@@ -204,8 +282,12 @@ def run_verify(opts: VerifyOptions) -> VerifyResult:
     gen = torch.Generator().manual_seed(opts.seed)
     tile_images = images[torch.randperm(len(images), generator=gen)[:8]]
     with tempfile.TemporaryDirectory(prefix="logmac-verify-") as tmp:
-        report = check_hardware(emu, art, tile_images, opts, Path(tmp))
+        vectors = trace_tiles(emu, art, tile_images, opts, Path(tmp))
+    report = check_hardware(vectors, opts.sim, opts.seed)
     seconds["cosim"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sched = check_sched(vectors, opts.sim, opts.seed)
+    seconds["cosim_sched"] = time.perf_counter() - t
 
     errors = weight_errors(art, float_model)
     summ = artifact_io.summary(art)
@@ -218,13 +300,11 @@ def run_verify(opts: VerifyOptions) -> VerifyResult:
     result = VerifyResult(
         options=asdict(opts), metrics=metrics, layers=layers, macs_checked=report.macs_checked,
         mismatches=report.mismatches, first_mismatch=report.first_mismatch, cosim_seconds=report.sim_seconds,
-        storage={k: summ[k] for k in ("weights", "stored_bytes", "fp32_bytes", "compression_vs_fp32")},
+        sched=sched, storage={k: summ[k] for k in ("weights", "stored_bytes", "fp32_bytes", "compression_vs_fp32")},
     )
     if opts.area:
         t = time.perf_counter()
-        from logmac.hw.area import area_report, comparison_configs
-
-        result.area = [r.as_dict() for r in area_report(comparison_configs(bits=tuple(sorted({3, 4, opts.w_bits}))))]
+        result.area = engine_comparison(opts.w_bits)
         seconds["area"] = time.perf_counter() - t
     if opts.sweep_bits:
         t = time.perf_counter()
@@ -259,7 +339,8 @@ def write_verify_report(result: VerifyResult, art: Artifact, float_model: torch.
         plots[f"{name}, channel {ch}: weights and its log grid"] = report.plot_weight_histogram(name, w[ch], levels)
     plots["per-layer weight error"] = report.plot_layer_errors([asdict(r) for r in result.layers])
     if result.area:
-        plots["area (iCE40 LUTs) of the log engine vs the integer-multiplier engine"] = report.plot_area(result.area)
+        plots["every engine against the integer-multiplier engine (iCE40 LUT4, house ResNet-18 layers)"] = \
+            report.plot_compare(result.area)
     m = result.metrics
     summary = {
         "model": opts["model"], "method": f"{opts['method']} W{opts['w_bits']}A{opts['a_bits']}"
@@ -267,13 +348,17 @@ def write_verify_report(result: VerifyResult, art: Artifact, float_model: torch.
         "FP top-1 (%)": m.get("fp_top1"), "fake-quant top-1 (%)": m.get("fake_quant_top1"),
         "emulator top-1 (%)": m.get("emulator_top1"),
         "emulator vs fake-quant argmax agreement (%)": m.get("emulator_vs_fake_quant_argmax_agreement"),
-        "RTL simulator": opts["sim"], "MACs checked against the RTL": result.macs_checked,
-        "mismatches": result.mismatches, "weights stored": f"{result.storage['stored_bytes']:,} B vs "
+        "RTL simulator": opts["sim"], "MACs checked against the general engine": result.macs_checked,
+        "mismatches (general engine)": result.mismatches,
+        **({"MACs checked against the exponent-scheduled engine (codes store)": result.sched.macs_checked,
+            "mismatches (exponent-scheduled engine)": result.sched.mismatches} if result.sched else
+           {"exponent-scheduled engine": "n/a (no log-coded layer)"}),
+        "weights stored": f"{result.storage['stored_bytes']:,} B vs "
         f"{result.storage['fp32_bytes']:,} B fp32 ({result.storage['compression_vs_fp32']:.2f}x smaller)",
         **{f"time: {k} (s)": v for k, v in result.seconds.items()},
     }
     results = {"title": f"logmac verify: {opts['model']}", "summary": summary,
-               "layers": [asdict(r) for r in result.layers], "area": result.area, "raw": asdict(result)}
+               "layers": [asdict(r) for r in result.layers], "area": area_table(result.area), "raw": asdict(result)}
     return report.write_report(results, plots, out)
 
 
@@ -281,13 +366,22 @@ def _print(result: VerifyResult) -> None:
     m = result.metrics
     click.echo(f"FP top-1 {m.get('fp_top1')} | fake-quant {m.get('fake_quant_top1')} | emulator {m.get('emulator_top1'):.2f}"
                f" (argmax agreement with fake-quant {m.get('emulator_vs_fake_quant_argmax_agreement'):.2f}%)")
-    click.echo(f"RTL ({result.options['sim']}): {len(result.layers)} layers, {result.macs_checked:,} MACs checked, "
-               f"{result.mismatches} mismatches")
+    click.echo(f"RTL general engine ({result.options['sim']}): {len(result.layers)} layers, "
+               f"{result.macs_checked:,} MACs checked, {result.mismatches} mismatches")
     if result.first_mismatch:
         click.echo(f"first mismatch: {result.first_mismatch}")
+    if result.sched:
+        click.echo(f"RTL exponent-scheduled engine, codes store ({result.options['sim']}): "
+                   f"{result.sched.macs_checked:,} MACs checked, {result.sched.mismatches} mismatches "
+                   f"(+{result.seconds['cosim_sched']} s)")
+        if result.sched.first_mismatch:
+            click.echo(f"first mismatch: {result.sched.first_mismatch}")
     for row in result.area:
-        click.echo(f"area {row['kind']:>3} W{row['weight_bits']} x{row['lanes']:>2} lanes: {row['luts']} LUTs, "
-                   f"Fmax {row['fmax_mhz']} MHz")
+        if row["lanes"] == min(r["lanes"] for r in result.area) and row["engine"] != "int":
+            q = row["ratio_vs_int"]
+            click.echo(f"area {row['engine']:>13} {row['grid']:>11} W{row['weight_bits']} x{row['lanes']}: "
+                       f"{row['lut4']} LUT4, {q['lut4_per_lane']:.2f}x int LUT4 per lane, "
+                       f"{q['lut4_x_cycles_per_mac']:.2f}x int LUT4 x cycles per MAC")
     click.echo(f"weights: {result.storage['compression_vs_fp32']:.2f}x smaller than fp32")
     click.echo(f"report: {result.report['html']} (also report.md, report.json)")
 
@@ -315,7 +409,7 @@ def _options(f):
                      show_default="$LOGMAC_HOME/verify (~/.local/share/logmac/verify)"),
         click.option("--sweep-bits", default="3,4", show_default=True, help="Bits of the RTN sweep plot ('' = none)."),
         click.option("--layer", "layers", multiple=True, help="Check only this layer in the RTL (repeatable)."),
-        click.option("--no-area", is_flag=True, help="Skip synthesis (area and Fmax)."),
+        click.option("--no-area", is_flag=True, help="Skip the engine comparison (synthesis, area and Fmax)."),
         click.option("--device", default="cpu", show_default=True),
     ]):
         f = decorator(f)
@@ -335,14 +429,16 @@ def _run_cli(**kw) -> None:
         raise click.ClickException(str(exc)) from exc
     _print(result)
     if not result.passed:
+        sched = f", {result.sched.mismatches} in {result.sched.macs_checked:,} on the exponent-scheduled engine" \
+            if result.sched else ""
         raise click.ClickException(f"hardware equivalence FAILED: {result.mismatches} mismatches in "
-                                   f"{result.macs_checked:,} MACs checked")
+                                   f"{result.macs_checked:,} MACs checked on the general engine{sched}")
 
 
 @click.command()
 @_options
 def verify(**kw) -> None:
-    """Quantize, score FP / fake-quant / emulator, replay real layer tiles through the RTL, report."""
+    """Quantize, score FP / fake-quant / emulator, replay real layer tiles through both RTL engines, report."""
     _run_cli(**kw)
 
 

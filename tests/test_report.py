@@ -12,13 +12,14 @@ from logmac import report
 def test_report_with_every_plot(tmp_path):
     rng = np.random.default_rng(0)
     sweep = [{"method": m, "w_bits": b, "metric": 80.0 + b} for m in ("log_dynamic", "linear_mse") for b in (3, 4)]
-    area = [{"kind": k, "weight_bits": b, "lanes": n, "luts": 100 * b * n + (50 if k == "log" else 0)}
-            for k in ("log", "int") for b in (3, 4) for n in (1, 16)]
+    area = [{"engine": e, "grid": "log_2", "weight_bits": b, "lanes": n,
+             "ratio_vs_int": {"lut4_per_lane": 0.4 * b, "lut4_x_cycles_per_mac": 1.5}}
+            for e in ("int", "log", "sched-coded") for b in (3, 4) for n in (16, 32)]
     plots = {
         "sweep": report.plot_metric_vs_bits(sweep, "top-1 (%)", 91.9),
         "hist": report.plot_weight_histogram("conv1", rng.normal(size=500), np.array([-1.0, -0.5, 0.5, 1.0])),
         "errors": report.plot_layer_errors([{"name": "a", "weight_rel_error": 0.1}, {"name": "b", "weight_rel_error": 0.2}]),
-        "area": report.plot_area(area),
+        "area": report.plot_compare(area),
     }
     assert all(png.startswith(b"\x89PNG") for png in plots.values())
     results = {"title": "t", "summary": {"mismatches": 0, "top-1": 90.1234}, "layers": [{"name": "a", "macs": 5}],

@@ -24,10 +24,13 @@ def test_verify_house_resnet_is_bit_exact_and_writes_the_report(tmp_path):
     assert result.passed, result.first_mismatch
     assert result.macs_checked > 0 and all(layer.macs_checked > 0 for layer in result.layers)
     assert result.macs_checked == sum(layer.macs_checked for layer in result.layers)
+    # every layer is log-coded, so the exponent-scheduled engine replays the same tiles
+    assert result.sched.macs_checked == result.macs_checked and result.sched.mismatches == 0
+    assert result.sched.config["store"] == "codes" and result.sched.config["half"] == "split"
     assert result.metrics["emulator_vs_fake_quant_argmax_agreement"] > 95
     assert result.metrics["fake_quant_top1"] > 50  # far above chance (10 %) at W3A8
     data = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert data["raw"]["mismatches"] == 0
+    assert data["raw"]["mismatches"] == 0 and data["raw"]["sched"]["mismatches"] == 0
     html = (tmp_path / "run" / "report.html").read_text()
     assert "data:image/png;base64" in html
 
@@ -47,6 +50,25 @@ def test_a_corrupted_rtl_decode_table_makes_verify_fail(tmp_path, monkeypatch):
     result = run_verify(small_options(tmp_path, sim="icarus", layers=("conv1", "layer1.0.conv1")))
     assert not result.passed and result.mismatches > 0
     assert result.first_mismatch
+
+
+def test_a_flipped_scheduled_expectation_makes_verify_fail(tmp_path, monkeypatch):
+    """One accumulator bit flipped in the scheduled replay's expectations only: the general engine still
+    agrees, the scheduled engine's scoreboard reports it and the run fails."""
+    import logmac.cosim.sched_runner as sr
+
+    real = sr.golden
+
+    def flipped(v):
+        exp = real(v)
+        exp.acc[0, 0] ^= 1 << 2
+        return exp
+
+    monkeypatch.setattr(sr, "golden", flipped)
+    monkeypatch.setattr(sr, "check_golden", lambda *a: None)
+    result = run_verify(small_options(tmp_path, sim="icarus", layers=("conv1",)))
+    assert result.mismatches == 0 and result.macs_checked > 0
+    assert not result.passed and result.sched.mismatches > 0 and result.sched.first_mismatch
 
 
 def test_a_changed_emulator_makes_verify_fail(tmp_path, monkeypatch):
