@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -138,3 +139,10 @@ def test_engine_config_mutants(cls, data) -> None:
     assert again == cfg
     for key, value in cfg.to_dict().items():
         assert type(value) is type(base[key]), (key, value)
+
+
+def test_a_logact_config_whose_levels_overflow_the_port_is_a_config_error():
+    """Found by the config fuzzer: act_max_shift near its limit made activation levels wider than 32 bits, which
+    surfaced as a FormatError from the accumulator rule instead of the config's own error."""
+    with pytest.raises(HwConfigError, match="more than the 32 a port carries"):
+        LogActConfig.from_dict({**LogActConfig().to_dict(), "act_max_shift": 31})

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from logmac.cosim.vectors import Expected, random_requant
+from logmac.cosim.vectors import Expected, VectorShape, random_requant
 from logmac.format import (
     AdaLogFormat,
     DecodeTable,
@@ -60,7 +60,7 @@ STYLES = ("random", "every_code", "extreme", "overflow")
 
 
 @dataclass
-class LogActVectors:
+class LogActVectors(VectorShape):
     """N input rows of AdaLog words times C output channels of K weights, and how to fit and requantize."""
 
     act_words: np.ndarray
@@ -108,31 +108,11 @@ class LogActVectors:
             raise FormatError(f"{self.name}: weight_format must be a LogFormat or UniformFormat, got {self.weight_format!r}")
         if self.overflow not in ("saturate", "wrap"):
             raise FormatError(f"{self.name}: overflow mode must be 'saturate' or 'wrap', got {self.overflow!r}")
-        if self.multiplier is not None:
-            c = self.channels
-            self.multiplier = np.broadcast_to(np.asarray(self.multiplier, dtype=np.int64), (c,)).copy()
-            self.shift = np.broadcast_to(np.asarray(self.shift, dtype=np.int64), (c,)).copy()
-            self.bias = np.broadcast_to(np.asarray(0 if self.bias is None else self.bias, dtype=np.int64), (c,)).copy()
+        self.broadcast_requant()
 
     @property
     def is_log(self) -> bool:
         return isinstance(self.weight_format, LogFormat)
-
-    @property
-    def rows(self) -> int:
-        return self.act_words.shape[0]
-
-    @property
-    def k(self) -> int:
-        return self.act_words.shape[1]
-
-    @property
-    def channels(self) -> int:
-        return self.weights.shape[0]
-
-    @property
-    def macs(self) -> int:
-        return self.rows * self.k * self.channels
 
     @property
     def x(self) -> np.ndarray:

@@ -31,8 +31,43 @@ from logmac.sim.mac import log_matmul_reference, uniform_matmul_reference
 from logmac.stimulus import random_table
 
 
+class VectorShape:
+    """Rows, K, channels and MACs of a vector set whose activations are ``x`` (N, K) and weights ``codes`` (C, K);
+    and its requantization constants broadcast to one per channel."""
+
+    x: np.ndarray
+    codes: np.ndarray
+    multiplier: np.ndarray | None
+    shift: np.ndarray | None
+    bias: np.ndarray | None
+
+    @property
+    def rows(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def macs(self) -> int:
+        return self.rows * self.k * self.channels
+
+    def broadcast_requant(self) -> None:
+        """``multiplier``, ``shift`` and ``bias`` (0 when absent) as one int64 per channel, when requantizing."""
+        if self.multiplier is not None:
+            c = self.channels
+            self.multiplier = np.broadcast_to(np.asarray(self.multiplier, dtype=np.int64), (c,)).copy()
+            self.shift = np.broadcast_to(np.asarray(self.shift, dtype=np.int64), (c,)).copy()
+            self.bias = np.broadcast_to(np.asarray(0 if self.bias is None else self.bias, dtype=np.int64), (c,)).copy()
+
+
 @dataclass
-class Vectors:
+class Vectors(VectorShape):
     """One layer's worth of engine work: N input rows times C output channels of K products."""
 
     x: np.ndarray
@@ -60,12 +95,7 @@ class Vectors:
             raise FormatError(f"vectors need x (N, K) and codes (C, K), got {self.x.shape} and {self.codes.shape}")
         if isinstance(self.fmt, LogFormat) != (self.table is not None):
             raise FormatError("log vectors need a decode table, uniform (int) vectors none")
-        if self.multiplier is not None:
-            C = self.channels
-            self.multiplier = np.broadcast_to(np.asarray(self.multiplier, dtype=np.int64), (C,)).copy()
-            self.shift = np.broadcast_to(np.asarray(self.shift, dtype=np.int64), (C,)).copy()
-            bias = 0 if self.bias is None else self.bias
-            self.bias = np.broadcast_to(np.asarray(bias, dtype=np.int64), (C,)).copy()
+        self.broadcast_requant()
 
     @property
     def is_log(self) -> bool:
@@ -76,22 +106,6 @@ class Vectors:
         """Signed integer weights of uniform vectors (codes minus the weight zero point)."""
         zp = 0 if self.weight_zero_point is None else np.asarray(self.weight_zero_point, dtype=np.int64)[:, None]
         return self.codes - zp
-
-    @property
-    def rows(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def k(self) -> int:
-        return self.x.shape[1]
-
-    @property
-    def channels(self) -> int:
-        return self.codes.shape[0]
-
-    @property
-    def macs(self) -> int:
-        return self.rows * self.k * self.channels
 
     def tile(self, rows: np.ndarray, channels: np.ndarray, name: str | None = None) -> Vectors:
         """The sub-problem of the given input rows and output channels (expectations sliced alike)."""

@@ -86,6 +86,10 @@ class LogActConfig:
         if not 0 <= self.act_max_shift <= MAX_SHIFT_LIMIT:
             raise HwConfigError(f"act_max_shift must be 0..{MAX_SHIFT_LIMIT}, got {self.act_max_shift}")
         object.__setattr__(self, "max_shift", self.weight_side.max_shift)  # HwConfig validates the shared fields
+        if self.level_bits > 32:
+            raise HwConfigError(f"activation levels of {self.act_code_bits + 1} mantissa bits shifted by up to "
+                                f"{self.act_max_shift} need {self.level_bits} bits, more than the 32 a port carries; "
+                                "lower act_max_shift or act_code_bits")
         if self.exact_bits > 64:
             raise HwConfigError(
                 f"an exact sum of {self.max_k} products of {self.level_bits}-bit activation levels and weights up to "
