@@ -16,6 +16,8 @@ half-step bit each), plus the group exponents.  The table is rewritten after eve
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -95,6 +97,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="A tiny random Llama, 8 windows of 32 tokens (CI smoke)")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/out/lm_table.csv"))
+    ap.add_argument("--notes", type=Path, default=None,
+                    help="Markdown appended after the table (why a row lost, what did not run), kept on regeneration")
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -135,7 +139,9 @@ def run(args: argparse.Namespace, model: str) -> None:
             print(f"W{bits} {label}: perplexity {row['q_perplexity']:.2f} (FP {fp['perplexity']:.2f}), "
                   f"{row['stored_bits']:.3f} bits/weight, {row['quant_seconds']} s, quant peak {row['quant_peak_mib']} "
                   f"MiB (start {row['start_mib']})", flush=True)
-            header = (f"{Path(model).name if args.quick else model}, weight-only per output channel, activations "
+            header = (f"# LM table: uniform vs log weights at equal stored bits\n\nMade by `OMP_NUM_THREADS=1 python "
+                      f"{' '.join(shlex.quote(a) for a in sys.argv)}`.\n\n"
+                      f"{Path(model).name if args.quick else model}, weight-only per output channel, activations "
                       f"float; FP perplexity {fp['perplexity']:.2f} on the first {args.max_tokens} Persuasion tokens "
                       f"(context 512, stride 256); calibration {args.calib_samples} x {args.seq_len} tokens from the "
                       f"calibration novels in batches of 2048 tokens (every token enters the Hessians); "
@@ -144,7 +150,8 @@ def run(args: argparse.Namespace, model: str) -> None:
                       f"per {args.group_size} inputs; act-order {'on' if args.act_order else 'off'}; {args.threads} "
                       "torch thread(s); rows run in turn in one process.")
             args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(table(rows, header))
+            notes = "\n" + args.notes.read_text() if args.notes is not None else ""
+            args.output.write_text(table(rows, header) + notes)
     print(f"wrote {args.output}")
 
 
