@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from logmac.verify import VerifyOptions, run_verify
+from logmac.cosim.vectors import random_vectors
+from logmac.format import GridKind, LogFormat, ZeroMode
+from logmac.verify import VerifyOptions, run_verify, sched_config_for
 
 pytestmark = pytest.mark.cosim
 
@@ -50,6 +52,20 @@ def test_a_corrupted_rtl_decode_table_makes_verify_fail(tmp_path, monkeypatch):
     result = run_verify(small_options(tmp_path, sim="icarus", layers=("conv1", "layer1.0.conv1")))
     assert not result.passed and result.mismatches > 0
     assert result.first_mismatch
+
+
+def test_the_scheduled_build_fits_every_traced_format():
+    """log_2 alone takes no half-step hardware; a log_dynamic layer with a zero flag widens the one build."""
+    rng = np.random.default_rng(0)
+    log2 = random_vectors(LogFormat(3, GridKind.LOG_2), rng, k=20, act_signed=False, acc_bits=40)
+    dyn = random_vectors(LogFormat(4, GridKind.LOG_DYNAMIC, zero=ZeroMode.FLAG), rng, rows=1, k=5000, channels=1)
+    cfg = sched_config_for([log2])
+    assert (cfg.store, cfg.half, cfg.code_bits, cfg.zero_flag, cfg.act_bits, cfg.acc_bits) == \
+        ("codes", "none", 3, False, 9, 40)
+    assert cfg.max_shift == LogFormat(3, GridKind.LOG_2).max_shift
+    cfg = sched_config_for([log2, dyn])
+    assert (cfg.half, cfg.code_bits, cfg.zero_flag, cfg.max_k) == ("split", 4, True, 5000)
+    assert cfg.max_shift == LogFormat(4, GridKind.LOG_DYNAMIC).max_shift
 
 
 def test_a_flipped_scheduled_expectation_makes_verify_fail(tmp_path, monkeypatch):
