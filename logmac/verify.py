@@ -203,8 +203,8 @@ def check_sched(vectors: list, sim: str, seed: int) -> SchedCheck | None:
     if not logs:
         return None
     cfg = sched_config_for(logs)
-    try:
-        rep = run_sched_vectors(logs, sim, cfg, seed=seed)
+    try:  # no waves re-run on a failure: the report names the first mismatch, not a waveform
+        rep = run_sched_vectors(logs, sim, cfg, seed=seed, waves_on_failure=False)
     except FormatError as exc:
         return SchedCheck(cfg.to_dict(), 0, 1, str(exc), 0.0)
     return SchedCheck(cfg.to_dict(), rep.macs_checked, rep.mismatches, rep.first_mismatch, rep.sim_seconds)

@@ -21,6 +21,18 @@ def small_options(tmp_path, **kw) -> VerifyOptions:
     return VerifyOptions(**base)
 
 
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> str:
+    """One quantized model for the tests that break a path on purpose (they check the failure, not the model)."""
+    from logmac.format import artifact as artifact_io
+    from logmac.verify import quantize_for_verify
+
+    path = tmp_path_factory.mktemp("artifact") / "model.lmq"
+    art, _ = quantize_for_verify(small_options(path.parent))
+    artifact_io.save(art, path)
+    return str(path)
+
+
 def test_verify_house_resnet_is_bit_exact_and_writes_the_report(tmp_path):
     result = run_verify(small_options(tmp_path))
     assert result.passed, result.first_mismatch
@@ -37,7 +49,7 @@ def test_verify_house_resnet_is_bit_exact_and_writes_the_report(tmp_path):
     assert "data:image/png;base64" in html
 
 
-def test_a_corrupted_rtl_decode_table_makes_verify_fail(tmp_path, monkeypatch):
+def test_a_corrupted_rtl_decode_table_makes_verify_fail(tmp_path, monkeypatch, artifact):
     """Flip the half-step bit of one loaded table entry: the RTL computes other products than logmac.sim."""
     import logmac.cosim.stream as stream
     from logmac.hw.regmap import table_image
@@ -49,7 +61,7 @@ def test_a_corrupted_rtl_decode_table_makes_verify_fail(tmp_path, monkeypatch):
         return image
 
     monkeypatch.setattr(stream, "table_image", corrupted)
-    result = run_verify(small_options(tmp_path, sim="icarus", layers=("conv1", "layer1.0.conv1")))
+    result = run_verify(small_options(tmp_path, sim="icarus", layers=("conv1", "layer1.0.conv1"), artifact=artifact))
     assert not result.passed and result.mismatches > 0
     assert result.first_mismatch
 
@@ -68,7 +80,7 @@ def test_the_scheduled_build_fits_every_traced_format():
     assert cfg.max_shift == LogFormat(4, GridKind.LOG_DYNAMIC).max_shift
 
 
-def test_a_flipped_scheduled_expectation_makes_verify_fail(tmp_path, monkeypatch):
+def test_a_flipped_scheduled_expectation_makes_verify_fail(tmp_path, monkeypatch, artifact):
     """One accumulator bit flipped in the scheduled replay's expectations only: the general engine still
     agrees, the scheduled engine's scoreboard reports it and the run fails."""
     import logmac.cosim.sched_runner as sr
@@ -82,12 +94,12 @@ def test_a_flipped_scheduled_expectation_makes_verify_fail(tmp_path, monkeypatch
 
     monkeypatch.setattr(sr, "golden", flipped)
     monkeypatch.setattr(sr, "check_golden", lambda *a: None)
-    result = run_verify(small_options(tmp_path, sim="icarus", layers=("conv1",)))
+    result = run_verify(small_options(tmp_path, layers=("conv1",), artifact=artifact))
     assert result.mismatches == 0 and result.macs_checked > 0
     assert not result.passed and result.sched.mismatches > 0 and result.sched.first_mismatch
 
 
-def test_a_changed_emulator_makes_verify_fail(tmp_path, monkeypatch):
+def test_a_changed_emulator_makes_verify_fail(tmp_path, monkeypatch, artifact):
     """An emulator whose accumulators are off by one no longer agrees with the RTL (or its own golden model)."""
     import logmac.sim.trace as trace
 
@@ -102,5 +114,5 @@ def test_a_changed_emulator_makes_verify_fail(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trace, "save_trace", off_by_one)
     monkeypatch.setattr("logmac.sim.emulator.save_trace", off_by_one)
-    result = run_verify(small_options(tmp_path))
+    result = run_verify(small_options(tmp_path, artifact=artifact))
     assert not result.passed
