@@ -25,6 +25,8 @@ from logmac.format.artifact import Artifact
 from logmac.paths import results_home
 
 if TYPE_CHECKING:
+    from logmac.cosim.runner import Report
+    from logmac.cosim.vectors import Vectors
     from logmac.hw.sched_config import SchedConfig
 
 DEFAULT_MODEL = "resnet18_fmnist"
@@ -140,7 +142,7 @@ def weight_errors(art: Artifact, float_model: torch.nn.Module) -> dict[str, floa
     return out
 
 
-def trace_tiles(emu, art: Artifact, inputs: torch.Tensor, opts: VerifyOptions, workdir: Path) -> list:
+def trace_tiles(emu, art: Artifact, inputs: torch.Tensor, opts: VerifyOptions, workdir: Path) -> list[Vectors]:
     """``opts.tiles`` random output tiles (``TILE`` rows x ``TILE`` channels) of every checked layer, traced
     out of the emulator as cosim vectors (expected values included)."""
     from logmac.cosim import load_vectors
@@ -165,7 +167,7 @@ def trace_tiles(emu, art: Artifact, inputs: torch.Tensor, opts: VerifyOptions, w
     return vectors
 
 
-def sched_config_for(vectors: list) -> SchedConfig:
+def sched_config_for(vectors: list[Vectors]) -> SchedConfig:
     """The one codes-store build that runs every log-coded set: half steps split unless every grid is log_2
     (whose levels have none), the widest code and each format's full shift range (not just this table's),
     a signed port one bit wider for unsigned activations, guard bits for the longest K."""
@@ -180,20 +182,19 @@ def sched_config_for(vectors: list) -> SchedConfig:
         max_k=max(4096, *(v.k for v in vectors)), acc_bits=max(32, *(v.acc_bits for v in vectors)))
 
 
-def check_hardware(vectors: list, sim: str, seed: int):
+def check_hardware(vectors: list[Vectors], sim: str, seed: int) -> Report:
     """Replay ``vectors`` through the general RTL engine in one simulator run (a disagreement of the traced
     expectations with ``logmac.sim``'s golden model counts as a mismatch)."""
-    from logmac.cosim import run_vectors
-    from logmac.cosim.runner import Report
+    from logmac.cosim import run_vectors, runner
     from logmac.format import FormatError
 
     try:
         return run_vectors(vectors, sim=sim, seed=seed)
     except FormatError as exc:
-        return Report(sim, {}, mismatches=1, first_mismatch=str(exc))
+        return runner.Report(sim, {}, mismatches=1, first_mismatch=str(exc))
 
 
-def check_sched(vectors: list, sim: str, seed: int) -> SchedCheck | None:
+def check_sched(vectors: list[Vectors], sim: str, seed: int) -> SchedCheck | None:
     """Replay the log-coded ``vectors`` through the exponent-scheduled engine (codes store) in one simulator
     run; None if there are none.  A schedule that disagrees with ``logmac.sim`` counts as a mismatch."""
     from logmac.cosim.sched_runner import run_sched_vectors
