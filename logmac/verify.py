@@ -211,14 +211,14 @@ def check_sched(vectors: list[Vectors], sim: str, seed: int) -> SchedCheck | Non
     return SchedCheck(cfg.to_dict(), rep.macs_checked, rep.mismatches, rep.first_mismatch, rep.sim_seconds)
 
 
-def engine_comparison(w_bits: int) -> list[dict[str, Any]]:
-    """The rows of ``logmac hw compare`` (every registered engine against int at 3, 4 and ``w_bits`` weight
-    bits), read from the synthesis cache when it holds them."""
+def engine_comparison(w_bits: int, grid: str) -> list[dict[str, Any]]:
+    """The rows of ``logmac hw compare`` for this run's weight bits and grid (every registered engine against int,
+    16 and 32 lanes), read from the synthesis cache when it holds them; the full sweep is ``logmac hw compare``."""
     from logmac.hw import compare
     from logmac.hw_compare import register_sched_engines
 
     register_sched_engines()
-    return compare.compare_rows(weight_bits=tuple(sorted({3, 4, w_bits})))
+    return compare.compare_rows(grids=(grid,), weight_bits=(w_bits,))
 
 
 def area_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -305,7 +305,8 @@ def run_verify(opts: VerifyOptions) -> VerifyResult:
     )
     if opts.area:
         t = time.perf_counter()
-        result.area = engine_comparison(opts.w_bits)
+        grid = opts.method if opts.method in ("log_2", "log_dynamic") else "log_dynamic"  # sqrt(2) steps: half steps
+        result.area = engine_comparison(opts.w_bits, grid)
         seconds["area"] = time.perf_counter() - t
     if opts.sweep_bits:
         t = time.perf_counter()
