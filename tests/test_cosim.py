@@ -26,19 +26,6 @@ def generic(lanes: int) -> HwConfig:
     return HwConfig(weight_bits=6, act_bits=9, act_signed=True, lanes=lanes, acc_bits=32, max_k=4096)
 
 
-@pytest.fixture(params=SIMS)
-def sim(request) -> str:
-    problem = toolchain.check_tool(request.param).problem
-    if problem:
-        pytest.fail(f"the cosim suite needs {request.param}: {problem}")
-    return request.param
-
-
-@pytest.fixture
-def full(request) -> bool:
-    return request.config.getoption("--full")
-
-
 def assert_clean(rep: Report) -> None:
     print(rep.summary())
     assert rep.macs_checked > 0, "no transaction was checked"

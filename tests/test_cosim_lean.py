@@ -8,7 +8,6 @@ import pytest
 from test_cosim import assert_clean
 from test_hw import all_formats
 
-from logmac import toolchain
 from logmac.cosim.runner import run_vectors
 from logmac.cosim.vectors import golden, random_vectors
 from logmac.format import GridKind, LogFormat, ZeroMode
@@ -19,14 +18,6 @@ pytestmark = pytest.mark.cosim
 
 def lean(lanes: int = 16) -> HwConfig:
     return HwConfig(weight_bits=6, act_bits=9, act_signed=True, lanes=lanes, acc_bits=32, max_k=4096, lean=True)
-
-
-@pytest.fixture(params=list(toolchain.SIMULATORS))
-def sim(request) -> str:
-    problem = toolchain.check_tool(request.param).problem
-    if problem:
-        pytest.fail(f"the cosim suite needs {request.param}: {problem}")
-    return request.param
 
 
 def test_lean_every_format_with_back_pressure(sim: str) -> None:

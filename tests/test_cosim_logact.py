@@ -48,19 +48,6 @@ SIMS = list(toolchain.SIMULATORS)
 cosim = pytest.mark.cosim
 
 
-@pytest.fixture(params=SIMS)
-def sim(request) -> str:
-    problem = toolchain.check_tool(request.param).problem
-    if problem:
-        pytest.fail(f"the cosim suite needs {request.param}: {problem}")
-    return request.param
-
-
-@pytest.fixture
-def full(request) -> bool:
-    return request.config.getoption("--full")
-
-
 # ---- compile-free: the activation table image and the rejected inputs ------------------------------------
 
 def decode_image(cfg: LogActConfig, image: np.ndarray, words: np.ndarray) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from logmac import toolchain
 from logmac.cosim.multibit import MultiBitVectors, build_multibit_commands, multibit_build, random_multibit, run_multibit
 from logmac.format import FormatError, LogFormat
 from logmac.format.nested import NEST_MODES
@@ -19,14 +18,6 @@ from logmac.hw.regmap import nest_writes
 
 pytestmark = pytest.mark.cosim
 SCHEDULE = [3, 6, 4, 3]
-
-
-@pytest.fixture(params=list(toolchain.SIMULATORS))
-def sim(request) -> str:
-    problem = toolchain.check_tool(request.param).problem
-    if problem:
-        pytest.fail(f"the cosim suite needs {request.param}: {problem}")
-    return request.param
 
 
 def test_precision_switch_mid_run_matches_sim_at_every_width(sim: str) -> None:

@@ -14,22 +14,8 @@ from logmac.cosim.vectors import Vectors, golden, random_requant, random_vectors
 from logmac.format import GridKind, LogFormat, ZeroMode
 from logmac.hw.sched_config import SchedConfig
 from logmac.hw_compare import resnet_layers
-from logmac.toolchain import SIMULATORS, check_tool
 
 pytestmark = pytest.mark.cosim
-
-
-@pytest.fixture(params=list(SIMULATORS))
-def sim(request) -> str:
-    problem = check_tool(request.param).problem
-    if problem:
-        pytest.fail(f"the cosim suite needs {request.param}: {problem}")
-    return request.param
-
-
-@pytest.fixture
-def full(request) -> bool:
-    return request.config.getoption("--full")
 
 
 def assert_clean(rep: Report) -> None:
