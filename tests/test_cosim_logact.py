@@ -233,7 +233,7 @@ def test_real_attention_tiles(sim: str) -> None:
     or a folder of vector files (``logmac.backends.adalog.save_attention_vectors``)."""
     path = os.environ.get("LOGMAC_ATTENTION_TILES")
     if not path:
-        pytest.skip("set LOGMAC_ATTENTION_TILES to saved attention tiles (logmac.sim.adalog capture)")
+        pytest.skip("set LOGMAC_ATTENTION_TILES to saved attention tiles (logmac.backends.adalog capture)")
     files = sorted(Path(path).glob("*.npz")) if Path(path).is_dir() else [Path(path)]
     vs = [v for f in files for v in load_any(f)]
     assert vs, f"no vector files in {path}"
