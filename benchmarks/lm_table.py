@@ -16,6 +16,7 @@ half-step bit each), plus the group exponents.  The table is rewritten after eve
 from __future__ import annotations
 
 import argparse
+import csv
 import shlex
 import sys
 import tempfile
@@ -99,6 +100,9 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("benchmarks/out/lm_table.csv"))
     ap.add_argument("--notes", type=Path, default=None,
                     help="Markdown appended after the table (why a row lost, what did not run), kept on regeneration")
+    ap.add_argument("--merge", action="store_true",
+                    help="Start the table from the rows of --results made at the same model and budget (a row of this "
+                         "run replaces one with the same width and label), so rows can be run in several sessions")
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,9 +125,34 @@ def config(args: argparse.Namespace, label: str, bits: int) -> QuantConfig:
                        group_size=args.group_size if label.endswith(GROUPED) else 0, group_bits=args.group_bits)
 
 
+def earlier_rows(args: argparse.Namespace, model: str) -> list[dict]:
+    """Rows of ``args.results`` made with this model, calibration budget, learned-rounding steps, evaluation
+    tokens and (for grouped rows) group size; numbers parsed back from the CSV's text."""
+    if not args.results.exists():
+        return []
+    with args.results.open(newline="") as f:
+        found = []
+        for r in csv.DictReader(f):
+            same = (r["model"] == model and r.get("row") in ROWS and int(r["calib_samples"]) == args.calib_samples
+                    and int(r["iters"]) == args.iters and float(r["fp_tokens"]) == args.max_tokens
+                    and (not r["row"].endswith(GROUPED) or int(r["group_size"] or 0) == args.group_size))
+            if same:
+                found.append({k: (v if k in ("row", "model", "label", "method") else _number(v)) for k, v in r.items()})
+    latest = {(r["w_bits"], r["row"]): r for r in found}  # a later run of the same row wins
+    return sorted(latest.values(), key=lambda r: (r["w_bits"], ROWS.index(r["row"])))
+
+
+def _number(text: str) -> float | int | str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text else value
+
+
 def run(args: argparse.Namespace, model: str) -> None:
     opts = EvalOptions(max_tokens=args.max_tokens, seq_len=args.seq_len)
-    rows: list[dict] = []
+    rows: list[dict] = earlier_rows(args, model) if args.merge else []
     fp = None
     for bits in args.bits:
         for label in args.rows:
@@ -135,7 +164,7 @@ def run(args: argparse.Namespace, model: str) -> None:
                        wall_seconds=round(time.perf_counter() - started, 1), group_size=cfg.group_size)
             del res
             append_csv(row, args.results)
-            rows.append(row)
+            rows = [r for r in rows if (r["w_bits"], r["row"]) != (bits, label)] + [row]
             print(f"W{bits} {label}: perplexity {row['q_perplexity']:.2f} (FP {fp['perplexity']:.2f}), "
                   f"{row['stored_bits']:.3f} bits/weight, {row['quant_seconds']} s, quant peak {row['quant_peak_mib']} "
                   f"MiB (start {row['start_mib']})", flush=True)
@@ -151,7 +180,7 @@ def run(args: argparse.Namespace, model: str) -> None:
                       "torch thread(s); rows run in turn in one process.")
             args.output.parent.mkdir(parents=True, exist_ok=True)
             notes = "\n" + args.notes.read_text() if args.notes is not None else ""
-            args.output.write_text(table(rows, header) + notes)
+            args.output.write_text(table(sorted(rows, key=lambda r: (r["w_bits"], ROWS.index(r["row"]))), header) + notes)
     print(f"wrote {args.output}")
 
 
