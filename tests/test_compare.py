@@ -73,3 +73,12 @@ def test_house_layer_table_matches_the_model() -> None:
     with torch.no_grad():
         model(torch.zeros(1, 1, 28, 28))
     assert tuple(seen) == HOUSE_RESNET18_LAYERS
+
+
+def test_fmax_lanes_routes_only_the_named_builds() -> None:
+    """The demo places and routes the 16-lane builds only; the other lane count reports area with no Fmax."""
+    from logmac.hw.compare import compare_rows
+
+    rows = compare_rows(grids=("log_2",), weight_bits=(3,), lanes=(2, 4), engines=("int", "lean"), fmax_lanes=(2,))
+    assert {r["lanes"] for r in rows if r["fmax_mhz"]} == {2}
+    assert all(r["fmax_mhz"] is None and r["lut4"] > 0 for r in rows if r["lanes"] == 4)

@@ -117,11 +117,16 @@ def register_engine(name: str, engine: Engine) -> None:
 
 def compare_rows(grids: tuple[str, ...] = ("log_2", "log_dynamic"), weight_bits: tuple[int, ...] = (3, 4),
                  act_bits: int = 8, lanes: tuple[int, int] = (16, 32), engines: tuple[str, ...] | None = None,
-                 fmax: bool = True) -> list[dict]:
-    """One row per engine x grid x weight bits x lane count, with per-lane figures and ratios to ``int``."""
+                 fmax: bool = True, fmax_lanes: tuple[int, ...] | None = None) -> list[dict]:
+    """One row per engine x grid x weight bits x lane count, with per-lane figures and ratios to ``int``.
+
+    ``fmax_lanes`` limits place and route (the slow step, minutes per large build) to those lane counts; the
+    other builds report area only.  ``None``: every lane count when ``fmax``.
+    """
     lo, hi = lanes
     if not 0 < lo < hi:
         raise ValueError(f"lanes must be two increasing counts, got {lanes}")
+    routed = set(lanes if fmax_lanes is None else fmax_lanes) if fmax else set()
     names = tuple(engines or ENGINES)
     unknown = [n for n in names if n not in ENGINES]
     if unknown or "int" not in names:
@@ -132,7 +137,7 @@ def compare_rows(grids: tuple[str, ...] = ("log_2", "log_dynamic"), weight_bits:
             group, cost = [], {}
             for name in names:
                 eng = ENGINES[name]
-                built = {r["lanes"]: r for r in eng.rows(wb, grid, act_bits, lanes, fmax)}
+                built = {r["lanes"]: r for n in lanes for r in eng.rows(wb, grid, act_bits, (n,), n in routed)}
                 per_lut = (built[hi]["lut4"] - built[lo]["lut4"]) / (hi - lo)
                 per_ge = (built[hi]["ge"] - built[lo]["ge"]) / (hi - lo)
                 for n in lanes:
