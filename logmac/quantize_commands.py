@@ -249,7 +249,6 @@ def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, resul
     """``logmac quantize --method latticeq``: the shared options mapped onto :class:`LatticeConfig`."""
     from logmac.experiments.latticeq import lattice_registry_model, score_groups
     from logmac.experiments.registry import append_csv
-    from logmac.models import UnknownModelError
     from logmac.quant.methods.latticeq.model import LatticeConfig
     from logmac.quant.methods.latticeq.search import LatticeError
 
@@ -261,7 +260,7 @@ def lattice_cli(model_name: str, path: str | None, eval_limit: int | None, resul
         if output and cfg.basis_bits is None:
             raise LatticeError("a float basis (--basis-bits 0) has no integer form; export needs --basis-bits >= 2")
         res, row = lattice_registry_model(model_name, cfg, eval_limit=eval_limit, path=path)
-    except (LatticeError, UnknownModelError, FileNotFoundError) as exc:
+    except (LatticeError, QuantError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     append_csv(row, results)
     scores = {k: v for k, v in row.items() if k.startswith(("fp_", "q_", "int_"))}

@@ -20,14 +20,12 @@ BERT_MODELS = ("minilm_l6_v2",)
 def adalog_registry_model(name: str, cfg: AdaLogConfig, *, eval_limit: int | None = None, path: str | None = None,
                           emulate: bool = True) -> tuple[Any, dict]:
     """Quantize ``name`` with AdaLog and score it; returns (the AdaLog result, one results row)."""
-    from logmac.models import UnknownModelError, calibration_samples, evaluate_model, load_model
+    from logmac.experiments.registry import load_for_quantization
+    from logmac.models import calibration_samples, evaluate_model
 
     if name not in VIT_MODELS + BERT_MODELS:
         raise QuantError(f"AdaLog supports {', '.join(VIT_MODELS + BERT_MODELS)}; {name!r} is not one of them")
-    try:
-        loaded = load_model(name, path)
-    except UnknownModelError as exc:
-        raise QuantError(str(exc)) from exc
+    loaded = load_for_quantization(name, path, None)
     model, tok = loaded.model, loaded.tokenizer
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, tokenizer=tok, model=model)
     row: dict[str, Any] = {"model": name, "method": "adalog", "label": cfg.label(), **cfg.to_dict()}

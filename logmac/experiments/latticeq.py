@@ -25,10 +25,11 @@ def lattice_registry_model(name: str, cfg: LatticeConfig, *, eval_limit: int | N
     next to the fake-quant scores (``q_*``).
     """
     from logmac.backends.lattice import emulate_lattice
-    from logmac.models import calibration_samples, evaluate_model, load_model
+    from logmac.experiments.registry import load_for_quantization
+    from logmac.models import calibration_samples, evaluate_model
 
     start = time.perf_counter()
-    model = load_model(name, path, device=cfg.device).model
+    model = load_for_quantization(name, path, cfg.device).model
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, model=model, device=cfg.device)
     res = lattice_quantize_model(model, calib, cfg, progress=progress)
     del calib

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from logmac.experiments.registry import EvalOptions, evaluation_metrics
+from logmac.experiments.registry import EvalOptions, evaluation_metrics, load_for_quantization
 from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.float_view import FloatView
 from logmac.quant.methods.ptmq.calibrate import PtmqConfig, PtmqResult, ptmq_quantize, set_precision
@@ -24,14 +24,11 @@ def parse_bits(text: str | None, what: str = "--bits") -> tuple[int, ...]:
 def quantize_registry_ptmq(name: str, cfg: QuantConfig, ptmq: PtmqConfig, opts: EvalOptions | None = None, *,
                            path: str | None = None) -> tuple[PtmqResult, list[dict]]:
     """Load ``name``, run one PTMQ calibration, score FP and every width; returns the result and one row per width."""
-    from logmac.models import UnknownModelError, calibration_samples, load_model
+    from logmac.models import calibration_samples
 
     opts = opts or EvalOptions()
     start = time.perf_counter()
-    try:
-        loaded = load_model(name, path, device=cfg.device)
-    except UnknownModelError as exc:
-        raise QuantError(exc.args[0] if exc.args else f"unknown model {name!r}") from exc
+    loaded = load_for_quantization(name, path, cfg.device)
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, device=cfg.device, data_path=opts.data_path)
     res = ptmq_quantize(loaded.model, calib, cfg, ptmq, model_name=name)
     fp = evaluation_metrics(FloatView(res.model), name, opts, None, None)

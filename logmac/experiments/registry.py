@@ -68,6 +68,20 @@ def evaluation_metrics(model: nn.Module, name: str, opts: EvalOptions, tokenizer
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
+def load_for_quantization(name: str, path: str | None, device: str | None) -> Any:
+    """``logmac.models.load_model`` with an unknown name or an unreadable model file as a ``QuantError``
+    (one line at the CLI, never a traceback)."""
+    from logmac.models import UnknownModelError, load_model
+    from logmac.models.causal_lm import ModelFileError
+
+    try:
+        return load_model(name, path, device=device)
+    except UnknownModelError as exc:
+        raise QuantError(exc.args[0] if exc.args else f"unknown model {name!r}") from exc
+    except ModelFileError as exc:
+        raise QuantError(str(exc)) from exc
+
+
 def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | None = None, *,
                             path: str | None = None, progress: bool = True,
                             fp_metrics: dict | None = None, offload_dir: str | Path | None = None
@@ -78,17 +92,12 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
     evaluation, which is a large share of a sweep's time on an LLM.  ``offload_dir`` streams an LLM's decoder
     blocks through that folder, one block in memory at a time (:mod:`logmac.quant.stream`).
     """
-    from logmac.models import UnknownModelError, calibration_samples, load_model
-    from logmac.models.causal_lm import ModelFileError, is_local_path
+    from logmac.models import calibration_samples
+    from logmac.models.causal_lm import is_local_path
 
     opts = opts or EvalOptions()
     start = time.perf_counter()
-    try:
-        loaded = load_model(name, path, device=cfg.device)
-    except UnknownModelError as exc:
-        raise QuantError(exc.args[0] if exc.args else f"unknown model {name!r}") from exc
-    except ModelFileError as exc:
-        raise QuantError(str(exc)) from exc
+    loaded = load_for_quantization(name, path, cfg.device)
     model, tok = loaded.model, loaded.tokenizer
     model_mib = fp32_size_mib(model)
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, seq_len=opts.seq_len, tokenizer=tok,
