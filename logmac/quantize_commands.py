@@ -100,7 +100,8 @@ def _config(**kw) -> QuantConfig:
 @click.option("--seq-len", type=int, default=512, show_default=True, help="LM calibration window.")
 @click.option("--data-path", default=None, help="ImageNet-style folder for evaluation/calibration.")
 @click.option("--offload-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="LMs: keep the decoder blocks' weights in this folder, one block in memory at a time.")
+              help="LMs: one decoder block's weights in memory at a time. A safetensors model is read from its "
+                   "checkpoint block by block (never loaded whole); a GGUF or .bin model is loaded, then offloaded here.")
 @click.option("--results", type=click.Path(path_type=Path), default=lambda: results_home() / "ptq_results.csv",
               show_default="$LOGMAC_HOME/ptq_results.csv (~/.local/share/logmac)", help="CSV the results row is appended to.")
 @click.option("--ablation", type=click.Path(path_type=Path), default=None,

@@ -24,6 +24,7 @@ from logmac.quant.float_view import FloatView
 from logmac.quant.llm import decoder_blocks
 from logmac.quant.modules import HESSIAN_ROWS
 from logmac.quant.pipeline import QuantResult, quantize_model
+from logmac.quant.stream import materialize_outside_blocks
 
 ABLATION = [(d, s, a, r) for r in (False, True) for d in (False, True) for s in (False, True) for a in (False, True)]
 
@@ -68,14 +69,17 @@ def evaluation_metrics(model: nn.Module, name: str, opts: EvalOptions, tokenizer
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
-def load_for_quantization(name: str, path: str | None, device: str | None) -> Any:
+def load_for_quantization(name: str, path: str | None, device: str | None, lazy: bool = False) -> Any:
     """``logmac.models.load_model`` with an unknown name or an unreadable model file as a ``QuantError``
     (one line at the CLI, never a traceback)."""
     from logmac.models import UnknownModelError, load_model
     from logmac.models.causal_lm import ModelFileError
+    from logmac.models.checkpoint import CheckpointError
 
     try:
-        return load_model(name, path, device=device)
+        return load_model(name, path, device=device, lazy=lazy)
+    except CheckpointError as exc:
+        raise QuantError(str(exc)) from exc
     except UnknownModelError as exc:
         raise QuantError(exc.args[0] if exc.args else f"unknown model {name!r}") from exc
     except ModelFileError as exc:
@@ -90,24 +94,28 @@ def quantize_registry_model(name: str, cfg: QuantConfig, opts: EvalOptions | Non
 
     ``fp_metrics`` (the ``fp_*`` scores of an earlier row with the same model and ``opts``) skips the FP
     evaluation, which is a large share of a sweep's time on an LLM.  ``offload_dir`` streams an LLM's decoder
-    blocks through that folder, one block in memory at a time (:mod:`logmac.quant.stream`).
+    blocks, one block in memory at a time (:mod:`logmac.quant.stream`): a safetensors checkpoint is never loaded
+    whole (its blocks are read from it as they run); any other is loaded, then offloaded to that folder.
     """
     from logmac.models import calibration_samples
     from logmac.models.causal_lm import is_local_path
 
     opts = opts or EvalOptions()
     start = time.perf_counter()
-    loaded = load_for_quantization(name, path, cfg.device)
+    loaded = load_for_quantization(name, path, cfg.device, lazy=offload_dir is not None)
     model, tok = loaded.model, loaded.tokenizer
     model_mib = fp32_size_mib(model)
+    blocks = decoder_blocks(model) if loaded.info.task == "causal-lm" else None
+    if loaded.weights is not None:
+        materialize_outside_blocks(loaded.weights, blocks, cfg.device)
     calib = calibration_samples(name, cfg.calib_samples, seed=cfg.seed, seq_len=opts.seq_len, tokenizer=tok,
                                 model=model, device=cfg.device, data_path=opts.data_path)
-    blocks = decoder_blocks(model) if loaded.info.task == "causal-lm" else None
     if blocks is not None and isinstance(calib, torch.Tensor):
         calib = lm_batches(calib)
     task = "lm" if blocks is not None else "classification"
     res = quantize_model(model, calib, cfg, model_name=name, task=task, blocks=blocks, progress=progress,
-                         offload_dir=offload_dir if blocks is not None else None)
+                         offload_dir=offload_dir if blocks is not None and loaded.weights is None else None,
+                         source=loaded.weights)
     del calib
     fp = dict(fp_metrics) if fp_metrics is not None else evaluation_metrics(FloatView(res.model), name, opts, tok, None)
     quant = evaluation_metrics(res.model, name, opts, tok, FloatView(res.model))

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from logmac.models.checkpoint import CheckpointError, LazyWeights
 from logmac.models.pretrained import CausalLMLogits, WeightsMissingError
 from logmac.models.tv_compat import import_torchvision
 
@@ -92,3 +93,36 @@ def load_causal_lm(name: str, path: str | Path | None = None) -> tuple[CausalLML
         raise ModelFileError(f"{what} cannot be read by the installed transformers {transformers.__version__} "
                              f"({_first_line(err)})") from err
     return CausalLMLogits(model), tokenizer
+
+
+def load_causal_lm_lazy(name: str, path: str | Path | None = None) -> tuple[CausalLMLogits, Any, LazyWeights] | None:
+    """The model built on ``meta`` (no weights in memory), its tokenizer and the checkpoint to read its tensors
+    from one at a time; None when the checkpoint is not a safetensors folder (a GGUF file or ``.bin`` weights
+    must be loaded whole).  Errors as :func:`load_causal_lm`."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    where, kwargs, what = _resolve(name, path)
+    if kwargs:  # GGUF: transformers dequantizes the whole file on load
+        return None
+    folder = Path(where)
+    if not folder.is_dir():  # a name in the Hugging Face cache: its snapshot folder
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(where, local_files_only=True))
+    if not LazyWeights.available(folder):
+        return None
+    tokenizer = causal_lm_tokenizer(name, path)
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        with init_empty_weights():
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        weights = LazyWeights(model, folder)
+    except CheckpointError as err:
+        raise ModelFileError(f"{what}: {err}") from err
+    except Exception as err:  # an architecture this transformers version does not know
+        import transformers
+
+        raise ModelFileError(f"{what} cannot be read by the installed transformers {transformers.__version__} "
+                             f"({_first_line(err)})") from err
+    return CausalLMLogits(model.eval()), tokenizer, weights

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from logmac.models import causal_lm, house, pretrained
+from logmac.models.checkpoint import LazyWeights
 from logmac.models.evaluate import default_device
 
 
@@ -51,6 +52,7 @@ class LoadedModel:
     info: ModelInfo
     tokenizer: Any = None
     device: torch.device = torch.device("cpu")
+    weights: LazyWeights | None = None  # lazy loads: ``model`` is on ``meta``, its tensors are read from here
 
 
 _FMNIST = dict(task="image-classification", dataset="fashion-mnist", metric="top-1 / top-5 on the 10k test set",
@@ -119,8 +121,12 @@ def model_info(name: str) -> ModelInfo:
                             + "; ".join(pattern for pattern, _, _ in LOCAL_PATTERNS) + " (see `logmac models list`)")
 
 
-def load_model(name: str, path: str | Path | None = None, device: str | torch.device | None = None) -> LoadedModel:
+def load_model(name: str, path: str | Path | None = None, device: str | torch.device | None = None,
+               lazy: bool = False) -> LoadedModel:
     """Load model ``name`` (weights from ``path`` when given) in eval mode on ``device`` (default: CUDA if present).
+
+    ``lazy``: a causal LM in a safetensors folder is built on ``meta`` and ``LoadedModel.weights`` reads its
+    tensors one at a time (for models larger than memory); any other model loads whole as usual.
 
     Raises :class:`UnknownModelError` for an unknown name, :class:`pretrained.WeightsMissingError` (a
     ``FileNotFoundError``) when weights are not on this machine, ``ValueError`` for a corrupt weights file.
@@ -133,6 +139,10 @@ def load_model(name: str, path: str | Path | None = None, device: str | torch.de
         loaded = (pretrained.load_torchvision(name, path) if _is_torchvision(name)
                   else pretrained.load_timm(name, path))
     else:
+        streamed = causal_lm.load_causal_lm_lazy(name, path) if lazy else None
+        if streamed is not None:
+            model, tokenizer, weights = streamed
+            return LoadedModel(model, info, tokenizer, device, weights)
         loaded = causal_lm.load_causal_lm(name, path)
     model, tokenizer = loaded if isinstance(loaded, tuple) else (loaded, None)
     return LoadedModel(model.to(device).eval(), info, tokenizer, device)

@@ -19,7 +19,7 @@ from logmac.quant.config import QuantConfig, QuantError
 from logmac.quant.export import build_artifact
 from logmac.quant.fold import fold_batchnorm
 from logmac.quant.modules import QuantLayer, supported
-from logmac.quant.stream import BlockStream
+from logmac.quant.stream import BlockStream, TensorSource
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def wrap_model(model: nn.Module, cfg: QuantConfig, scope: Sequence[nn.Module] | 
         if inside is not None and id(mod) not in inside:
             float_modules[path] = f"{type(mod).__name__} outside the quantized blocks, kept in float"
         elif supported(mod):
-            if not torch.isfinite(weight).all():
+            if not weight.is_meta and not torch.isfinite(weight).all():  # meta: checked as it is streamed in
                 raise QuantError(f"layer {path} has NaN or Inf weights; fix the checkpoint before quantizing")
             targets.append((path, mod))
         else:
@@ -101,7 +101,9 @@ def prepare_model(model: nn.Module, calib: torch.Tensor | Sequence[Batch], cfg: 
     """Seed, eval mode on ``cfg.device``, frozen weights, calibration batches, BatchNorm folded (``{bn: conv}``):
     what every method does to a model before it wraps and calibrates it."""
     torch.manual_seed(cfg.seed)
-    model.eval().to(cfg.device)
+    model.eval()
+    if not any(p.is_meta for p in model.parameters()):  # a lazily loaded model was placed tensor by tensor
+        model.to(cfg.device)
     for p in model.parameters():
         p.requires_grad_(False)
     batches = split_batches(calib, cfg)
@@ -118,6 +120,7 @@ def quantize_model(
     blocks: Sequence[nn.Module] | None = None,
     progress: bool = True,
     offload_dir: str | Path | None = None,
+    source: TensorSource | None = None,
 ) -> QuantResult:
     """Quantize ``model`` in place and export it.
 
@@ -126,15 +129,18 @@ def quantize_model(
     BRECQ-style block reconstruction.  Same ``cfg.seed`` and inputs give the same codes.  ``offload_dir`` (with
     ``blocks``) streams the blocks: their weight matrices wait on disk there and one block is in memory at a
     time (:class:`~logmac.quant.stream.BlockStream`), during calibration and every later forward pass.
+    ``source`` (with ``blocks``, instead of ``offload_dir``): the blocks of a model built on ``meta`` are read
+    from that checkpoint one at a time (see :func:`~logmac.quant.stream.materialize_outside_blocks`).
     """
     start = time.perf_counter()
     reset_peak_memory(cfg.device)
     start_mib = resident_memory_mib()
     batches, folded = prepare_model(model, calib, cfg)
     float_modules = wrap_model(model, cfg, scope=blocks)
-    if offload_dir is not None and blocks is None:
-        raise QuantError("offload_dir streams an LLM's decoder blocks; pass blocks as well")
-    stream = BlockStream(blocks, offload_dir) if offload_dir is not None else None
+    if (offload_dir is not None or source is not None) and blocks is None:
+        raise QuantError("offload_dir and source stream an LLM's decoder blocks; pass blocks as well")
+    stream = BlockStream(blocks, offload_dir, source=source, device=cfg.device) \
+        if offload_dir is not None or source is not None else None
     bar = tqdm(total=None, desc=f"quantize {cfg.label()}", unit="unit", disable=not progress)
 
     def step(name: str, i: int, total: int) -> None:
