@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from logmac.cosim.logact_vectors import LogActVectors, golden
-from logmac.cosim.runner import Job, Report, score_jobs
+from logmac.cosim.runner import Report, plan_jobs, score_jobs
 from logmac.cosim.stream import TbLayout, add_gaps, config_rows, data_rows, lane_beats
 from logmac.format import adalog_words
 from logmac.hw.logact_engine import LogActConfig, act_table_image
@@ -73,7 +73,7 @@ def logact_commands(hw: LogActConfig, v: LogActVectors, rng: np.random.Generator
 def run_logact_vectors(vectors: LogActVectors | list[LogActVectors], sim: str = "verilator",
                        config: LogActConfig | None = None, *, bp: int = 0, gap_prob: float = 0.0,
                        reset_at: int | None = None, seed: int = 0, waves_on_failure: bool = True,
-                       act_image: np.ndarray | None = None) -> Report:
+                       act_image: np.ndarray | None = None, workers: int | None = None) -> Report:
     """Run AdaLog vector sets through ``LogActEngine`` on ``sim``; score every transaction against ``logmac.sim``.
 
     Arguments and report as :func:`logmac.cosim.runner.run_vectors`; ``act_image`` replaces the activation
@@ -83,11 +83,10 @@ def run_logact_vectors(vectors: LogActVectors | list[LogActVectors], sim: str = 
     vs = [vectors] if isinstance(vectors, LogActVectors) else list(vectors)
     hw = config or logact_config_for(vs)
     rng = np.random.default_rng(seed)
-    jobs, exps = [], []
     for v in vs:
         check_fits(hw, v)
-        exps.append(golden(v))
-        cmds = logact_commands(hw, v, rng, gap_prob=gap_prob, act_image=act_image)
-        jobs.append(Job(cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
-                        expected_beats=v.rows * v.channels))
-    return score_jobs(hw, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start)
+    exps = [golden(v) for v in vs]
+    vs, exps, jobs = plan_jobs(vs, exps, lambda v: logact_commands(hw, v, rng, gap_prob=gap_prob, act_image=act_image),
+                               rng, bp=bp, reset_at=reset_at)
+    return score_jobs(hw, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start,
+                      workers=workers)

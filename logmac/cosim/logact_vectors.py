@@ -33,7 +33,7 @@ uniform ones, then ``logmac.format.requantize``.  A file's expected arrays are c
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +127,21 @@ class LogActVectors(VectorShape):
     def levels(self) -> np.ndarray:
         """The unsigned integer activation levels the MAC multiplies (N, K)."""
         return adalog_decode_int(self.act_words, self.act_format)
+
+    def tile(self, rows: np.ndarray, channels: np.ndarray, name: str | None = None) -> LogActVectors:
+        """The sub-problem of the given input rows and output channels (expectations sliced alike)."""
+        rows, channels = np.asarray(rows), np.asarray(channels)
+
+        def per_channel(a):
+            return None if a is None else np.asarray(a)[channels]
+
+        table = None
+        if self.table is not None:
+            table = DecodeTable(self.table.u[channels], self.table.h[channels], self.table.scale[channels])
+        expected = {k: np.asarray(a)[np.ix_(rows, channels)] for k, a in self.file_expected.items()}
+        return replace(self, act_words=self.act_words[rows], weights=self.weights[channels], table=table,
+                       multiplier=per_channel(self.multiplier), shift=per_channel(self.shift),
+                       bias=per_channel(self.bias), name=name or self.name, file_expected=expected)
 
 
 def golden(v: LogActVectors) -> Expected:

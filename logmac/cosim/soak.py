@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,12 +25,11 @@ from logmac.cosim.logact_runner import logact_commands
 from logmac.cosim.logact_suite import INT_BUILD as LOGACT_INT
 from logmac.cosim.logact_suite import LOG_BUILD as LOGACT_LOG
 from logmac.cosim.logact_vectors import LogActVectors, random_logact_vectors
-from logmac.cosim.runner import CAP_DEPTH, CMD_DEPTH, Job, score_jobs
-from logmac.cosim.sched_runner import check_golden, sched_commands
+from logmac.cosim.runner import CAP_DEPTH, CMD_DEPTH, Job, fit_tiles, score_jobs
+from logmac.cosim.sched_runner import scheduled_commands
 from logmac.cosim.stream import build_commands
 from logmac.cosim.vectors import Expected, Vectors, golden, random_requant, random_vectors
 from logmac.format import AdaLogFormat, DecodeTable, GridKind, LogFormat, UniformFormat, ZeroMode
-from logmac.format.schedule import compile_schedule
 from logmac.hw.config import HwConfig
 from logmac.hw.sched_config import SchedConfig
 
@@ -149,9 +149,7 @@ def _logact_commands(hw, v: LogActVectors, rng: np.random.Generator, gaps: float
 
 
 def _sched_commands(cfg: SchedConfig, v: Vectors, rng: np.random.Generator, gaps: float) -> np.ndarray:
-    sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits())
-    check_golden(cfg, v, sched)  # the scheduled golden model is held equal to logmac.sim on every set
-    return sched_commands(cfg, v, sched, rng, gaps)
+    return scheduled_commands(cfg, v, rng, gaps)  # holds the scheduled golden model equal to logmac.sim too
 
 
 def _general(hw: HwConfig, max_bits: int) -> Callable:
@@ -278,13 +276,13 @@ def run_soak(macs: int, seed: int = 0, sim: str = "verilator", *, families: tupl
             bp, gaps = int(rng.choice(BACK_PRESSURE)), float(rng.choice(GAPS))
             reset_at = int(rng.integers(5, 2000)) if rng.random() < RESET_PROB else None
             cmds = fam.commands(fam.build, v, rng, gaps)
-            while len(cmds) > CMD_DEPTH and v.rows > 1:  # a scheduled tile takes a beat per exponent group
-                v = v.tile(np.arange(v.rows // 2), np.arange(v.channels))
-                cmds = fam.commands(fam.build, v, rng, gaps)
-            vs.append(v)
-            exps.append(expected(v))
-            jobs.append(Job(cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
-                            expected_beats=v.rows * v.channels))
+            # a scheduled set can outgrow the bench (a beat per exponent group of a tile): it runs as tiles
+            for tile, exp, tile_cmds in fit_tiles(v, expected(v), partial(fam.commands, fam.build, rng=rng, gaps=gaps),
+                                                  cmds):
+                vs.append(tile)
+                exps.append(exp)
+                jobs.append(Job(tile_cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
+                                expected_beats=tile.rows * tile.channels))
             rep.configurations.append({"family": fam.name, "name": v.name, "rows": v.rows, "k": v.k,
                                        "channels": v.channels, "acc_bits": v.acc_bits, "overflow": v.overflow,
                                        "bp": bp, "gaps": gaps, "reset_at": reset_at})

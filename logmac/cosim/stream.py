@@ -1,8 +1,9 @@
 """Stimulus and capture files of the test bench, built and read with numpy (no per-beat Python).
 
-The bench (``logmac.cosim.tbgen``) plays a command memory loaded with ``$readmemh``: each command is a
-data beat for the engine's input stream or a config write, preceded by ``gap`` idle cycles.  It records
-every output beat with the cycle it left the engine and dumps them with ``$writememh``.
+The bench (``logmac.cosim.tbgen``) plays a command memory loaded with ``$fread`` from a binary file (one
+record of ``TbLayout.cmd_bytes`` bytes per command, most significant byte first: no hex text to format or
+parse): each command is a data beat for the engine's input stream or a config write, preceded by ``gap`` idle
+cycles.  It records every output beat with the cycle it left the engine and dumps them with ``$writememh``.
 Command word, LSB first: ``payload[PW] | gap[8] | kind[2]`` (kind 0 data, 1 config); a data payload is the
 engine's input beat, a config payload is ``data[64] | addr``.  Capture word: ``output beat | cycle[32]``.
 """
@@ -40,6 +41,11 @@ class TbLayout:
         out_bits = (hw.out_bits if hw.requant else 0) + hw.acc_bits + 1
         payload = max(in_bits, C.CFG_DATA_BITS + hw.cfg_addr_bits)
         return cls(in_bits, out_bits, payload, payload + GAP_BITS + 2, out_bits + 32)
+
+    @property
+    def cmd_bytes(self) -> int:
+        """Bytes of one command record in the stimulus file (the bench's memory word is this many bytes wide)."""
+        return -(-self.cmd_bits // 8)
 
 
 def bits_of(values: np.ndarray, width: int) -> np.ndarray:
@@ -108,16 +114,13 @@ def build_commands(hw: HwConfig, v: Vectors, rng: np.random.Generator | None = N
     return add_gaps(np.concatenate(blocks), lay, rng, gap_prob, max_gap)
 
 
-def write_hex(bit_rows: np.ndarray, path: str | Path) -> None:
-    """Write a bit matrix as ``$readmemh`` text, one word a line, most significant nibble first."""
+def write_stimulus(bit_rows: np.ndarray, path: str | Path) -> None:
+    """Write a bit matrix (rows LSB first) as the bench's ``$fread`` records: each row zero-extended to whole
+    bytes, most significant byte first."""
     n, width = bit_rows.shape
-    digits = -(-width // 4)
-    padded = np.zeros((n, digits * 4), dtype=np.uint8)
+    padded = np.zeros((n, -(-width // 8) * 8), dtype=np.uint8)
     padded[:, :width] = bit_rows
-    nibbles = padded.reshape(n, digits, 4) @ np.array([1, 2, 4, 8], dtype=np.uint8)
-    ascii_ = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nibbles[:, ::-1]]
-    lines = np.concatenate([ascii_, np.full((n, 1), ord("\n"), dtype=np.uint8)], axis=1)
-    Path(path).write_bytes(lines.tobytes())
+    Path(path).write_bytes(np.packbits(padded[:, ::-1], axis=1).tobytes())
 
 
 @dataclass
@@ -130,26 +133,43 @@ class Capture:
     cycle: np.ndarray
 
 
-def _signed(v: int, bits: int) -> int:
-    v &= (1 << bits) - 1
-    return v - (1 << bits) if v >> (bits - 1) else v
+_HEX_DIGITS = np.full(256, 255, dtype=np.uint8)
+_HEX_DIGITS[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16)
+_HEX_DIGITS[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16)
+
+
+def _hex_bits(lines: list[bytes]) -> np.ndarray:
+    """Bits (LSB first) of equal-width hex words, one row per line; an x/z or other non-hex digit is an error."""
+    digits = max(len(ln) for ln in lines)
+    chars = np.frombuffer(b"".join(ln.rjust(digits, b"0") for ln in lines), dtype=np.uint8).reshape(len(lines), -1)
+    nibbles = _HEX_DIGITS[chars]
+    if (nibbles == 255).any():
+        row = int(np.argwhere(nibbles == 255)[0, 0])
+        raise ValueError(f"capture word {row} is not hex: {lines[row].decode(errors='replace')!r}")
+    return ((nibbles[:, ::-1, None] >> np.arange(4, dtype=np.uint8)) & 1).reshape(len(lines), -1)
+
+
+def _field(bits: np.ndarray, offset: int, width: int, signed: bool) -> np.ndarray:
+    """Bits ``offset .. offset + width - 1`` of each row as int64 (two's complement when ``signed``)."""
+    part = bits[:, offset:offset + width].astype(np.uint64)
+    value = (part << np.arange(width, dtype=np.uint64)).sum(axis=1, dtype=np.uint64).view(np.int64)
+    if signed and width < 64:
+        value = value - ((value >> (width - 1)) & 1) * (1 << width)
+    return value
 
 
 def read_capture(hw: HwConfig, path: str | Path | None) -> Capture:
     """Parse the bench's ``$writememh`` dump (``None`` or a missing file: no beats)."""
-    lines = []
+    lines: list[bytes] = []
     if path is not None and Path(path).exists():
-        lines = [ln.strip() for ln in Path(path).read_text().splitlines()]
-        lines = [ln for ln in lines if ln and not ln.startswith("//")]  # Icarus writes an address comment
-    words = [int(ln, 16) for ln in lines]
-    ys, accs, ovfs, cycles = [], [], [], []
-    for w in words:
-        off = 0
-        if hw.requant:
-            ys.append(_signed(w, hw.out_bits))
-            off = hw.out_bits
-        accs.append(_signed(w >> off, hw.acc_bits))
-        ovfs.append((w >> (off + hw.acc_bits)) & 1)
-        cycles.append(w >> (off + hw.acc_bits + 1))
-    return Capture(np.array(ys, dtype=np.int64) if hw.requant else None, np.array(accs, dtype=np.int64),
-                   np.array(ovfs, dtype=bool), np.array(cycles, dtype=np.int64))
+        lines = [ln.strip() for ln in Path(path).read_bytes().splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith(b"//")]  # Icarus writes an address comment
+    if not lines:
+        empty = np.zeros(0, dtype=np.int64)
+        return Capture(empty.copy() if hw.requant else None, empty, np.zeros(0, dtype=bool), empty.copy())
+    bits = _hex_bits(lines)
+    if bits.shape[1] < TbLayout.of(hw).cap_bits:
+        bits = np.pad(bits, ((0, 0), (0, TbLayout.of(hw).cap_bits - bits.shape[1])))
+    off = hw.out_bits if hw.requant else 0
+    return Capture(_field(bits, 0, hw.out_bits, True) if hw.requant else None, _field(bits, off, hw.acc_bits, True),
+                   _field(bits, off + hw.acc_bits, 1, False).astype(bool), _field(bits, off + hw.acc_bits + 1, 32, False))

@@ -1,9 +1,12 @@
 """The cocotb test that runs inside the simulator: load, start, one long wait, collect.
 
 It reads a job list (JSON, path in ``$LOGMAC_JOBS``) written by ``logmac.cosim.runner``; for each job it
-copies the stimulus to ``stim.hex``, pulses ``load`` and ``start`` (optionally resets mid-stream and
-starts again), waits for ``done`` and moves ``capture.hex`` to the job's capture path.  Checking is done
-by the host against ``logmac.sim``; this test fails only when the bench does not finish in time.
+moves the job's binary stimulus to the file the bench reads, pulses ``load`` and ``start`` (optionally resets
+mid-stream and starts again), waits for ``done`` and moves the capture to the job's capture path.  The clock
+is the bench's own, so between ``start`` and ``done`` the simulator runs without calling Python.  Checking
+is done by the host against ``logmac.sim``; this test fails only when the bench does not finish in time.
+
+Only cocotb and the standard library are imported here: the simulator loads this module at every start.
 """
 
 from __future__ import annotations
@@ -15,10 +18,7 @@ import time
 from pathlib import Path
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
-
-PERIOD_NS = 10
 
 
 async def _pulse(dut, name: str) -> None:
@@ -36,14 +36,14 @@ async def _reset(dut, cycles: int = 3) -> None:
 @cocotb.test()
 async def run_jobs(dut) -> None:
     spec = json.loads(Path(os.environ["LOGMAC_JOBS"]).read_text())
+    stimulus, capture = Path(spec["stimulus_file"]), Path(spec["capture_file"])
     for name in ("load", "start", "bp", "seed", "n_cmds"):
         getattr(dut, name).value = 0
-    Clock(dut.clk, PERIOD_NS, unit="ns").start()
     await _reset(dut)
     results = []
     for job in spec["jobs"]:
-        Path("capture.hex").unlink(missing_ok=True)
-        shutil.copyfile(job["stim"], "stim.hex")
+        capture.unlink(missing_ok=True)
+        os.replace(job["stim"], stimulus)
         dut.n_cmds.value = job["n_cmds"]
         dut.bp.value = job["bp"]
         dut.seed.value = job["seed"]
@@ -54,11 +54,11 @@ async def run_jobs(dut) -> None:
             await ClockCycles(dut.clk, job["reset_at"])
             await _reset(dut)
             await _pulse(dut, "start")
-        await with_timeout(RisingEdge(dut.done), job["timeout_cycles"] * PERIOD_NS, "ns")
+        await with_timeout(RisingEdge(dut.done), job["timeout_ns"], "ns")
         wall = time.perf_counter() - t0
         await RisingEdge(dut.clk)
-        if Path("capture.hex").exists():
-            shutil.move("capture.hex", job["capture"])
+        if capture.exists():
+            shutil.move(capture, job["capture"])
         results.append({"n_out": int(dut.n_out.value), "cycles": int(dut.cycles.value), "seconds": wall,
                         "sticky": int(dut.sticky.value)})
     Path(spec["results"]).write_text(json.dumps(results))
