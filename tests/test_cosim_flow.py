@@ -68,20 +68,25 @@ def test_capture_fields_read_back(tmp_path, requant: bool) -> None:
         read_capture(hw, tmp_path / "bad.hex")
 
 
-@pytest.mark.parametrize(("rows", "channels", "cmd_depth", "cap_depth"),
-                         [(9, 3, 200, 1 << 16), (9, 3, 1 << 17, 8), (1, 5, 100, 1 << 16), (3, 2, 1 << 17, 1 << 16)])
+BIG = 1 << 17
+
+
+@pytest.mark.parametrize(("rows", "channels", "cmd_depth", "cap_depth", "job_commands"),
+                         [(9, 3, 200, BIG, BIG), (9, 3, BIG, 8, BIG), (1, 5, 100, BIG, BIG), (9, 3, BIG, BIG, 300),
+                          (3, 2, BIG, BIG, BIG)])
 def test_tiles_fit_the_bench_and_cover_the_set(monkeypatch, rows: int, channels: int, cmd_depth: int,
-                                                cap_depth: int) -> None:
-    """Row tiles (channel tiles when one row is too large), each within both memories, together every
-    transaction once, each with the emulator's expected values for exactly that tile."""
+                                                cap_depth: int, job_commands: int) -> None:
+    """Row tiles (channel tiles when one row is too large), each within both memories and the job size,
+    together every transaction once, each with the emulator's expected values for exactly that tile."""
     monkeypatch.setattr(runner, "CMD_DEPTH", cmd_depth)
     monkeypatch.setattr(runner, "CAP_DEPTH", cap_depth)
+    monkeypatch.setattr(runner, "JOB_COMMANDS", job_commands)
     v = random_vectors(LogFormat(4), np.random.default_rng(rows), rows=rows, k=300, channels=channels)
     tiles = fit_tiles(v, golden(v), lambda t: build_commands(GENERIC, t))
     whole = golden(v)
     covered = np.zeros((channels, rows), dtype=int)
     for tile, exp, cmds in tiles:
-        assert len(cmds) <= cmd_depth and tile.rows * tile.channels <= cap_depth
+        assert len(cmds) <= min(cmd_depth, job_commands) and tile.rows * tile.channels <= cap_depth
         np.testing.assert_array_equal(cmds, build_commands(GENERIC, tile))
         np.testing.assert_array_equal(exp.acc, golden(tile).acc)
         np.testing.assert_array_equal(exp.y, golden(tile).y)
@@ -90,7 +95,7 @@ def test_tiles_fit_the_bench_and_cover_the_set(monkeypatch, rows: int, channels:
         covered[np.ix_(c, r)] += 1
         np.testing.assert_array_equal(exp.acc, whole.acc[np.ix_(c, r)])
     assert (covered == 1).all()
-    assert (len(tiles) == 1) == (cmd_depth == 1 << 17 and cap_depth == 1 << 16)
+    assert (len(tiles) == 1) == (cmd_depth == cap_depth == job_commands == BIG)
 
 
 def test_a_set_no_tile_can_hold_is_refused(monkeypatch) -> None:

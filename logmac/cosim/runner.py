@@ -40,6 +40,9 @@ from logmac.hw.sched_engine import sched_verilog
 TEST_MODULE = "logmac.cosim.tb_cocotb"
 CMD_DEPTH = 1 << 17
 CAP_DEPTH = 1 << 16
+# a job's size: a large set runs as several jobs (a quarter of the command memory each) that simulator
+# processes can share out
+JOB_COMMANDS = 1 << 15
 # a second simulator process pays off from about this many commands in a run (a process start is a fraction
 # of a second; the bench plays about a command a cycle)
 PARALLEL_MIN_COMMANDS = 40_000
@@ -375,15 +378,19 @@ def _cut(n: int, parts: int) -> list[np.ndarray]:
 
 def fit_tiles(v, exp: Expected, commands: Callable[[Any], np.ndarray], cmds: np.ndarray | None = None
               ) -> list[tuple[Any, Expected, np.ndarray]]:
-    """``v`` (a vector set with ``tile``), its expected values and command stream, cut into tiles that each fit
-    the bench's command and capture memories: by rows, and by channels when one row is too large; each tile
-    with its slice of ``exp`` and its own stream from ``commands``."""
+    """``v`` (a vector set with ``tile``), its expected values and command stream, cut into tiles of at most
+    ``JOB_COMMANDS`` commands that each fit the bench's capture memory: by rows, and by channels when one row
+    is too large; each tile with its slice of ``exp`` and its own stream from ``commands``.  One row of one
+    channel is cut no further (an error only if it exceeds the command memory)."""
     cmds = commands(v) if cmds is None else cmds
-    parts = max(-(-len(cmds) // CMD_DEPTH), -(-(v.rows * v.channels) // CAP_DEPTH))
-    if parts <= 1:
+    parts = max(-(-len(cmds) // min(JOB_COMMANDS, CMD_DEPTH)), -(-(v.rows * v.channels) // CAP_DEPTH))
+    if parts <= 1 or (v.rows == v.channels == 1 and len(cmds) <= CMD_DEPTH):
         return [(v, exp, cmds)]
     all_rows, all_channels = np.arange(v.rows), np.arange(v.channels)
     if v.rows > 1:
+        # rows a tile holds at the set's commands per row (a tile that still exceeds is cut again below)
+        rows_per_tile = max(1, min(min(JOB_COMMANDS, CMD_DEPTH) * v.rows // len(cmds), CAP_DEPTH // v.channels))
+        parts = max(parts, -(-v.rows // rows_per_tile))
         cuts = [(r, all_channels, f"{v.name}[rows {r[0]}:{r[-1] + 1}]") for r in _cut(v.rows, parts)]
     elif v.channels > 1:
         cuts = [(all_rows, c, f"{v.name}[channels {c[0]}:{c[-1] + 1}]") for c in _cut(v.channels, parts)]

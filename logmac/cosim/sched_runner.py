@@ -66,10 +66,16 @@ def sched_commands(cfg: SchedConfig, v: Vectors, sched: Schedule, rng: np.random
 
 
 def scheduled_commands(cfg: SchedConfig, v: Vectors, rng: np.random.Generator | None = None,
-                       gap_prob: float = 0.0) -> np.ndarray:
+                       gap_prob: float = 0.0, schedules: dict | None = None) -> np.ndarray:
     """Compile ``v``'s schedule, hold the scheduled golden model equal to ``logmac.sim`` on it, and return its
-    command stream."""
-    sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits())
+    command stream.  ``schedules`` keeps compiled schedules by weights, so the row tiles of a set compile once."""
+    key = (v.codes.tobytes(), v.codes.shape, v.table.u.tobytes(), v.table.h.tobytes(), v.table.scale.tobytes(),
+           repr(v.fmt))
+    sched = schedules.get(key) if schedules is not None else None
+    if sched is None:
+        sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits())
+        if schedules is not None:
+            schedules[key] = sched
     check_golden(cfg, v, sched)
     return sched_commands(cfg, v, sched, rng, gap_prob)
 
@@ -94,7 +100,8 @@ def run_sched_vectors(vectors: Vectors | list[Vectors], sim: str, cfg: SchedConf
         if v.x.size and (v.x.min() < lo or v.x.max() > hi):
             raise ValueError(f"{v.name}: activations exceed the build's port [{lo}, {hi}]")
     exps = [golden(v) for v in vs]
-    vs, exps, jobs = plan_jobs(vs, exps, lambda v: scheduled_commands(cfg, v, rng, gap_prob), rng, bp=bp,
+    schedules: dict = {}
+    vs, exps, jobs = plan_jobs(vs, exps, lambda v: scheduled_commands(cfg, v, rng, gap_prob, schedules), rng, bp=bp,
                                reset_at=reset_at)
     return score_jobs(cfg, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start,
                       workers=workers)
