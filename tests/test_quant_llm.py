@@ -70,3 +70,31 @@ def test_exact_and_low_rank_hessian_objectives_agree_in_direction() -> None:
         codes[rank] = res.artifact.layers["layers.0.up"].codes
         assert all(v["learned"] <= v["rtn"] for v in res.losses.values() if v["kept_learned"])
     assert np.mean(codes[0] == codes[8]) > 0.8
+
+
+def test_linears_fed_one_tensor_share_its_gram_matrix(monkeypatch) -> None:
+    """q/k/v (and gate/up) read the same hidden state: its Gram matrix is computed once per batch and each
+    layer's Hessian equals the one computed from its own inputs."""
+    from logmac.quant import calibrate, modules
+    from logmac.quant.pipeline import wrap_model
+
+    calls = []
+    real = modules._gram
+    monkeypatch.setattr(modules, "_gram", lambda rows: calls.append(rows.shape) or real(rows))
+    model = ToyLM(depth=1).eval()
+    block = model.layers[0]
+    block.twin = nn.Linear(32, block.up.out_features)  # a second reader of the input of ``up``
+
+    def forward(h, scale=1.0):
+        return (block.down(torch.relu(block.up(h) + block.twin(h))) * scale + h,)
+
+    block.forward = forward
+    cfg = QuantConfig(method="log_dynamic", w_bits=3, a_bits=32, rounding="gptq", batch_size=4)
+    wrap_model(model, cfg, scope=[block])
+    x = model.embed(IDS[:4])
+    hess = calibrate._observe_and_fit(block, modules.quant_layers(block), [[(x,), {}]], damp=0.0, keep=True)
+    assert len(calls) == 2  # one Gram for up + twin, one for down
+    rows = x.reshape(-1, 32).double()
+    want = 2.0 * rows.T @ rows / rows.shape[0]
+    for name in ("layers.0.up", "layers.0.twin"):
+        torch.testing.assert_close(hess[name][0], want.float(), rtol=1e-6, atol=1e-6)

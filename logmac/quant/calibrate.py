@@ -25,7 +25,7 @@ from torch import nn
 
 from logmac.quant.config import QuantConfig
 from logmac.quant.fold import first_tensor
-from logmac.quant.modules import QuantLayer, quant_layers, set_quant
+from logmac.quant.modules import GramCache, QuantLayer, quant_layers, set_quant
 from logmac.quant.rounding import beta_schedule, reconstruction_lr
 
 log = logging.getLogger(__name__)
@@ -188,17 +188,20 @@ def _observe_and_fit(unit: nn.Module, layers: list[QuantLayer], inputs: list, da
     """One pass over the unit's inputs measures activation ranges and Hessians; then every grid is fitted.
 
     Returns the (damped) Hessians when ``keep`` (the LLM rounding objective needs them)."""
+    grams = GramCache()
     for layer in layers:
         layer.quant_on = False
         layer.collect = needs_hessian(layer.cfg)
+        layer.gram_cache = grams
         if layer.act is not None:
             layer.act.observing = True
     with torch.no_grad():
         for args, kwargs, *_ in inputs:
             unit(*args, **kwargs)
+    grams.clear()
     kept = {}
     for layer in layers:
-        layer.collect = False
+        layer.collect, layer.gram_cache = False, None
         if layer.act is not None:
             layer.act.init_range()
         hess = layer.take_hessian(damp)

@@ -31,6 +31,30 @@ from logmac.quant.uniform import ActQuant, uniform_codes, uniform_range
 HESSIAN_ROWS = 2048  # input rows (tokens / conv patches) per batch that enter the Hessian
 
 
+def _gram(rows: torch.Tensor) -> torch.Tensor:
+    """``rows^T rows`` per group: (G, N, K) -> (G, K, K)."""
+    return torch.bmm(rows.transpose(1, 2), rows)
+
+
+class GramCache:
+    """The last input's Gram matrix within one observing pass.  An LLM block feeds one tensor to several linears
+    (q/k/v, gate/up); they get the very same matrix, computed once.  The cache holds the tensor itself, so its
+    memory cannot be reused by a later batch that would match a stale entry."""
+
+    def __init__(self) -> None:
+        self.source: torch.Tensor | None = None
+        self.version = -1
+        self.value: torch.Tensor | None = None
+
+    def gram(self, x: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.source is not x or self.version != x._version:
+            self.source, self.version, self.value = x, x._version, compute()
+        return self.value
+
+    def clear(self) -> None:
+        self.source = self.value = None
+
+
 class QuantLayer(nn.Module):
     """A quantizable Conv2d or Linear (``inner`` keeps its FP weight, BN already folded)."""
 
@@ -53,6 +77,7 @@ class QuantLayer(nn.Module):
         self.hessian_rows = 0
         self.round_start: torch.Tensor | None = None  # GPTQ's compensated weights: learned rounding starts there
         self.collect = False
+        self.gram_cache: GramCache | None = None  # set for an observing pass: linears fed one tensor share its Gram
         self._gen = torch.Generator().manual_seed(seed)
 
     # -- forward --------------------------------------------------------------------------------
@@ -107,7 +132,7 @@ class QuantLayer(nn.Module):
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad)
         if self.collect:
-            self._accumulate(x.detach())
+            self._accumulate(x)
         w = self.effective_weight()
         if self.op == "linear":
             return F.linear(x, w, self.inner.bias)
@@ -116,8 +141,13 @@ class QuantLayer(nn.Module):
 
     def _accumulate(self, x: torch.Tensor) -> None:
         """Add this batch's inputs to H = (2/N) sum x x^T, one (K, K) block per conv group."""
+        source, x = x, x.detach()
         if self.op == "linear":
-            rows = x.reshape(-1, x.shape[-1]).double()[None]
+            rows = x.reshape(-1, x.shape[-1])
+            if rows.shape[0] <= HESSIAN_ROWS and self.gram_cache is not None:  # no row sampling: the Gram is shared
+                self._add_gram(self.gram_cache.gram(source, lambda: _gram(rows.double()[None])), rows.shape[0])
+                return
+            rows = rows.double()[None]
         else:
             m = self.inner
             positions = max(1, x.shape[-1] * x.shape[-2] // (m.stride[0] * m.stride[1]))
@@ -130,9 +160,11 @@ class QuantLayer(nn.Module):
         if rows.shape[1] > HESSIAN_ROWS:
             pick = torch.randperm(rows.shape[1], generator=self._gen)[:HESSIAN_ROWS].to(rows.device)
             rows = rows[:, pick]
-        h = torch.bmm(rows.transpose(1, 2), rows)
-        self.hessian = h if self.hessian is None else self.hessian + h
-        self.hessian_rows += rows.shape[1]
+        self._add_gram(_gram(rows), rows.shape[1])
+
+    def _add_gram(self, h: torch.Tensor, rows: int) -> None:
+        self.hessian = h.clone() if self.hessian is None else self.hessian + h
+        self.hessian_rows += rows
 
     def take_hessian(self, damp: float = 0.0) -> torch.Tensor | None:
         """The averaged Hessian (optionally damped by ``damp * mean(diag)``), freeing the accumulator."""
