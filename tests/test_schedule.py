@@ -3,6 +3,8 @@ serialisation, and the scheduled engine under Amaranth's simulator (compile-free
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -13,6 +15,8 @@ from logmac.cosim.sched_runner import check_golden, sched_commands
 from logmac.cosim.stream import GAP_BITS, KIND_CFG, TbLayout
 from logmac.cosim.vectors import golden, random_vectors
 from logmac.format import FormatError, GridKind, LogFormat, ZeroMode
+from logmac.format.artifact import QuantizedLayer
+from logmac.format.groups import GROUP_EXP, column_shifts
 from logmac.format.schedule import (
     HALF_MODES,
     VARIANTS,
@@ -26,6 +30,7 @@ from logmac.hw import config as C
 from logmac.hw.config import HwConfigError
 from logmac.hw.sched_config import SchedConfig
 from logmac.hw.sched_engine import SchedEngine
+from logmac.sim.groups import group_mac_reference
 from logmac.sim.mac import log_matmul_reference
 from logmac.sim.scheduled import run_schedule
 from logmac.stimulus import random_table
@@ -231,3 +236,60 @@ def test_engine_matches_golden_in_amaranth_sim(variant: str, half: str, grid: Gr
         exp = golden(v)
         assert np.array_equal(acc, exp.acc.ravel()) and np.array_equal(ovf, exp.overflow.ravel()), fmt
         assert np.array_equal(y, exp.y.ravel()), fmt
+
+
+def group_layer(v, size: int, rng: np.random.Generator) -> tuple[QuantizedLayer, np.ndarray]:
+    """``v``'s weights as an artifact layer with random 2-bit group exponents, and the (C, K) term shifts."""
+    exps = rng.integers(-2, 2, size=(v.channels, -(-v.k // size)))
+    layer = QuantizedLayer("g", "linear", v.fmt, v.codes, v.table.scale, v.table, extras={GROUP_EXP: exps.astype(np.int8)},
+                           attrs={"group_size": size, "group_bits": 2})
+    layer.validate()
+    return layer, column_shifts(exps, v.k, size)[0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.integers(2, 5), grid=st.sampled_from(list(GridKind)), k=st.integers(1, 70),
+       size=st.sampled_from([4, 8, 16]), lanes=st.sampled_from([1, 4, 16]), seed=st.integers(0, 2**31))
+def test_group_exponents_fold_into_term_exponents(bits, grid, k, size, lanes, seed) -> None:
+    """Per-group exponent offsets reach the scheduled engine as term exponents: the stream equals the group
+    reference (partial sums shifted per group), on every terms-store build, and a codes store refuses them."""
+    rng = np.random.default_rng(seed)
+    fmt = LogFormat(bits, grid)
+    v = random_vectors(fmt, rng, rows=3, k=k, channels=2, acc_bits=40)
+    layer, shift = group_layer(v, size, rng)
+    ref = group_mac_reference(v.x, layer, slice(None), 40)
+    for lim in all_limits(fmt, grid, lanes):
+        lim = replace(lim, max_shift=fmt.max_shift + 3)  # room for 2-bit group shifts (up to 3)
+        if lim.store == "codes":
+            if shift.any():
+                with pytest.raises(FormatError, match="terms-store"):
+                    compile_schedule(v.codes, v.table, fmt, lim, term_shift=shift)
+            continue
+        got = run_schedule(compile_schedule(v.codes, v.table, fmt, lim, term_shift=shift), v.x, 40)
+        assert np.array_equal(got.acc, ref.acc), lim
+
+
+def test_group_shift_beyond_the_build_is_refused() -> None:
+    fmt = LogFormat(3, GridKind.LOG_2)
+    v = random_vectors(fmt, np.random.default_rng(0), rows=1, k=8, channels=1)
+    lim = ScheduleLimits("inplace", "none", 4, int(v.table.u.max()) + 1, 64)
+    with pytest.raises(FormatError, match="plus group shift reaches"):
+        compile_schedule(v.codes, v.table, fmt, lim, term_shift=np.full((1, 8), 2))
+
+
+def test_engine_runs_group_exponent_schedules_in_amaranth_sim() -> None:
+    """The RTL needs no change for group exponents: the same engine on a group-shifted schedule gives the
+    group reference, with saturation forced on a narrow accumulator."""
+    rng = np.random.default_rng(5)
+    cfg = SchedConfig(variant="inplace", half="split", lanes=4, act_bits=9, max_shift=7, max_k=64, acc_bits=24,
+                      out_bits=8)
+    fmt = LogFormat(3, GridKind.LOG_DYNAMIC)
+    assert fmt.max_shift + 3 <= cfg.max_shift  # 2-bit group exponents shift by up to 3
+    for acc_bits, style in [(24, "random"), (12, "overflow")]:
+        v = random_vectors(fmt, rng, rows=2, k=19, channels=2, acc_bits=acc_bits, style=style)
+        layer, shift = group_layer(v, 8, rng)
+        sched = compile_schedule(v.codes, v.table, fmt, cfg.limits(), term_shift=shift)
+        _, acc, ovf = decode(cfg, run_engine(cfg, sched_commands(cfg, v, sched, rng, gap_prob=0.2), 0.6, 3))
+        ref = group_mac_reference(v.x, layer, slice(None), acc_bits)
+        assert np.array_equal(acc, ref.acc.T.ravel()) and np.array_equal(ovf, ref.overflow.T.ravel())
+        assert style != "overflow" or ovf.any()

@@ -77,13 +77,20 @@ def check_group_exponents(name: str, shape: tuple[int, ...], extras: dict[str, n
                           f"{bits}-bit range [{lo}, {hi}]")
 
 
+def column_shifts(exps: np.ndarray, k: int, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(e - e_min per column (C, K), e_min (C,))``: the left shift each weight's group applies, and the
+    exponent folded into the channel scale."""
+    exps = np.asarray(exps, dtype=np.int64)
+    emin = exps.min(axis=1) if exps.size else np.zeros(exps.shape[0], dtype=np.int64)
+    return per_column(exps - emin[:, None], k, group_size), emin
+
+
 def shifted_integers(w_int: np.ndarray, exps: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
     """``(W_int << (e - e_min), e_min)``: (C, K) int64 multipliers with every group's shift applied, and the
     (C,) exponent folded into the channel scale.  Shifting the multipliers is the same integer as shifting the
     group partial sums (distributivity), so the exact GEMM needs no second pass."""
     w = np.asarray(w_int, dtype=np.int64).reshape(w_int.shape[0], -1)
-    emin = exps.min(axis=1) if exps.size else np.zeros(w.shape[0], dtype=np.int64)
-    shift = per_column(exps - emin[:, None], w.shape[1], group_size)
+    shift, emin = column_shifts(exps, w.shape[1], group_size)
     return w << shift, emin
 
 

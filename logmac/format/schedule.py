@@ -288,10 +288,14 @@ def coded_lanes(limits: ScheduleLimits, words: np.ndarray, bidx: np.ndarray) -> 
 # Compiler
 # ----------------------------------------------------------------------------------------------
 
-def weight_terms(words: np.ndarray, table: DecodeTable, fmt: LogFormat, half: HalfMode
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def weight_terms(words: np.ndarray, table: DecodeTable, fmt: LogFormat, half: HalfMode,
+                 term_shift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per weight (C, K): ``u``, ``h``, ``neg``, ``nonzero`` from the table, and ``e`` (C, K, 2): the
-    exponents of its terms (-1: no term); ``select`` puts a half step at ``u - 1`` with multiplier 3."""
+    exponents of its terms (-1: no term); ``select`` puts a half step at ``u - 1`` with multiplier 3.
+
+    ``term_shift`` (C, K), >= 0: added to every weight's exponents (``u`` included), which is how per-group
+    exponent offsets (``logmac.format.groups.column_shifts``) reach a schedule: ``(w << s) * x`` is a term of
+    ``w``'s at ``u + s``, so the engine runs the stream unchanged."""
     table.validate(fmt)
     sign, index, is_zero = split_words(words, fmt)
     if words.shape[0] != table.channels:
@@ -299,6 +303,12 @@ def weight_terms(words: np.ndarray, table: DecodeTable, fmt: LogFormat, half: Ha
     ch = np.arange(words.shape[0])[:, None]
     u, h = table.u[ch, sign, index], table.h[ch, sign, index]
     nz = ~is_zero
+    if term_shift is not None:
+        term_shift = np.asarray(term_shift, dtype=np.int64)
+        if term_shift.shape != words.shape or (term_shift.size and term_shift.min() < 0):
+            raise FormatError(f"term shifts must be non-negative integers of the codes' shape {words.shape}, got "
+                              f"{term_shift.shape}")
+        u = u + term_shift
     if half == "none" and np.any(h[nz] == 1):
         raise FormatError("half-step weights need a 'split' or 'select' build (half='none' takes base-2 tables)")
     e = np.full(words.shape + (2,), -1, dtype=np.int64)
@@ -311,7 +321,8 @@ def weight_terms(words: np.ndarray, table: DecodeTable, fmt: LogFormat, half: Ha
     return u, h, sign.astype(bool), nz, e
 
 
-def _check_fits(words: np.ndarray, table: DecodeTable, limits: ScheduleLimits) -> np.ndarray:
+def _check_fits(words: np.ndarray, table: DecodeTable, limits: ScheduleLimits,
+                term_shift: np.ndarray | None = None) -> np.ndarray:
     words = np.asarray(words)
     if words.ndim != 2:
         raise FormatError(f"codes must be (C, K), got shape {words.shape}")
@@ -319,16 +330,25 @@ def _check_fits(words: np.ndarray, table: DecodeTable, limits: ScheduleLimits) -
         raise FormatError(f"K={words.shape[1]} exceeds the build's max_k={limits.max_k}")
     if int(table.u.max(initial=0)) > limits.max_shift:
         raise FormatError(f"decode table shift {int(table.u.max())} beyond the build's max_shift={limits.max_shift}")
+    if term_shift is not None and np.any(term_shift):
+        if limits.store == "codes":
+            raise FormatError("group exponent shifts need a terms-store build (a codes store walks the table's levels)")
+        top = int(table.u.max(initial=0)) + int(np.max(term_shift))
+        if top > limits.max_shift:
+            raise FormatError(f"decode table shift plus group shift reaches {top}, beyond the build's "
+                              f"max_shift={limits.max_shift}")
     return words
 
 
-def compile_schedule(words: np.ndarray, table: DecodeTable, fmt: LogFormat, limits: ScheduleLimits) -> Schedule:
-    """The beat stream that computes every channel's exact dot product on a build with ``limits``."""
-    words = _check_fits(words, table, limits)
+def compile_schedule(words: np.ndarray, table: DecodeTable, fmt: LogFormat, limits: ScheduleLimits,
+                     term_shift: np.ndarray | None = None) -> Schedule:
+    """The beat stream that computes every channel's exact dot product on a build with ``limits``;
+    ``term_shift`` (C, K) shifts each weight's terms (group exponents, see :func:`weight_terms`)."""
+    words = _check_fits(words, table, limits, term_shift)
     C, K = words.shape
     if limits.store == "codes":
         return _compile_codes(words, table, fmt, limits)
-    u, h, neg, nz, e = weight_terms(words, table, fmt, limits.half)
+    u, h, neg, nz, e = weight_terms(words, table, fmt, limits.half, term_shift)
     L = limits.lanes
     T = -(-K // L)
     pad = T * L - K
