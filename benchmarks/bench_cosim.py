@@ -1,6 +1,6 @@
 """Cosim throughput: MACs checked per second of simulator time and end to end, per simulator, engine and lanes.
 
-    .venv/bin/python benchmarks/bench_cosim.py [--macs 1048576] [--icarus-macs 131072] [--sims verilator,icarus]
+    .venv/bin/python benchmarks/bench_cosim.py [--macs 1048576] [--icarus-macs 1048576] [--sims verilator,icarus]
                                                [--workers 1,2] [--no-suite]
     .venv/bin/python benchmarks/bench_cosim.py --quick    # CI smoke: Icarus, general 16-lane engine, 16k MACs
 
@@ -137,7 +137,7 @@ def suite_table(sims: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--macs", type=int, default=1 << 20, help="MACs per Verilator run")
-    ap.add_argument("--icarus-macs", type=int, default=1 << 17, help="MACs per Icarus run (a slower simulator)")
+    ap.add_argument("--icarus-macs", type=int, default=1 << 20, help="MACs per Icarus run")
     ap.add_argument("--sims", default="verilator,icarus")
     ap.add_argument("--engines", default="general,logact,sched", help="engine kinds (general runs 16, 32, 64 lanes)")
     ap.add_argument("--workers", default="1,2", help="simulator processes side by side, each measured")

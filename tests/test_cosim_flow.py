@@ -8,12 +8,26 @@ import pytest
 
 from logmac.cosim import runner
 from logmac.cosim.runner import Job, fit_tiles, plan_jobs, run_vectors, shard
-from logmac.cosim.stream import TbLayout, build_commands, read_capture, write_stimulus
+from logmac.cosim.stream import TbLayout, bits_of, build_commands, read_capture, write_stimulus
 from logmac.cosim.vectors import golden, random_vectors
 from logmac.format import LogFormat
 from logmac.hw.config import HwConfig
 
 GENERIC = HwConfig(weight_bits=6, act_bits=9, act_signed=True, lanes=16, acc_bits=32, max_k=4096)
+
+
+@pytest.mark.parametrize("width", [1, 7, 9, 32, 63, 64])
+def test_bits_of_is_twos_complement_lsb_first(width: int) -> None:
+    rng = np.random.default_rng(width)
+    values = rng.integers(-(1 << 62), 1 << 62, size=(4, 5))
+    values[0, :3] = (-1, 0, np.iinfo(np.int64).min)
+    bits = bits_of(values, width)
+    assert bits.shape == (4, 5, width) and bits.dtype == np.uint8
+    for v, b in zip(values.ravel().tolist(), bits.reshape(-1, width), strict=True):
+        assert row_value(b) == v % (1 << width)
+    assert bits_of(values, 0).shape == (4, 5, 0)
+    with pytest.raises(ValueError, match="0..64"):
+        bits_of(values, 65)
 
 
 def row_value(bits: np.ndarray) -> int:

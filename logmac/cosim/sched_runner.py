@@ -15,7 +15,7 @@ import numpy as np
 
 from logmac.cosim.runner import Report, plan_jobs, score_jobs
 from logmac.cosim.stream import TbLayout, add_gaps, bits_of, config_rows, data_rows
-from logmac.cosim.vectors import Vectors, golden
+from logmac.cosim.vectors import Expected, Vectors, golden
 from logmac.format import FormatError
 from logmac.format.schedule import Schedule, compile_schedule
 from logmac.hw.regmap import Requant, channel_writes
@@ -65,24 +65,31 @@ def sched_commands(cfg: SchedConfig, v: Vectors, sched: Schedule, rng: np.random
     return add_gaps(np.concatenate(blocks), lay, rng, gap_prob, max_gap)
 
 
-def scheduled_commands(cfg: SchedConfig, v: Vectors, rng: np.random.Generator | None = None,
-                       gap_prob: float = 0.0, schedules: dict | None = None) -> np.ndarray:
-    """Compile ``v``'s schedule, hold the scheduled golden model equal to ``logmac.sim`` on it, and return its
-    command stream.  ``schedules`` keeps compiled schedules by weights, so the row tiles of a set compile once."""
+def schedule_for(cfg: SchedConfig, v: Vectors, cache: dict | None = None) -> Schedule:
+    """``v``'s compiled schedule; ``cache`` keeps them by weights, so the row tiles of a set compile once."""
     key = (v.codes.tobytes(), v.codes.shape, v.table.u.tobytes(), v.table.h.tobytes(), v.table.scale.tobytes(),
            repr(v.fmt))
-    sched = schedules.get(key) if schedules is not None else None
-    if sched is None:
-        sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits())
-        if schedules is not None:
-            schedules[key] = sched
+    if cache is not None and key in cache:
+        return cache[key]
+    sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits())
+    if cache is not None:
+        cache[key] = sched
+    return sched
+
+
+def scheduled_commands(cfg: SchedConfig, v: Vectors, rng: np.random.Generator | None = None,
+                       gap_prob: float = 0.0) -> np.ndarray:
+    """Compile ``v``'s schedule, hold the scheduled golden model equal to ``logmac.sim`` on it, and return its
+    command stream."""
+    sched = schedule_for(cfg, v)
     check_golden(cfg, v, sched)
     return sched_commands(cfg, v, sched, rng, gap_prob)
 
 
-def check_golden(cfg: SchedConfig, v: Vectors, sched: Schedule) -> None:
-    """Raise FormatError unless the scheduled golden model equals ``logmac.sim`` on ``v``."""
-    exp = golden(v)
+def check_golden(cfg: SchedConfig, v: Vectors, sched: Schedule, exp: Expected | None = None) -> None:
+    """Raise FormatError unless the scheduled golden model equals ``logmac.sim`` on ``v`` (``exp``: its
+    expected values when already computed)."""
+    exp = golden(v) if exp is None else exp
     got = run_schedule(sched, v.x, v.acc_bits, v.overflow)
     if not (np.array_equal(got.acc.T, exp.acc) and np.array_equal(got.overflow.T, exp.overflow)):
         raise FormatError(f"{v.name}: the scheduled golden model disagrees with logmac.sim")
@@ -100,8 +107,10 @@ def run_sched_vectors(vectors: Vectors | list[Vectors], sim: str, cfg: SchedConf
         if v.x.size and (v.x.min() < lo or v.x.max() > hi):
             raise ValueError(f"{v.name}: activations exceed the build's port [{lo}, {hi}]")
     exps = [golden(v) for v in vs]
-    schedules: dict = {}
-    vs, exps, jobs = plan_jobs(vs, exps, lambda v: scheduled_commands(cfg, v, rng, gap_prob, schedules), rng, bp=bp,
-                               reset_at=reset_at)
+    cache: dict = {}
+    vs, exps, jobs = plan_jobs(vs, exps, lambda v: sched_commands(cfg, v, schedule_for(cfg, v, cache), rng, gap_prob),
+                               rng, bp=bp, reset_at=reset_at)
+    for v, exp in zip(vs, exps, strict=True):
+        check_golden(cfg, v, schedule_for(cfg, v, cache), exp)
     return score_jobs(cfg, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start,
                       workers=workers)

@@ -49,9 +49,13 @@ class TbLayout:
 
 
 def bits_of(values: np.ndarray, width: int) -> np.ndarray:
-    """Two's-complement bits (LSB first) of int64 values, shape values.shape + (width,)."""
-    v = np.asarray(values, dtype=np.int64)
-    return ((v[..., None] >> np.arange(width, dtype=np.int64)) & 1).astype(np.uint8)
+    """Two's-complement bits (LSB first) of int64 values, shape values.shape + (width,), ``width`` 0..64
+    (unpacked from the values' little-endian bytes: no int64 array per bit)."""
+    if not 0 <= width <= 64:
+        raise ValueError(f"bit width must be 0..64, got {width}")
+    v = np.ascontiguousarray(values, dtype="<i8")
+    data = v.view(np.uint8).reshape(v.shape + (8,))[..., :-(-width // 8)]
+    return np.unpackbits(data, axis=-1, bitorder="little")[..., :width]
 
 
 def config_rows(lay: TbLayout, addr_bits: int, writes: Sequence[tuple[int, int]]) -> np.ndarray:
