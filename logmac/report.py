@@ -117,6 +117,8 @@ def _table(headers: list[str], rows: list[list[Any]]) -> tuple[str, str]:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # not measured in this run (an Fmax without place and route, say)
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

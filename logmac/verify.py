@@ -55,6 +55,7 @@ class VerifyOptions:
     sweep_bits: tuple[int, ...] = (3, 4)
     sweep_methods: tuple[str, ...] = ("log_dynamic", "log_2", "linear_mse")
     area: bool = True
+    fmax: bool = False  # place and route the 16-lane builds (minutes each on a cold cache)
     layers: tuple[str, ...] = ()  # layers whose tiles go through the RTL (empty: every quantized layer)
     device: str = "cpu"
 
@@ -211,15 +212,15 @@ def check_sched(vectors: list[Vectors], sim: str, seed: int) -> SchedCheck | Non
     return SchedCheck(cfg.to_dict(), rep.macs_checked, rep.mismatches, rep.first_mismatch, rep.sim_seconds)
 
 
-def engine_comparison(w_bits: int, grid: str) -> list[dict[str, Any]]:
+def engine_comparison(w_bits: int, grid: str, fmax: bool = False) -> list[dict[str, Any]]:
     """The rows of ``logmac hw compare`` for this run's weight bits and grid (every registered engine against int,
-    16 and 32 lanes; Fmax of the 16-lane builds only, place and route of the 32-lane ones taking many minutes),
-    read from the synthesis cache when it holds them; the full sweep is ``logmac hw compare``."""
+    16 and 32 lanes), read from the synthesis cache when it holds them; the full sweep is ``logmac hw compare``.
+    ``fmax`` adds place and route of the 16-lane builds (the slow step: minutes per build on a cold cache)."""
     from logmac.hw import compare
     from logmac.hw_compare import register_sched_engines
 
     register_sched_engines()
-    return compare.compare_rows(grids=(grid,), weight_bits=(w_bits,), fmax_lanes=(16,))
+    return compare.compare_rows(grids=(grid,), weight_bits=(w_bits,), fmax=fmax, fmax_lanes=(16,))
 
 
 def area_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -307,7 +308,7 @@ def run_verify(opts: VerifyOptions) -> VerifyResult:
     if opts.area:
         t = time.perf_counter()
         grid = opts.method if opts.method in ("log_2", "log_dynamic") else "log_dynamic"  # sqrt(2) steps: half steps
-        result.area = engine_comparison(opts.w_bits, grid)
+        result.area = engine_comparison(opts.w_bits, grid, opts.fmax)
         seconds["area"] = time.perf_counter() - t
     if opts.sweep_bits:
         t = time.perf_counter()
@@ -413,6 +414,8 @@ def _options(f):
         click.option("--sweep-bits", default="3,4", show_default=True, help="Bits of the RTN sweep plot ('' = none)."),
         click.option("--layer", "layers", multiple=True, help="Check only this layer in the RTL (repeatable)."),
         click.option("--no-area", is_flag=True, help="Skip the engine comparison (synthesis, area and Fmax)."),
+        click.option("--fmax", is_flag=True, help="Also place and route the 16-lane builds for Fmax (minutes per "
+                     "build the first time; `logmac hw compare` gives the full sweep)."),
         click.option("--device", default="cpu", show_default=True),
     ]):
         f = decorator(f)
@@ -425,7 +428,7 @@ def _run_cli(**kw) -> None:
         hardware_approx=kw["hardware_approx"], learn_rounding=kw["learn_rounding"], iters=kw["iters"],
         calib_samples=kw["calib_samples"], eval_limit=kw["eval_limit"], sim=kw["sim"], tiles=kw["tiles"],
         seed=kw["seed"], artifact=kw["artifact"], out_dir=kw["out_dir"], sweep_bits=_bits_list(kw["sweep_bits"]),
-        area=not kw["no_area"], layers=kw["layers"], device=kw["device"])
+        area=not kw["no_area"], fmax=kw["fmax"], layers=kw["layers"], device=kw["device"])
     try:
         result = run_verify(opts)
     except (ValueError, FileNotFoundError) as exc:  # bad options, a bad artifact, missing data or weights
