@@ -108,7 +108,7 @@ def phase_table(sims: list[str], macs: dict[str, int]) -> None:
         t0 = time.perf_counter()
         exps = [golden(v)]
         t1 = time.perf_counter()
-        tiles, exps, jobs = plan_jobs([v], exps, lambda t: build_commands(hw, t), np.random.default_rng(0))
+        tiles, exps, jobs = plan_jobs([v], exps, lambda t, gaps: build_commands(hw, t, gaps), np.random.default_rng(0))
         t2 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             for n, job in enumerate(jobs):

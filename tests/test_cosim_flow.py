@@ -85,18 +85,21 @@ def test_capture_fields_read_back(tmp_path, requant: bool) -> None:
 BIG = 1 << 17
 
 
-@pytest.mark.parametrize(("rows", "channels", "cmd_depth", "cap_depth", "job_commands"),
-                         [(9, 3, 200, BIG, BIG), (9, 3, BIG, 8, BIG), (1, 5, 100, BIG, BIG), (9, 3, BIG, BIG, 300),
-                          (3, 2, BIG, BIG, BIG)])
-def test_tiles_fit_the_bench_and_cover_the_set(monkeypatch, rows: int, channels: int, cmd_depth: int,
+@pytest.mark.parametrize(("rows", "k", "channels", "cmd_depth", "cap_depth", "job_commands"),
+                         [(9, 300, 3, 200, BIG, BIG), (9, 300, 3, BIG, 8, BIG), (1, 300, 5, 100, BIG, BIG),
+                          (9, 300, 3, BIG, BIG, 300), (9, 1, 3, 240, BIG, BIG), (3, 300, 2, BIG, BIG, BIG)])
+def test_tiles_fit_the_bench_and_cover_the_set(monkeypatch, rows: int, k: int, channels: int, cmd_depth: int,
                                                 cap_depth: int, job_commands: int) -> None:
     """Row tiles (channel tiles when one row is too large), each within both memories and the job size,
-    together every transaction once, each with the emulator's expected values for exactly that tile."""
+    together every transaction once, each with the emulator's expected values for exactly that tile; sized
+    from one row's stream for a large set (K = 300), cut after the whole stream is built for a small one whose
+    set-up commands outnumber its MACs (K = 1)."""
     monkeypatch.setattr(runner, "CMD_DEPTH", cmd_depth)
     monkeypatch.setattr(runner, "CAP_DEPTH", cap_depth)
     monkeypatch.setattr(runner, "JOB_COMMANDS", job_commands)
-    v = random_vectors(LogFormat(4), np.random.default_rng(rows), rows=rows, k=300, channels=channels)
-    tiles = fit_tiles(v, golden(v), lambda t: build_commands(GENERIC, t))
+    v = random_vectors(LogFormat(4), np.random.default_rng(rows), rows=rows, k=k, channels=channels)
+    v.x[:, 0], v.codes[:, 0] = np.arange(rows), np.arange(channels)  # each row and channel known by its first entry
+    tiles = fit_tiles(v, golden(v), lambda t, gaps: build_commands(GENERIC, t, gaps))
     whole = golden(v)
     covered = np.zeros((channels, rows), dtype=int)
     for tile, exp, cmds in tiles:
@@ -104,8 +107,7 @@ def test_tiles_fit_the_bench_and_cover_the_set(monkeypatch, rows: int, channels:
         np.testing.assert_array_equal(cmds, build_commands(GENERIC, tile))
         np.testing.assert_array_equal(exp.acc, golden(tile).acc)
         np.testing.assert_array_equal(exp.y, golden(tile).y)
-        r = [int(np.flatnonzero((v.x == row).all(axis=1))[0]) for row in tile.x]
-        c = [int(np.flatnonzero((v.codes == ch).all(axis=1))[0]) for ch in tile.codes]
+        r, c = tile.x[:, 0], tile.codes[:, 0]
         covered[np.ix_(c, r)] += 1
         np.testing.assert_array_equal(exp.acc, whole.acc[np.ix_(c, r)])
     assert (covered == 1).all()
@@ -116,14 +118,14 @@ def test_a_set_no_tile_can_hold_is_refused(monkeypatch) -> None:
     monkeypatch.setattr(runner, "CMD_DEPTH", 10)
     v = random_vectors(LogFormat(4), np.random.default_rng(0), rows=1, k=400, channels=1)
     with pytest.raises(ValueError, match="one row of one channel"):
-        fit_tiles(v, golden(v), lambda t: build_commands(GENERIC, t))
+        fit_tiles(v, golden(v), lambda t, gaps: build_commands(GENERIC, t, gaps))
 
 
 def test_plan_jobs_keeps_order_and_expected_beats(monkeypatch) -> None:
     monkeypatch.setattr(runner, "CMD_DEPTH", 200)
     rng = np.random.default_rng(5)
     vs = [random_vectors(LogFormat(3), rng, rows=r, k=100, channels=2) for r in (1, 12, 2)]
-    tiles, exps, jobs = plan_jobs(vs, [golden(v) for v in vs], lambda t: build_commands(GENERIC, t), rng)
+    tiles, exps, jobs = plan_jobs(vs, [golden(v) for v in vs], lambda t, gaps: build_commands(GENERIC, t, gaps), rng)
     assert len(tiles) == len(exps) == len(jobs) > len(vs)
     assert [t.name for t in tiles][0] == vs[0].name and tiles[-1].name == vs[-1].name
     assert sum(t.rows * t.channels for t in tiles) == sum(v.rows * v.channels for v in vs)

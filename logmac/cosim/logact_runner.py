@@ -86,7 +86,7 @@ def run_logact_vectors(vectors: LogActVectors | list[LogActVectors], sim: str = 
     for v in vs:
         check_fits(hw, v)
     exps = [golden(v) for v in vs]
-    vs, exps, jobs = plan_jobs(vs, exps, lambda v: logact_commands(hw, v, rng, gap_prob=gap_prob, act_image=act_image),
+    vs, exps, jobs = plan_jobs(vs, exps, lambda v, gaps: logact_commands(hw, v, gaps, gap_prob=gap_prob, act_image=act_image),
                                rng, bp=bp, reset_at=reset_at)
     return score_jobs(hw, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start,
                       workers=workers)

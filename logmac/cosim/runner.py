@@ -48,6 +48,10 @@ JOB_COMMANDS = 1 << 15
 PARALLEL_MIN_COMMANDS = 40_000
 
 
+# a vector set (or tile) and a generator for its idle gaps (None: no gaps) -> its command stream (bit rows)
+Commands = Callable[[Any, np.random.Generator | None], np.ndarray]
+
+
 class CosimError(RuntimeError):
     """The simulation itself failed (build error, timeout, missing results): not a data mismatch."""
 
@@ -383,20 +387,39 @@ def _cut(n: int, parts: int) -> list[np.ndarray]:
     return [a for a in np.array_split(np.arange(n), min(parts, n)) if a.size]
 
 
-def fit_tiles(v, exp: Expected, commands: Callable[[Any], np.ndarray], cmds: np.ndarray | None = None
-              ) -> list[tuple[Any, Expected, np.ndarray]]:
-    """``v`` (a vector set with ``tile``), its expected values and command stream, cut into tiles of at most
-    ``JOB_COMMANDS`` commands that each fit the bench's capture memory: by rows, and by channels when one row
-    is too large; each tile with its slice of ``exp`` and its own stream from ``commands``.  One row of one
-    channel is cut no further (an error only if it exceeds the command memory)."""
-    cmds = commands(v) if cmds is None else cmds
-    parts = max(-(-len(cmds) // min(JOB_COMMANDS, CMD_DEPTH)), -(-(v.rows * v.channels) // CAP_DEPTH))
+def _tile(v, exp: Expected, rows: np.ndarray, channels: np.ndarray, name: str) -> tuple[Any, Expected]:
+    """The tile of ``v`` and its slice of ``exp`` (arrays (C, N))."""
+    part = Expected(*(None if a is None else a[np.ix_(channels, rows)] for a in (exp.acc, exp.overflow, exp.y)))
+    return v.tile(rows, channels, name=name), part
+
+
+def fit_tiles(v, exp: Expected, commands: Commands, rng: np.random.Generator | None = None,
+              cmds: np.ndarray | None = None) -> list[tuple[Any, Expected, np.ndarray]]:
+    """``v`` (a vector set with ``tile``), its expected values and command stream (``commands(v, rng)``, or
+    ``cmds`` if already built), cut into tiles of at most ``JOB_COMMANDS`` commands that each fit the bench's
+    capture memory: by rows, and by channels when one row is too large; each tile with its slice of ``exp`` and
+    its own stream.  One row of one channel is cut no further (an error only if it exceeds the command memory).
+    A large set is sized from the streams of its first row and first two rows (built without ``rng``: the
+    set-up and the commands per row) before any whole stream is built."""
+    limit = min(JOB_COMMANDS, CMD_DEPTH)
+    all_rows, all_channels = np.arange(v.rows), np.arange(v.channels)
+    if cmds is None and v.rows > 2 and v.macs > limit:
+        one, two = (len(commands(v.tile(all_rows[:n], all_channels), None)) for n in (1, 2))
+        per_row, setup = two - one, 2 * one - two
+        rows_per_tile = max(1, min((limit - setup) // max(per_row, 1), CAP_DEPTH // v.channels))
+        if rows_per_tile < v.rows:
+            tiles = []
+            for rows in _cut(v.rows, -(-v.rows // rows_per_tile)):
+                tile, part = _tile(v, exp, rows, all_channels, f"{v.name}[rows {rows[0]}:{rows[-1] + 1}]")
+                tiles += fit_tiles(tile, part, commands, rng, commands(tile, rng))
+            return tiles
+    cmds = commands(v, rng) if cmds is None else cmds
+    parts = max(-(-len(cmds) // limit), -(-(v.rows * v.channels) // CAP_DEPTH))
     if parts <= 1 or (v.rows == v.channels == 1 and len(cmds) <= CMD_DEPTH):
         return [(v, exp, cmds)]
-    all_rows, all_channels = np.arange(v.rows), np.arange(v.channels)
     if v.rows > 1:
         # rows a tile holds at the set's commands per row (a tile that still exceeds is cut again below)
-        rows_per_tile = max(1, min(min(JOB_COMMANDS, CMD_DEPTH) * v.rows // len(cmds), CAP_DEPTH // v.channels))
+        rows_per_tile = max(1, min(limit * v.rows // len(cmds), CAP_DEPTH // v.channels))
         parts = max(parts, -(-v.rows // rows_per_tile))
         cuts = [(r, all_channels, f"{v.name}[rows {r[0]}:{r[-1] + 1}]") for r in _cut(v.rows, parts)]
     elif v.channels > 1:
@@ -405,18 +428,18 @@ def fit_tiles(v, exp: Expected, commands: Callable[[Any], np.ndarray], cmds: np.
         raise ValueError(f"{v.name}: one row of one channel takes {len(cmds)} commands; the bench holds {CMD_DEPTH}")
     tiles = []
     for rows, channels, name in cuts:
-        part = Expected(*(None if a is None else a[np.ix_(channels, rows)] for a in (exp.acc, exp.overflow, exp.y)))
-        tiles += fit_tiles(v.tile(rows, channels, name=name), part, commands)
+        tile, part = _tile(v, exp, rows, channels, name)
+        tiles += fit_tiles(tile, part, commands, rng)
     return tiles
 
 
-def plan_jobs(vs: list, exps: list[Expected], commands: Callable[[Any], np.ndarray], rng: np.random.Generator, *,
+def plan_jobs(vs: list, exps: list[Expected], commands: Commands, rng: np.random.Generator, *,
               bp: int = 0, reset_at: int | None = None) -> tuple[list, list[Expected], list[Job]]:
-    """One job per vector set (``commands(v)`` its stream), a set too large for the bench cut into tiles
+    """One job per vector set (``commands(v, rng)`` its stream), a set too large for the bench cut into tiles
     (``fit_tiles``); returns the tiles, their expected values and jobs, in order."""
     tiles, tile_exps, jobs = [], [], []
     for v, exp in zip(vs, exps, strict=True):
-        for tile, tile_exp, cmds in fit_tiles(v, exp, commands):
+        for tile, tile_exp, cmds in fit_tiles(v, exp, commands, rng):
             tiles.append(tile)
             tile_exps.append(tile_exp)
             jobs.append(Job(cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
@@ -439,7 +462,7 @@ def run_vectors(vectors: Vectors | list[Vectors], sim: str = "verilator", config
     for v in vs:
         check_fits(hw, v)
     exps = [golden(v) for v in vs]
-    vs, exps, jobs = plan_jobs(vs, exps, lambda v: build_commands(hw, v, rng, gap_prob=gap_prob), rng, bp=bp,
+    vs, exps, jobs = plan_jobs(vs, exps, lambda v, gaps: build_commands(hw, v, gaps, gap_prob=gap_prob), rng, bp=bp,
                                reset_at=reset_at)
     return score_jobs(hw, sim, vs, exps, jobs, waves_on_failure=waves_on_failure, t_start=t_start, workers=workers)
 

@@ -108,7 +108,7 @@ def run_sched_vectors(vectors: Vectors | list[Vectors], sim: str, cfg: SchedConf
             raise ValueError(f"{v.name}: activations exceed the build's port [{lo}, {hi}]")
     exps = [golden(v) for v in vs]
     cache: dict = {}
-    vs, exps, jobs = plan_jobs(vs, exps, lambda v: sched_commands(cfg, v, schedule_for(cfg, v, cache), rng, gap_prob),
+    vs, exps, jobs = plan_jobs(vs, exps, lambda v, gaps: sched_commands(cfg, v, schedule_for(cfg, v, cache), gaps, gap_prob),
                                rng, bp=bp, reset_at=reset_at)
     for v, exp in zip(vs, exps, strict=True):
         check_golden(cfg, v, schedule_for(cfg, v, cache), exp)

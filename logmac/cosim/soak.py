@@ -152,6 +152,11 @@ def _sched_commands(cfg: SchedConfig, v: Vectors, rng: np.random.Generator, gaps
     return scheduled_commands(cfg, v, rng, gaps)  # holds the scheduled golden model equal to logmac.sim too
 
 
+def _stream(fam: Family, v: Vectors | LogActVectors, rng: np.random.Generator | None, gaps: float) -> np.ndarray:
+    """``fam``'s command stream of ``v`` (the ``runner.Commands`` form: the generator for its idle gaps)."""
+    return fam.commands(fam.build, v, rng, gaps)
+
+
 def _general(hw: HwConfig, max_bits: int) -> Callable:
     """The log-code draw sized for a build (its widest codes, longest K, lanes and accumulator register)."""
     return lambda rng, macs, layers: _log_vectors(rng, macs, layers, max_bits=max_bits, max_k=hw.max_k,
@@ -277,8 +282,7 @@ def run_soak(macs: int, seed: int = 0, sim: str = "verilator", *, families: tupl
             reset_at = int(rng.integers(5, 2000)) if rng.random() < RESET_PROB else None
             cmds = fam.commands(fam.build, v, rng, gaps)
             # a scheduled set can outgrow the bench (a beat per exponent group of a tile): it runs as tiles
-            for tile, exp, tile_cmds in fit_tiles(v, expected(v), partial(fam.commands, fam.build, rng=rng, gaps=gaps),
-                                                  cmds):
+            for tile, exp, tile_cmds in fit_tiles(v, expected(v), partial(_stream, fam, gaps=gaps), rng, cmds):
                 vs.append(tile)
                 exps.append(exp)
                 jobs.append(Job(tile_cmds, bp=bp, seed=int(rng.integers(1, 1 << 16)), reset_at=reset_at,
