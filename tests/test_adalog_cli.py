@@ -45,7 +45,7 @@ def test_adalog_quantize_smoke_on_a_tiny_vit(tmp_path, monkeypatch, quick_fpcs):
     import logmac.models as models
 
     real = models.load_model("vit_fmnist")
-    monkeypatch.setattr(models, "load_model", lambda name, path=None: LoadedModel(tiny_vit(), real.info))
+    monkeypatch.setattr(models, "load_model", lambda name, path=None, **_: LoadedModel(tiny_vit(), real.info))
     quantize_and_check(tmp_path / "rows.csv", blocks=1)
 
 
@@ -60,7 +60,7 @@ def test_an_adalog_artifact_inspects_and_emulates_from_the_file(tmp_path, monkey
     import logmac.models as models
 
     real = models.load_model("vit_fmnist")
-    monkeypatch.setattr(models, "load_model", lambda name, path=None: LoadedModel(tiny_vit(), real.info))
+    monkeypatch.setattr(models, "load_model", lambda name, path=None, **_: LoadedModel(tiny_vit(), real.info))
     path = tmp_path / "vit.lmq"
     row = quantize_and_check(tmp_path / "rows.csv", 1, "--adalog-weights", weights, "-o", str(path))
     shown = CliRunner().invoke(main, ["inspect", str(path)])
