@@ -61,10 +61,13 @@ def stored_bits_per_weight(artifact: Artifact) -> float:
 
 def table(rows: list[dict], header: str) -> str:
     lines = [header, "", "| W | row | perplexity | x FP | stored bits / weight | quantization (s) | load + quantize + "
-             "export + eval (s) | peak MiB (quantization) | added MiB |", "|---|---|---|---|---|---|---|---|---|"]
+             "export + eval (s) | CPU (s) | peak MiB (quantization) | added MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        cpu = r.get("cpu_seconds")
         lines.append(f"| {r['w_bits']} | {r['row']} | {r['q_perplexity']:.2f} | {r['q_perplexity'] / r['fp_perplexity']:.2f} "
                      f"| {r['stored_bits']:.3f} | {r['quant_seconds']:.0f} | {r['total_seconds']:.0f} | "
+                     f"{f'{cpu:.0f}' if isinstance(cpu, (int, float)) else 'n/a'} | "
                      f"{r['quant_peak_mib']:.0f} | {r['quant_peak_mib'] - r['start_mib']:.0f} |")
     verdicts = []
     for r in rows:
@@ -157,11 +160,12 @@ def run(args: argparse.Namespace, model: str) -> None:
     for bits in args.bits:
         for label in args.rows:
             cfg = config(args, label, bits)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             res, row = quantize_registry_model(model, cfg, opts, progress=False, fp_metrics=fp)
             fp = {k[3:]: v for k, v in row.items() if k.startswith("fp_")}
             row.update(row=label, stored_bits=stored_bits_per_weight(res.artifact),
-                       wall_seconds=round(time.perf_counter() - started, 1), group_size=cfg.group_size)
+                       wall_seconds=round(time.perf_counter() - started, 1), group_size=cfg.group_size,
+                       cpu_seconds=round(time.process_time() - cpu_started, 1))
             del res
             append_csv(row, args.results)
             rows = [r for r in rows if (r["w_bits"], r["row"]) != (bits, label)] + [row]

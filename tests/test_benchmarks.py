@@ -25,6 +25,7 @@ QUICK = {
     "emulate_smollm2.py": (["{tmp}/tiny.lmq"], False),
     "latticeq_results.py": ([], False),
     "llr_layers.py": ([], True),
+    "iso_accuracy.py": ([], False),
     "lm_table.py": (["--bits", "3", "--results", "{tmp}/lm.csv", "-o", "{tmp}/lm.md"], False),
     "profile_quant.py": ([], False),
     "ptmq_results.py": ([], False),
