@@ -7,7 +7,7 @@ import pytest
 from test_sim_support import activations, make_table, random_words
 
 from logmac import sim
-from logmac.format import FormatError, LogFormat, UniformFormat, ZeroMode
+from logmac.format import FormatError, LogFormat, UniformFormat, ZeroMode, apply_accumulator
 
 
 @pytest.mark.parametrize("zero", list(ZeroMode))
@@ -61,3 +61,74 @@ def test_bad_traces(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(FormatError, match="not a readable trace"):
         sim.load_trace(tmp_path / "junk.npz")
+
+
+def grouped_trace(tmp_path, k: int = 20, group_size: int = 8):
+    """A log trace with group exponents (the last group short) and the arguments it was written from."""
+    rng = np.random.default_rng(5)
+    fmt = LogFormat(3)
+    table = make_table(fmt, 4, rng)
+    words = random_words(fmt, (4, k), rng)
+    x = activations(rng, (6, k), 8, False, extreme=False)
+    exps = rng.integers(-2, 2, (4, -(-k // group_size)))
+    exps[0] = [-2, 1, 0]  # the widest 2-bit span, so some weights shift by 3
+    path = sim.save_trace(tmp_path / "g.npz", x, words, fmt, table=table, act_bits=8, acc_bits=18, overflow="wrap",
+                          group_exp=exps, group_size=group_size, layer="grouped")
+    return path, (x, words, fmt, table, exps, group_size)
+
+
+def test_group_trace_expects_the_group_reference(tmp_path):
+    from logmac.sim.groups import group_matmul_reference
+
+    path, (x, words, fmt, table, exps, size) = grouped_trace(tmp_path)
+    tr = sim.load_trace(path)
+    assert int(tr["version"]) == 2 and int(tr["group_size"]) == size
+    np.testing.assert_array_equal(tr["group_exp"], exps)
+    ref = group_matmul_reference(x, words, fmt, 18, exps, size, table=table, overflow="wrap")
+    np.testing.assert_array_equal(tr["acc"], ref.acc)
+    np.testing.assert_array_equal(tr["overflow"], ref.overflow)
+    # the shifts are in the expected registers: by hand, each group's exact partial sum shifted, then wrapped
+    mult = tr["mult"]
+    shifted = sum((x[:, g * size:(g + 1) * size] @ mult[:, g * size:(g + 1) * size].T) << (exps[:, g] - exps.min(axis=1))
+                  for g in range(exps.shape[1]))
+    np.testing.assert_array_equal(tr["acc"], apply_accumulator(shifted, 18, "wrap")[0])
+    assert not np.array_equal(tr["acc"], sim.log_matmul(x, words, table, fmt, 18, "wrap").acc)
+
+
+def test_version_1_traces_still_load(tmp_path):
+    fmt = LogFormat(3)
+    table = make_table(fmt, 2, np.random.default_rng(0))
+    path = sim.save_trace(tmp_path / "a.npz", np.ones((2, 4), dtype=np.int64), np.zeros((2, 4), dtype=np.uint16), fmt,
+                          table=table, act_bits=8, acc_bits=16)
+    np.savez(tmp_path / "v1.npz", **{**dict(np.load(path)), "version": np.int64(1)})
+    assert "group_exp" not in sim.load_trace(tmp_path / "v1.npz").arrays
+    grouped, _ = grouped_trace(tmp_path)
+    np.savez(tmp_path / "v1g.npz", **{**dict(np.load(grouped)), "version": np.int64(1)})
+    with pytest.raises(FormatError, match="version 1 trace carries no group exponents"):
+        sim.load_trace(tmp_path / "v1g.npz")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.update(group_exp=d["group_exp"][:, :-1]), r"group_exp is int64 \(4, 2\), expected integers \(4, 3\)"),
+    (lambda d: d.update(group_exp=d["group_exp"] + 9), r"outside \[-8, 7\]"),
+    (lambda d: d.update(group_size=np.int64(0)), "group_size must be a positive integer"),
+    (lambda d: d.update(group_size=np.int64(4)), "expected integers"),
+    (lambda d: d.pop("group_size"), "need both group_exp and group_size"),
+    (lambda d: d.update(group_exp=d["group_exp"].astype(np.float64)), "group_exp is float64"),
+])
+def test_bad_group_fields_are_refused(tmp_path, edit, message):
+    path, _ = grouped_trace(tmp_path)
+    data = dict(np.load(path))
+    edit(data)
+    np.savez(tmp_path / "bad.npz", **data)
+    with pytest.raises(FormatError, match=message):
+        sim.load_trace(tmp_path / "bad.npz")
+
+
+def test_bad_group_arguments_are_refused_on_save(tmp_path):
+    _, (x, words, fmt, table, exps, size) = grouped_trace(tmp_path)
+    with pytest.raises(FormatError, match="both group_exp and group_size"):
+        sim.save_trace(tmp_path / "b.npz", x, words, fmt, table=table, act_bits=8, acc_bits=18, group_exp=exps)
+    with pytest.raises(FormatError, match="expected integers"):
+        sim.save_trace(tmp_path / "b.npz", x, words, fmt, table=table, act_bits=8, acc_bits=18, group_exp=exps.T,
+                       group_size=size)

@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from logmac.format import DecodeTable, OverflowMode, accumulator_bits, requantize
 from logmac.format.artifact import Artifact
-from logmac.format.groups import GROUP_EXP
+from logmac.format.groups import GROUP_EXP, group_exponents
 from logmac.sim import gemm, ops
 from logmac.sim.gemm import exact_matmul, tap_plan
 from logmac.sim.groups import group_mac_reference
@@ -329,11 +329,10 @@ class Emulator:
         target.tap = []
         try:
             self(inputs)
-        finally:
-            q, target.tap = target.tap[0], None
+        finally:  # the tap goes even when the run fails, which then raises its own error
+            taps, target.tap = target.tap, None
+        q = taps[0]
         spec, w = target.spec, target.weights
-        if GROUP_EXP in spec.layer.extras:
-            raise EmulatorError(f"layer {layer}: traces do not carry group exponents yet")
         if not 0 <= group < w.groups:
             raise EmulatorError(f"layer {layer} has {w.groups} group(s), not group {group}")
         if spec.is_conv:
@@ -360,8 +359,11 @@ class Emulator:
             requant = Requant(ex["requant_multiplier"][sl], ex["requant_shift"][sl], ex["bias_int"][sl],
                               int(spec.requant["out_zero_point"]), int(lo), int(hi))
         zp = None if lay.zero_point is None or getattr(lay.fmt, "symmetric", True) else lay.zero_point[sl]
+        groups = group_exponents(lay.extras, lay.attrs)
+        exps, size = (None, None) if groups is None else (groups[0][sl], groups[1])
         return save_trace(path, rows, codes, lay.fmt, table=table, weight_zero_point=zp, act_bits=target.act_bits,
-                          acc_bits=target.acc_bits, overflow=target.overflow, requant=requant, layer=layer)
+                          acc_bits=target.acc_bits, overflow=target.overflow, requant=requant, layer=layer,
+                          group_exp=exps, group_size=size)
 
 
 def _functional_ops(model: nn.Module) -> list[dict[str, str]]:

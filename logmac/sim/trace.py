@@ -1,13 +1,14 @@
 """Trace files: one layer's exact integers and the results the hardware must produce, for the RTL suite.
 
 A trace is a plain ``.npz`` (no pickle) that ``logmac.cosim`` replays into the RTL.  Expected values
-are computed by the int64 *reference* (``sim.mac``), never by the fast path, so a trace checks the
-RTL and the emulator independently.  Keys (``TRACE_VERSION`` 1), all rows in MAC order:
+are computed by the int64 *reference* (``sim.mac``, ``sim.groups`` for a layer with group exponents), never
+by the fast path, so a trace checks the RTL and the emulator independently.  Keys (``TRACE_VERSION`` 2; version 1
+files, which carry no group exponents, still load), all rows in MAC order:
 
 ======================  ============  =====================================================================
 key                     dtype, shape  meaning
 ======================  ============  =====================================================================
-``version``             int64 ()      1
+``version``             int64 ()      2
 ``layer``               str ()        layer name (module path) or free text
 ``format``              str ()        JSON of ``fmt.to_dict()`` (``format.format_from_dict`` reads it)
 ``x``                   int64 (N, K)  input integers as the MAC sees them (conv: im2col rows, padding = zp)
@@ -15,7 +16,9 @@ key                     dtype, shape  meaning
 ``u``, ``h``            uint8         (C, 2, L) decode table (log formats only)
 ``scale``               float64 (C,)  channel scale (float value of multiplier 1)
 ``weight_zero_point``   int64 (C,)    uniform asymmetric only
-``mult``                int64 (C, K)  signed integer multipliers (decoded; convenience for scoreboards)
+``mult``                int64 (C, K)  signed integer multipliers (decoded, before any group shift)
+``group_exp``           int64 (C, G)  optional, with ``group_size`` (int64 ()): per-group exponent offsets
+                                      (``format.groups``), G = ceil(K / group_size); ``acc`` includes the shifts
 ``act_bits``            int64 ()      activation width a
 ``act_signed``          bool ()       signed activations?
 ``acc_bits``            int64 ()      accumulator register width
@@ -48,9 +51,12 @@ from logmac.format import (
     requantize,
 )
 from logmac.format.arrays import check_arrays
-from logmac.sim.mac import log_matmul_reference, uniform_matmul_reference
+from logmac.format.groups import MAX_GROUP_BITS, exponent_range, group_count
+from logmac.sim.groups import group_matmul_reference
+from logmac.sim.mac import MacResult, log_matmul_reference, uniform_matmul_reference
 
-TRACE_VERSION = 1
+TRACE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 2 added group_exp / group_size
 REQUANT_KEYS = ("requant_multiplier", "requant_shift", "bias_int", "out_zero_point", "clamp_lo", "clamp_hi", "y")
 
 
@@ -88,21 +94,30 @@ class Trace:
 def save_trace(path: str | Path, x_int: np.ndarray, codes: np.ndarray, fmt: LogFormat | UniformFormat, *,
                table: DecodeTable | None = None, weight_zero_point: np.ndarray | None = None, act_bits: int,
                act_signed: bool = False, acc_bits: int, overflow: OverflowMode = "saturate",
-               requant: Requant | None = None, layer: str = "") -> Path:
-    """Write a trace for the MAC rows ``x_int`` (N, K) against ``codes`` (C, K); expected values from the reference."""
+               requant: Requant | None = None, layer: str = "", group_exp: np.ndarray | None = None,
+               group_size: int | None = None) -> Path:
+    """Write a trace for the MAC rows ``x_int`` (N, K) against ``codes`` (C, K); expected values from the reference
+    (with ``group_exp`` (C, groups) and ``group_size``: the group-shift reference)."""
     x = check_activations(x_int, act_bits, act_signed)
     codes = np.asarray(codes)
+    extra: dict[str, np.ndarray] = {}
+    if (group_exp is None) != (group_size is None):
+        raise FormatError("group exponents need both group_exp and group_size")
+    if group_exp is not None:
+        group_exp = np.asarray(group_exp, dtype=np.int64)
+        check_trace_groups(group_exp, group_size, codes.shape, layer or "trace")
+        extra.update(group_exp=group_exp, group_size=np.int64(group_size))
     if isinstance(fmt, LogFormat):
         if table is None:
             raise FormatError("a log-format trace needs the decode table")
         table.validate(fmt)
-        res = log_matmul_reference(x, codes, table, fmt, acc_bits, overflow)
         mult = decode_int(codes, table, fmt)
-        extra = {"u": table.u.astype(np.uint8), "h": table.h.astype(np.uint8), "scale": table.scale}
+        extra.update(u=table.u.astype(np.uint8), h=table.h.astype(np.uint8), scale=table.scale)
     else:
-        res = uniform_matmul_reference(x, codes, fmt, acc_bits, overflow, weight_zero_point)
         mult = codes.astype(np.int64) - (0 if weight_zero_point is None else np.asarray(weight_zero_point)[:, None])
-        extra = {} if weight_zero_point is None else {"weight_zero_point": np.asarray(weight_zero_point, dtype=np.int64)}
+        if weight_zero_point is not None:
+            extra["weight_zero_point"] = np.asarray(weight_zero_point, dtype=np.int64)
+    res = expected_mac(x, codes, fmt, acc_bits, overflow, table, weight_zero_point, group_exp, group_size)
     arrays = {
         "version": np.int64(TRACE_VERSION), "layer": np.str_(layer), "format": np.str_(json.dumps(fmt.to_dict())),
         "x": x, "codes": codes, "mult": mult, "act_bits": np.int64(act_bits), "act_signed": np.bool_(act_signed),
@@ -121,6 +136,36 @@ def save_trace(path: str | Path, x_int: np.ndarray, codes: np.ndarray, fmt: LogF
     return path
 
 
+def expected_mac(x: np.ndarray, codes: np.ndarray, fmt: LogFormat | UniformFormat, acc_bits: int,
+                 overflow: OverflowMode, table: DecodeTable | None, weight_zero_point: np.ndarray | None,
+                 group_exp: np.ndarray | None, group_size: int | None) -> MacResult:
+    """The int64 reference registers of ``x`` against ``codes``: the group-shift reference when the layer has
+    group exponents, else the format's own reference MAC."""
+    if group_exp is not None:
+        return group_matmul_reference(x, codes, fmt, acc_bits, group_exp, group_size, table=table,
+                                      weight_zero_point=weight_zero_point, overflow=overflow)
+    if isinstance(fmt, LogFormat):
+        return log_matmul_reference(x, codes, table, fmt, acc_bits, overflow)
+    return uniform_matmul_reference(x, codes, fmt, acc_bits, overflow, weight_zero_point)
+
+
+def check_trace_groups(group_exp: np.ndarray, group_size: int, codes_shape: tuple[int, ...], source: str) -> None:
+    """Raise FormatError unless ``group_exp`` is (C, ceil(K / group_size)) integers within the widest group
+    exponent field (``format.groups.MAX_GROUP_BITS``) for codes of shape (C, K)."""
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        raise FormatError(f"{source}: group_size must be a positive integer, got {group_size!r}")
+    exps = np.asarray(group_exp)
+    c, k = codes_shape
+    want = (c, group_count(k, int(group_size)))
+    if not np.issubdtype(exps.dtype, np.integer) or exps.shape != want:
+        raise FormatError(f"{source}: group_exp is {exps.dtype} {exps.shape}, expected integers {want} "
+                          f"(K = {k} in groups of {group_size})")
+    lo, hi = exponent_range(MAX_GROUP_BITS)
+    if exps.size and (exps.min() < lo or exps.max() > hi):
+        raise FormatError(f"{source}: group exponents span [{exps.min()}, {exps.max()}], outside "
+                          f"[{lo}, {hi}] ({MAX_GROUP_BITS}-bit fields)")
+
+
 # What save_trace writes: key -> (kind, allowed ranks); requantization constants are per channel or scalar.
 TRACE_SCHEMA = {
     "version": ("int", (0,)), "layer": ("str", (0,)), "format": ("str", (0,)), "overflow_mode": ("str", (0,)),
@@ -129,6 +174,7 @@ TRACE_SCHEMA = {
     "u": ("uint", (3,)), "h": ("uint", (3,)), "scale": ("float", (1,)), "weight_zero_point": ("int", (1,)),
     "requant_multiplier": ("int", (0, 1)), "requant_shift": ("int", (0, 1)), "bias_int": ("int", (0, 1)),
     "out_zero_point": ("int", (0,)), "clamp_lo": ("int", (0,)), "clamp_hi": ("int", (0,)),
+    "group_exp": ("int", (2,)), "group_size": ("int", (0,)),
 }
 
 
@@ -142,8 +188,8 @@ def load_trace(path: str | Path) -> Trace:
         raise FormatError(f"{path}: not a readable trace file ({exc})") from exc
     check_arrays(arrays, TRACE_SCHEMA, str(path))
     version = int(arrays.get("version", -1))
-    if version != TRACE_VERSION:
-        raise FormatError(f"{path}: trace version {version}, this logmac reads version {TRACE_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise FormatError(f"{path}: trace version {version}, this logmac reads versions {READABLE_VERSIONS}")
     if 0 < sum(k in arrays for k in ("u", "h", "scale")) < 3:
         raise FormatError(f"{path}: a decode table needs all of u, h and scale")
     try:
@@ -160,4 +206,11 @@ def load_trace(path: str | Path) -> Trace:
     if arrays["codes"].shape != (c, k) or arrays["acc"].shape != (n, c) or arrays["overflow"].shape != (n, c):
         shapes = {key: arrays[key].shape for key in ("x", "codes", "acc", "overflow")}
         raise FormatError(f"{path}: inconsistent shapes {shapes}")
+    has_groups = [key in arrays for key in ("group_exp", "group_size")]
+    if any(has_groups):
+        if not all(has_groups):
+            raise FormatError(f"{path}: group exponents need both group_exp and group_size, got {has_groups}")
+        if version < 2:
+            raise FormatError(f"{path}: a version {version} trace carries no group exponents (version 2 added them)")
+        check_trace_groups(arrays["group_exp"], int(arrays["group_size"]), (c, k), str(path))
     return Trace(arrays)
