@@ -9,6 +9,7 @@ mutant that loads is either consistent (a legal file) or refused there: both cal
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,9 @@ def _originals(tmp: Path) -> dict[str, dict[str, np.ndarray]]:
                                                    rows=3, k=10, channels=2), tmp / "log.npz"),
         "int": vec.save_vectors(vec.random_vectors(UniformFormat(4), rng, rows=3, k=10, channels=2, requant=False),
                                 tmp / "int.npz"),
+        "grouped": vec.save_vectors(replace(vec.random_vectors(LogFormat(3, GridKind.LOG_DYNAMIC), rng, rows=3, k=10,
+                                                               channels=2), group_exp=np.array([[-2, 1, 0], [0, 0, -1]]),
+                                            group_size=4), tmp / "grouped.npz"),
         "logact": lv.save_logact_vectors(lv.random_logact_vectors(AdaLogFormat(4, 37), LogFormat(4), rng, rows=3, k=10),
                                          tmp / "logact.npz"),
     }
@@ -89,7 +93,7 @@ def _mutant(kind: str, data) -> bytes:
 
 
 @FUZZ
-@given(kind=st.sampled_from(["log", "int"]), data=st.data())
+@given(kind=st.sampled_from(["log", "int", "grouped"]), data=st.data())
 def test_trace_and_vector_mutants(tmp_path, kind: str, data) -> None:
     path = tmp_path / "mutant.npz"
     path.write_bytes(_mutant(kind, data))
@@ -117,6 +121,8 @@ def test_unmutated_files_load() -> None:
         (tmp / f"{kind}.npz").write_bytes(_npz(arrays))
     vec.golden(vec.load_vectors(tmp / "log.npz"))
     vec.golden(vec.load_vectors(tmp / "int.npz"))
+    assert vec.load_vectors(tmp / "grouped.npz").has_groups
+    vec.golden(vec.load_vectors(tmp / "grouped.npz"))
     lv.golden(lv.load_logact_vectors(tmp / "logact.npz"))
 
 

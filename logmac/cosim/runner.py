@@ -380,6 +380,9 @@ def check_fits(hw: HwConfig, v: Vectors) -> None:
         raise ValueError(f"{v.name}: K={v.k} exceeds the build's max_k={hw.max_k} (guard bits would not be exact)")
     if v.is_log != (hw.kind == "log"):
         raise ValueError(f"{v.name}: {'log' if v.is_log else 'int'} vectors on a {hw.kind} engine")
+    if v.has_groups:
+        raise ValueError(f"{v.name}: per-group exponent offsets (group_size {v.group_size}): the general engine has no "
+                         "group shift; use the scheduled engine (logmac.cosim.sched_runner)")
 
 
 def _cut(n: int, parts: int) -> list[np.ndarray]:

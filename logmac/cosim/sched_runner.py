@@ -4,7 +4,10 @@ build cache, job runner and scoreboard, the engine found through ``runner.DUTS``
 Each channel's block writes the accumulator/requant registers (``regmap.channel_writes``), then plays the
 channel's compiled schedule (``logmac.format.schedule``) once per input row, the beat's activation tile taken
 from the row.  Expected values come from ``logmac.sim`` (``log_matmul_reference`` via ``vectors.golden``),
-and the scheduled golden model (``logmac.sim.scheduled``) is held equal to them on every set.
+and the scheduled golden model (``logmac.sim.scheduled``) is held equal to them on every set.  A set with
+per-group exponent offsets compiles with its groups' shifts folded into the term exponents
+(``compile_schedule(term_shift=)``: a terms-store build whose ``max_shift`` holds table plus group shift) and is
+scored against the group-shift reference (``logmac.sim.groups``).
 """
 
 from __future__ import annotations
@@ -67,11 +70,12 @@ def sched_commands(cfg: SchedConfig, v: Vectors, sched: Schedule, rng: np.random
 
 def schedule_for(cfg: SchedConfig, v: Vectors, cache: dict | None = None) -> Schedule:
     """``v``'s compiled schedule; ``cache`` keeps them by weights, so the row tiles of a set compile once."""
+    shift = v.term_shift()
     key = (v.codes.tobytes(), v.codes.shape, v.table.u.tobytes(), v.table.h.tobytes(), v.table.scale.tobytes(),
-           repr(v.fmt))
+           repr(v.fmt), None if shift is None else shift.tobytes())
     if cache is not None and key in cache:
         return cache[key]
-    sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits())
+    sched = compile_schedule(v.codes, v.table, v.fmt, cfg.limits(), term_shift=shift)
     if cache is not None:
         cache[key] = sched
     return sched

@@ -5,8 +5,9 @@ it too, so trace == emulator == RTL).
 Trace files are the emulator's ``.npz`` traces (``logmac.sim.trace``: keys ``x``, ``codes``, ``format``,
 ``u``/``h``/``scale``, ``act_bits``, ``act_signed``, ``acc_bits``, ``overflow_mode``, ``acc``, ``overflow``
 and optionally ``requant_multiplier``, ``requant_shift``, ``bias_int``, ``out_zero_point``, ``clamp_lo``,
-``clamp_hi``, ``y``, ``weight_zero_point``); ``load_vectors`` reads them, ``save_vectors`` writes them,
-``random_vectors`` makes constrained-random ones from ``logmac.format``.
+``clamp_hi``, ``y``, ``weight_zero_point``, and ``group_exp`` with ``group_size`` for a layer with per-group
+exponent offsets, whose expected values come from ``logmac.sim.groups``); ``load_vectors`` reads them,
+``save_vectors`` writes them, ``random_vectors`` makes constrained-random ones from ``logmac.format``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from logmac.format import (
     check_activations,
     requantize,
 )
+from logmac.format.groups import column_shifts
 from logmac.sim import trace as sim_trace
-from logmac.sim.mac import log_matmul_reference, uniform_matmul_reference
 from logmac.stimulus import random_table
 
 
@@ -87,6 +88,8 @@ class Vectors(VectorShape):
     weight_zero_point: np.ndarray | None = None
     name: str = "vectors"
     trace_expected: dict = field(default_factory=dict)
+    group_exp: np.ndarray | None = None  # (C, ceil(K / group_size)) per-group exponent offsets, or None
+    group_size: int | None = None
 
     def __post_init__(self) -> None:
         self.x = check_activations(self.x, self.act_bits, self.act_signed)
@@ -95,7 +98,21 @@ class Vectors(VectorShape):
             raise FormatError(f"vectors need x (N, K) and codes (C, K), got {self.x.shape} and {self.codes.shape}")
         if isinstance(self.fmt, LogFormat) != (self.table is not None):
             raise FormatError("log vectors need a decode table, uniform (int) vectors none")
+        if (self.group_exp is None) != (self.group_size is None):
+            raise FormatError(f"{self.name}: group exponents need both group_exp and group_size")
+        if self.group_exp is not None:
+            sim_trace.check_trace_groups(self.group_exp, self.group_size, self.codes.shape, self.name)
+            self.group_exp = np.asarray(self.group_exp, dtype=np.int64)
+            self.group_size = int(self.group_size)
         self.broadcast_requant()
+
+    @property
+    def has_groups(self) -> bool:
+        return self.group_exp is not None
+
+    def term_shift(self) -> np.ndarray | None:
+        """(C, K) left shift of each weight's group (``format.groups.column_shifts``), or None without groups."""
+        return None if self.group_exp is None else column_shifts(self.group_exp, self.k, self.group_size)[0]
 
     @property
     def is_log(self) -> bool:
@@ -121,7 +138,7 @@ class Vectors(VectorShape):
         return replace(self, x=self.x[rows], codes=self.codes[channels], table=table,
                        multiplier=per_channel(self.multiplier), shift=per_channel(self.shift),
                        bias=per_channel(self.bias), weight_zero_point=per_channel(self.weight_zero_point),
-                       name=name or self.name, trace_expected=expected)
+                       group_exp=per_channel(self.group_exp), name=name or self.name, trace_expected=expected)
 
 
 @dataclass
@@ -134,11 +151,10 @@ class Expected:
 
 
 def golden(v: Vectors) -> Expected:
-    """Expected accumulators, overflow flags and outputs, from ``logmac.sim`` (the scoreboard's model)."""
-    if v.is_log:
-        res = log_matmul_reference(v.x, v.codes, v.table, v.fmt, v.acc_bits, v.overflow)
-    else:
-        res = uniform_matmul_reference(v.x, v.codes, v.fmt, v.acc_bits, v.overflow, v.weight_zero_point)
+    """Expected accumulators, overflow flags and outputs, from ``logmac.sim`` (the scoreboard's model; the
+    group-shift reference for vectors with group exponents)."""
+    res = sim_trace.expected_mac(v.x, v.codes, v.fmt, v.acc_bits, v.overflow, v.table, v.weight_zero_point,
+                                 v.group_exp, v.group_size)
     acc, ovf = res.acc, res.overflow
     y = None
     if v.multiplier is not None:
@@ -159,10 +175,11 @@ def load_vectors(path: str | Path) -> Vectors:
     if "requant_multiplier" in a:
         rq = {"multiplier": a["requant_multiplier"], "shift": a["requant_shift"], "bias": a["bias_int"],
               "zero_point": int(a["out_zero_point"]), "lo": int(a["clamp_lo"]), "hi": int(a["clamp_hi"])}
+    groups = {"group_exp": a["group_exp"], "group_size": int(a["group_size"])} if "group_exp" in a else {}
     return Vectors(x=a["x"], codes=a["codes"], fmt=t.fmt, table=t.table, act_bits=int(a["act_bits"]),
                    act_signed=bool(a["act_signed"]), acc_bits=int(a["acc_bits"]), overflow=str(a["overflow_mode"]),
                    weight_zero_point=a.get("weight_zero_point"), name=str(a["layer"]) or Path(path).stem,
-                   trace_expected={k: a[k] for k in ("acc", "overflow", "y") if k in a}, **rq)
+                   trace_expected={k: a[k] for k in ("acc", "overflow", "y") if k in a}, **rq, **groups)
 
 
 def save_vectors(v: Vectors, path: str | Path) -> Path:
@@ -172,7 +189,8 @@ def save_vectors(v: Vectors, path: str | Path) -> Path:
         rq = sim_trace.Requant(v.multiplier, v.shift, v.bias, v.zero_point, v.lo, v.hi)
     return sim_trace.save_trace(path, v.x, v.codes, v.fmt, table=v.table, weight_zero_point=v.weight_zero_point,
                                 act_bits=v.act_bits, act_signed=v.act_signed, acc_bits=v.acc_bits,
-                                overflow=v.overflow, requant=rq, layer=v.name)
+                                overflow=v.overflow, requant=rq, layer=v.name, group_exp=v.group_exp,
+                                group_size=v.group_size)
 
 
 def random_requant(channels: int, acc_bits: int, out_bits: int, rng: np.random.Generator,
