@@ -5,6 +5,11 @@ emulator), trace real output tiles of every quantized layer out of the emulator 
 general RTL engine and (log-coded layers) the exponent-scheduled engine under cocotb, take the engine
 comparison of ``logmac hw compare`` from the synthesis cache, and write one report with plots and a JSON of
 every number.  Any RTL/emulator mismatch on either engine makes the run fail.
+
+A causal-LM artifact (``meta.task`` = ``lm``) is scored by perplexity on the first evaluation tokens instead
+(``backends.lm.compare_lm``) and its tiles are token rows.  A layer with per-group exponent offsets runs on the
+scheduled engine only (a terms-store build with the group shifts folded into its term exponents; the general
+engine has no group shift), and the run says how many layers skipped the general engine for that reason.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 from logmac.format import GridKind, LogFormat, ZeroMode, decode_float, level_values
 from logmac.format import artifact as artifact_io
 from logmac.format.artifact import Artifact
+from logmac.format.groups import GROUP_EXP, group_factors
 from logmac.paths import results_home
 
 if TYPE_CHECKING:
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "resnet18_fmnist"
 TILE = 16  # a tile is TILE input rows (output pixels / tokens) x TILE output channels
 SCHED_LANES = 16
+LM_CONTEXT = 128  # perplexity window of a causal-LM artifact; its first window's tokens feed the traced tiles
 
 
 @dataclass
@@ -73,7 +80,8 @@ class LayerCheck:
 
 @dataclass
 class SchedCheck:
-    """The traced log-coded tiles replayed through the exponent-scheduled engine (codes store)."""
+    """The traced log-coded tiles replayed through the exponent-scheduled engine (codes store; terms store when
+    a layer has group exponents, whose shifts a codes store cannot apply)."""
 
     config: dict[str, Any]
     macs_checked: int
@@ -94,6 +102,7 @@ class VerifyResult:
     first_mismatch: str | None = None
     cosim_seconds: float = 0.0
     sched: SchedCheck | None = None  # None when no traced layer is log-coded
+    group_shift_layers: list[str] = field(default_factory=list)  # scheduled engine only: group exponents
     storage: dict[str, float] = field(default_factory=dict)
     area: list[dict[str, Any]] = field(default_factory=list)
     sweep: list[dict[str, Any]] = field(default_factory=list)
@@ -103,7 +112,8 @@ class VerifyResult:
     @property
     def passed(self) -> bool:
         sched_ok = self.sched is None or (self.sched.mismatches == 0 and self.sched.macs_checked > 0)
-        return self.mismatches == 0 and self.macs_checked > 0 and sched_ok
+        general_ran = self.macs_checked > 0 or (self.group_shift_layers and self.sched is not None)
+        return self.mismatches == 0 and bool(general_ran) and sched_ok
 
 
 def _quant_config(opts: VerifyOptions, **overrides):
@@ -139,6 +149,9 @@ def weight_errors(art: Artifact, float_model: torch.nn.Module) -> dict[str, floa
         else:
             zp = 0 if layer.zero_point is None else layer.zero_point.reshape(-1, *[1] * (w.ndim - 1))
             q = (layer.codes.astype(np.float64) - zp) * layer.scale.reshape(-1, *[1] * (w.ndim - 1))
+        if GROUP_EXP in layer.extras:
+            rows = q.reshape(q.shape[0], -1)
+            q = (rows * group_factors(layer.extras[GROUP_EXP], rows.shape[1], layer.attrs["group_size"])).reshape(q.shape)
         out[name] = float(np.linalg.norm(w - q) / max(np.linalg.norm(w), 1e-30))
     return out
 
@@ -168,27 +181,41 @@ def trace_tiles(emu, art: Artifact, inputs: torch.Tensor, opts: VerifyOptions, w
     return vectors
 
 
+def group_shift_span(v: Vectors) -> int:
+    """Largest left shift ``e[c, g] - min_g e[c, g]`` a set's group exponents apply (0 without them)."""
+    if not v.has_groups or not v.group_exp.size:
+        return 0
+    return int((v.group_exp.max(axis=1) - v.group_exp.min(axis=1)).max())
+
+
 def sched_config_for(vectors: list[Vectors]) -> SchedConfig:
-    """The one codes-store build that runs every log-coded set: half steps split unless every grid is log_2
-    (whose levels have none), the widest code and each format's full shift range (not just this table's),
-    a signed port one bit wider for unsigned activations, guard bits for the longest K."""
+    """The one in-place build that runs every log-coded set: half steps split unless every grid is log_2
+    (whose levels have none), each format's full shift range (not just this table's), a signed port one bit
+    wider for unsigned activations, guard bits for the longest K.  A codes store holding the widest code,
+    unless a set has group exponents: then a terms store (a codes store walks the table's levels and cannot
+    apply a group shift) whose ``max_shift`` also holds the largest group shift of the sets."""
     from logmac.hw.sched_config import SchedConfig
 
     fmts = [v.fmt for v in vectors]
+    grouped = any(v.has_groups for v in vectors)
+    store = {"store": "terms"} if grouped else {
+        "store": "codes", "code_bits": max(2, *(f.bits for f in fmts)),
+        "zero_flag": any(f.zero is ZeroMode.FLAG for f in fmts)}
     return SchedConfig(
-        variant="inplace", half="none" if all(f.grid is GridKind.LOG_2 for f in fmts) else "split", store="codes",
-        code_bits=max(2, *(f.bits for f in fmts)), zero_flag=any(f.zero is ZeroMode.FLAG for f in fmts),
+        variant="inplace", half="none" if all(f.grid is GridKind.LOG_2 for f in fmts) else "split", **store,
         lanes=SCHED_LANES, act_bits=max(9, *(v.act_bits + (0 if v.act_signed else 1) for v in vectors)),
-        act_signed=True, max_shift=max(1, *(f.max_shift for f in fmts)),
+        act_signed=True, max_shift=max(1, *(f.max_shift for f in fmts)) + max(0, *map(group_shift_span, vectors)),
         max_k=max(4096, *(v.k for v in vectors)), acc_bits=max(32, *(v.acc_bits for v in vectors)))
 
 
 def check_hardware(vectors: list[Vectors], sim: str, seed: int) -> Report:
     """Replay ``vectors`` through the general RTL engine in one simulator run (a disagreement of the traced
-    expectations with ``logmac.sim``'s golden model counts as a mismatch)."""
+    expectations with ``logmac.sim``'s golden model counts as a mismatch); an empty list checks nothing."""
     from logmac.cosim import run_vectors, runner
     from logmac.format import FormatError
 
+    if not vectors:
+        return runner.Report(sim, {})
     try:
         return run_vectors(vectors, sim=sim, seed=seed)
     except FormatError as exc:
@@ -253,12 +280,73 @@ def metric_sweep(opts: VerifyOptions, known: dict[tuple[str, int], float] | None
     return rows
 
 
-def run_verify(opts: VerifyOptions) -> VerifyResult:
-    """The whole flow; see the module docstring.  Raises nothing on a mismatch: check ``result.passed``."""
+@dataclass
+class Scored:
+    """A model scored three ways, with what the rest of the flow needs from it before its layers were swapped."""
+
+    emulator: Any
+    tile_inputs: torch.Tensor  # what the traced tiles are run on
+    metrics: dict[str, Any]
+    errors: dict[str, float]  # weight_errors
+    plot_weights: dict[str, np.ndarray]  # float weights of the layers the report plots
+
+
+def plotted_layers(art: Artifact) -> list[str]:
+    """The three log-coded layers with the most weights per channel (their histograms are worth a look)."""
+    log_layers = [n for n, layer in art.layers.items() if isinstance(layer.fmt, LogFormat)]
+    widest = sorted(log_layers, key=lambda n: -art.layers[n].num_weights // art.layers[n].weight_shape[0])[:3]
+    return sorted(widest, key=log_layers.index)
+
+
+def _float_side(art: Artifact, float_model: torch.nn.Module) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Weight errors and plotted float weights, read before the emulator swaps the model's layers."""
+    modules = dict(float_model.named_modules())
+    return weight_errors(art, float_model), {n: modules[n].weight.detach().double().cpu().numpy()
+                                             for n in plotted_layers(art)}
+
+
+def score_images(art: Artifact, opts: VerifyOptions, metrics: dict[str, Any]) -> Scored:
+    """FP / fake-quant / emulator top-1 on Fashion-MNIST test images; eight of them feed the traced tiles."""
     from logmac.backends import compare, open_backends
     from logmac.backends.float_model import build_float_model
     from logmac.models import fashion_mnist
 
+    images, labels = fashion_mnist("test", limit=opts.eval_limit)
+    float_model = build_float_model(art)
+    errors, plot_weights = _float_side(art, float_model)
+    backends = open_backends(art, model=float_model, device=opts.device)
+    comparison = compare(art, inputs=images, labels=labels, backends=backends)
+    metrics.update(emulator_top1=comparison["scores"]["emulator"]["top1"],
+                   emulator_fake_quant_top1=comparison["scores"]["fake_quant"]["top1"],
+                   emulator_vs_fake_quant_argmax_agreement=comparison["emulator_vs_fake_quant"]["same_prediction"],
+                   outputs_differing=comparison["emulator_vs_fake_quant"]["outputs_differing"])
+    gen = torch.Generator().manual_seed(opts.seed)
+    tile_images = images[torch.randperm(len(images), generator=gen)[:8]]
+    return Scored(backends["emulator"].forward, tile_images, metrics, errors, plot_weights)
+
+
+def score_lm(art: Artifact, opts: VerifyOptions) -> Scored:
+    """FP / fake-quant / emulator perplexity of a causal LM on its first ``eval_limit`` evaluation tokens (the
+    float model from where the artifact says it was loaded); the first window's tokens feed the traced tiles."""
+    from logmac.backends.lm import compare_lm
+    from logmac.models import load_model
+    from logmac.models.text import austen_tokens
+
+    loaded = load_model(art.meta["model"], path=art.meta.get("model_path"), device=opts.device)
+    ids = austen_tokens(loaded.tokenizer, "evaluation", max_tokens=opts.eval_limit)
+    context = min(LM_CONTEXT, len(ids))
+    errors, plot_weights = _float_side(art, loaded.model)
+    result, emu = compare_lm(art, loaded.model, ids, context=context, stride=max(1, context // 2),
+                             device=opts.device, bos_token_id=getattr(loaded.tokenizer, "bos_token_id", None))
+    quant = art.meta.get("metrics", {})
+    metrics = {"fp_ppl": result.fp_ppl, "fake_quant_ppl": result.fake_quant_ppl, "emulator_ppl": result.emulator_ppl,
+               "emulator_vs_fake_quant_next_token_agreement": result.next_token_agreement,
+               "export_fake_quant_ppl": quant.get("quant", {}).get("perplexity")}
+    return Scored(emu, ids[:context][None], metrics, errors, plot_weights)
+
+
+def run_verify(opts: VerifyOptions) -> VerifyResult:
+    """The whole flow; see the module docstring.  Raises nothing on a mismatch: check ``result.passed``."""
     torch.manual_seed(opts.seed)
     out = Path(opts.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,60 +356,58 @@ def run_verify(opts: VerifyOptions) -> VerifyResult:
     art, metrics = quantize_for_verify(opts)
     artifact_io.save(art, out / "model.lmq")
     seconds["quantize"] = time.perf_counter() - t
+    is_lm = art.meta.get("task") == "lm"
 
     t = time.perf_counter()
-    images, labels = fashion_mnist("test", limit=opts.eval_limit)
-    float_model = build_float_model(art)
-    backends = open_backends(art, model=float_model, device=opts.device)
-    comparison = compare(art, inputs=images, labels=labels, backends=backends)
-    emu = backends["emulator"].forward
-    metrics.update(emulator_top1=comparison["scores"]["emulator"]["top1"],
-                   emulator_fake_quant_top1=comparison["scores"]["fake_quant"]["top1"],
-                   emulator_vs_fake_quant_argmax_agreement=comparison["emulator_vs_fake_quant"]["same_prediction"],
-                   outputs_differing=comparison["emulator_vs_fake_quant"]["outputs_differing"])
+    scored = score_lm(art, opts) if is_lm else score_images(art, opts, metrics)
     seconds["emulate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    gen = torch.Generator().manual_seed(opts.seed)
-    tile_images = images[torch.randperm(len(images), generator=gen)[:8]]
     with tempfile.TemporaryDirectory(prefix="logmac-verify-") as tmp:
-        vectors = trace_tiles(emu, art, tile_images, opts, Path(tmp))
-    report = check_hardware(vectors, opts.sim, opts.seed)
+        vectors = trace_tiles(scored.emulator, art, scored.tile_inputs, opts, Path(tmp))
+    uniform_grouped = sorted({v.name.rsplit("#", 1)[0] for v in vectors if v.has_groups and not v.is_log})
+    if uniform_grouped:
+        raise ValueError(f"layers {uniform_grouped} have group exponents on uniform codes: neither RTL engine "
+                         "applies a group shift to them (the scheduled engine takes log codes); leave them out "
+                         "with --layer")
+    report = check_hardware([v for v in vectors if not v.has_groups], opts.sim, opts.seed)
     seconds["cosim"] = time.perf_counter() - t
     t = time.perf_counter()
     sched = check_sched(vectors, opts.sim, opts.seed)
     seconds["cosim_sched"] = time.perf_counter() - t
 
-    errors = weight_errors(art, float_model)
     summ = artifact_io.summary(art)
     per_layer: dict[str, list] = {name: [] for name in art.layers}
     for chk in report.checks:
         per_layer[chk.name.rsplit("#", 1)[0]].append(chk)
-    layers = [LayerCheck(name, layer.num_weights, layer.fmt.storage_bits, errors[name], len(per_layer[name]),
+    layers = [LayerCheck(name, layer.num_weights, layer.fmt.storage_bits, scored.errors[name], len(per_layer[name]),
                          sum(c.macs_checked for c in per_layer[name]), sum(c.mismatches for c in per_layer[name]))
               for name, layer in art.layers.items()]
     result = VerifyResult(
-        options=asdict(opts), metrics=metrics, layers=layers, macs_checked=report.macs_checked,
+        options=asdict(opts), metrics=scored.metrics, layers=layers, macs_checked=report.macs_checked,
         mismatches=report.mismatches, first_mismatch=report.first_mismatch, cosim_seconds=report.sim_seconds,
         sched=sched, storage={k: summ[k] for k in ("weights", "stored_bytes", "fp32_bytes", "compression_vs_fp32")},
+        group_shift_layers=sorted({v.name.rsplit("#", 1)[0] for v in vectors if v.has_groups}, key=list(art.layers).index),
     )
     if opts.area:
         t = time.perf_counter()
         grid = opts.method if opts.method in ("log_2", "log_dynamic") else "log_dynamic"  # sqrt(2) steps: half steps
         result.area = engine_comparison(opts.w_bits, grid, opts.fmax)
         seconds["area"] = time.perf_counter() - t
-    if opts.sweep_bits:
+    if opts.sweep_bits and not is_lm:  # the sweep re-quantizes the image model at each width
         t = time.perf_counter()
         # this run is itself a sweep cell when it used round to nearest on a freshly quantized model
         own = {} if opts.learn_rounding or opts.artifact else {(opts.method, opts.w_bits): metrics["fake_quant_top1"]}
         result.sweep = metric_sweep(opts, own)
         seconds["sweep"] = time.perf_counter() - t
     result.seconds = {k: round(v, 1) for k, v in seconds.items()}
-    result.report = {k: str(v) for k, v in write_verify_report(result, art, float_model, out).items()}
+    result.report = {k: str(v) for k, v in write_verify_report(result, art, scored.plot_weights, out).items()}
     return result
 
 
-def write_verify_report(result: VerifyResult, art: Artifact, float_model: torch.nn.Module, out: Path) -> dict[str, Path]:
+def write_verify_report(result: VerifyResult, art: Artifact, plot_weights: dict[str, np.ndarray],
+                        out: Path) -> dict[str, Path]:
+    """report.html / .md / .json of a run; ``plot_weights``: float weights of the ``plotted_layers``."""
     from logmac import report
 
     opts = result.options
@@ -329,13 +415,9 @@ def write_verify_report(result: VerifyResult, art: Artifact, float_model: torch.
     if result.sweep:
         plots["top-1 vs weight bits (round to nearest), this run's FP as the dashed line"] = report.plot_metric_vs_bits(
             result.sweep, "top-1 (%)", result.metrics.get("fp_top1"))
-    modules = dict(float_model.named_modules())
-    log_layers = [n for n, layer in art.layers.items() if isinstance(layer.fmt, LogFormat)]
-    # the three layers with the most weights per channel give histograms worth looking at
-    widest = sorted(log_layers, key=lambda n: -art.layers[n].num_weights // art.layers[n].weight_shape[0])[:3]
-    for name in sorted(widest, key=log_layers.index):
+    for name, weight in plot_weights.items():
         layer = art.layers[name]
-        w = modules[name].weight.detach().double().cpu().numpy().reshape(layer.weight_shape[0], -1)
+        w = weight.reshape(layer.weight_shape[0], -1)
         ch = int(np.argmax(np.abs(w).max(axis=1)))
         first = 1 if layer.fmt.zero.value == "code" else 0
         lv = level_values(layer.table, layer.fmt)[ch] * layer.table.scale[ch]
@@ -346,17 +428,24 @@ def write_verify_report(result: VerifyResult, art: Artifact, float_model: torch.
         plots["every engine against the integer-multiplier engine (iCE40 LUT4, house ResNet-18 layers)"] = \
             report.plot_compare(result.area)
     m = result.metrics
+    scores = ({"FP perplexity": m.get("fp_ppl"), "fake-quant perplexity": m.get("fake_quant_ppl"),
+               "emulator perplexity": m.get("emulator_ppl"),
+               "emulator vs fake-quant next-token agreement": m.get("emulator_vs_fake_quant_next_token_agreement")}
+              if "fp_ppl" in m else
+              {"FP top-1 (%)": m.get("fp_top1"), "fake-quant top-1 (%)": m.get("fake_quant_top1"),
+               "emulator top-1 (%)": m.get("emulator_top1"),
+               "emulator vs fake-quant argmax agreement (%)": m.get("emulator_vs_fake_quant_argmax_agreement")})
     summary = {
-        "model": opts["model"], "method": f"{opts['method']} W{opts['w_bits']}A{opts['a_bits']}"
+        "model": art.meta.get("model", opts["model"]) if opts["artifact"] else opts["model"],
+        "method": f"{opts['method']} W{opts['w_bits']}A{opts['a_bits']}"
         + (" +hardware approx" if opts["hardware_approx"] else "") + (" +LLR" if opts["learn_rounding"] else ""),
-        "FP top-1 (%)": m.get("fp_top1"), "fake-quant top-1 (%)": m.get("fake_quant_top1"),
-        "emulator top-1 (%)": m.get("emulator_top1"),
-        "emulator vs fake-quant argmax agreement (%)": m.get("emulator_vs_fake_quant_argmax_agreement"),
+        **scores,
         "RTL simulator": opts["sim"], "MACs checked against the general engine": result.macs_checked,
         "mismatches (general engine)": result.mismatches,
-        **({"MACs checked against the exponent-scheduled engine (codes store)": result.sched.macs_checked,
-            "mismatches (exponent-scheduled engine)": result.sched.mismatches} if result.sched else
-           {"exponent-scheduled engine": "n/a (no log-coded layer)"}),
+        "layers skipped on the general engine because of group shifts": len(result.group_shift_layers),
+        **({f"MACs checked against the exponent-scheduled engine ({result.sched.config['store']} store)":
+            result.sched.macs_checked, "mismatches (exponent-scheduled engine)": result.sched.mismatches}
+           if result.sched else {"exponent-scheduled engine": "n/a (no log-coded layer)"}),
         "weights stored": f"{result.storage['stored_bytes']:,} B vs "
         f"{result.storage['fp32_bytes']:,} B fp32 ({result.storage['compression_vs_fp32']:.2f}x smaller)",
         **{f"time: {k} (s)": v for k, v in result.seconds.items()},
@@ -368,14 +457,23 @@ def write_verify_report(result: VerifyResult, art: Artifact, float_model: torch.
 
 def _print(result: VerifyResult) -> None:
     m = result.metrics
-    click.echo(f"FP top-1 {m.get('fp_top1')} | fake-quant {m.get('fake_quant_top1')} | emulator {m.get('emulator_top1'):.2f}"
-               f" (argmax agreement with fake-quant {m.get('emulator_vs_fake_quant_argmax_agreement'):.2f}%)")
-    click.echo(f"RTL general engine ({result.options['sim']}): {len(result.layers)} layers, "
-               f"{result.macs_checked:,} MACs checked, {result.mismatches} mismatches")
+    if "fp_ppl" in m:
+        click.echo(f"perplexity FP {m['fp_ppl']:.3f} | fake-quant {m['fake_quant_ppl']:.3f} | emulator "
+                   f"{m['emulator_ppl']:.3f} (next-token agreement with fake-quant "
+                   f"{100 * m['emulator_vs_fake_quant_next_token_agreement']:.2f}%)")
+    else:
+        click.echo(f"FP top-1 {m.get('fp_top1')} | fake-quant {m.get('fake_quant_top1')} | emulator "
+                   f"{m.get('emulator_top1'):.2f} (argmax agreement with fake-quant "
+                   f"{m.get('emulator_vs_fake_quant_argmax_agreement'):.2f}%)")
+    skipped = len(result.group_shift_layers)
+    click.echo(f"RTL general engine ({result.options['sim']}): {len(result.layers) - skipped} layers, "
+               f"{result.macs_checked:,} MACs checked, {result.mismatches} mismatches"
+               + (f"; {skipped} layers skipped on the general engine because of group shifts (it has none), "
+                  "checked on the scheduled engine" if skipped else ""))
     if result.first_mismatch:
         click.echo(f"first mismatch: {result.first_mismatch}")
     if result.sched:
-        click.echo(f"RTL exponent-scheduled engine, codes store ({result.options['sim']}): "
+        click.echo(f"RTL exponent-scheduled engine, {result.sched.config['store']} store ({result.options['sim']}): "
                    f"{result.sched.macs_checked:,} MACs checked, {result.sched.mismatches} mismatches "
                    f"(+{result.seconds['cosim_sched']} s)")
         if result.sched.first_mismatch:

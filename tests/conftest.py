@@ -30,3 +30,25 @@ def sim(request) -> str:
 def full(request) -> bool:
     """True with ``--full``: the longer cosim tiers run too."""
     return request.config.getoption("--full")
+
+
+@pytest.fixture(scope="session")
+def grouped_lm_artifact(tmp_path_factory) -> Path:
+    """A real tiny causal LM (random 2-layer Llama, saved with save_pretrained) quantized as a user would:
+    ``logmac quantize --group-size 16``, log_dynamic W3 A8, GPTQ rounding; every decoder linear has group
+    exponents."""
+    from click.testing import CliRunner
+
+    from logmac.cli import main
+    from logmac.models.tiny_lm import save_tiny_causal_lm
+
+    root = tmp_path_factory.mktemp("grouped-lm")
+    folder = save_tiny_causal_lm(root / "tiny-llama", "llama")
+    out = root / "grouped.lmq"
+    run = CliRunner().invoke(main, [
+        "quantize", "--model", str(folder), "--method", "log_dynamic", "--w-bits", "3", "--a-bits", "8",
+        "--hardware-approx", "--rounding", "gptq", "--group-size", "16", "--group-bits", "2", "--calib-samples", "8",
+        "--batch-size", "8", "--seq-len", "32", "--max-tokens", "96", "--act-init", "percentile", "-o", str(out),
+        "--results", str(root / "r.csv")])
+    assert run.exit_code == 0, run.output
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -78,6 +79,9 @@ def test_the_scheduled_build_fits_every_traced_format():
     cfg = sched_config_for([log2, dyn])
     assert (cfg.half, cfg.code_bits, cfg.zero_flag, cfg.max_k) == ("split", 4, True, 5000)
     assert cfg.max_shift == LogFormat(4, GridKind.LOG_DYNAMIC).max_shift
+    grouped = replace(log2, group_exp=np.array([[0, -1, 1], [0, 0, 0], [-2, -2, -1]]), group_size=8)
+    cfg = sched_config_for([log2, grouped])  # a codes store cannot shift a group: terms, max_shift + span 2
+    assert (cfg.store, cfg.half, cfg.max_shift) == ("terms", "none", LogFormat(3, GridKind.LOG_2).max_shift + 2)
 
 
 def test_a_flipped_scheduled_expectation_makes_verify_fail(tmp_path, monkeypatch, artifact):
@@ -116,3 +120,24 @@ def test_a_changed_emulator_makes_verify_fail(tmp_path, monkeypatch, artifact):
     monkeypatch.setattr("logmac.sim.emulator.save_trace", off_by_one)
     result = run_verify(small_options(tmp_path, artifact=artifact))
     assert not result.passed
+
+
+def test_verify_a_grouped_lm_artifact_on_the_scheduled_engine(tmp_path, grouped_lm_artifact):
+    """A causal LM with group exponents: perplexity three ways, every traced layer on the scheduled engine only
+    (terms store, max_shift widened by the group shift), none on the general engine, and the run says so."""
+    from click.testing import CliRunner
+
+    from logmac.cli import main
+
+    result = run_verify(small_options(tmp_path, sim="icarus", artifact=str(grouped_lm_artifact), eval_limit=128))
+    assert result.passed and result.macs_checked == 0
+    assert len(result.group_shift_layers) == 14 and result.sched.config["store"] == "terms"
+    assert result.sched.macs_checked > 0 and result.sched.mismatches == 0
+    assert result.sched.config["max_shift"] > LogFormat(3, GridKind.LOG_DYNAMIC).max_shift
+    assert result.metrics["emulator_ppl"] > 1 and result.metrics["fp_ppl"] > 1
+    summary = json.loads((tmp_path / "run" / "report.json").read_text())["summary"]
+    assert summary["layers skipped on the general engine because of group shifts"] == 14
+    run = CliRunner().invoke(main, ["verify", "--artifact", str(grouped_lm_artifact), "--sim", "icarus", "--no-area",
+                                    "--sweep-bits", "", "--eval-limit", "128", "--tiles", "1", "-o", str(tmp_path / "cli")])
+    assert run.exit_code == 0, run.output
+    assert "14 layers skipped on the general engine because of group shifts" in run.output
