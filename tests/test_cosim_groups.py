@@ -87,3 +87,21 @@ def test_a_corrupted_trace_value_is_refused(traced) -> None:
 def test_the_general_engine_refuses_group_exponents(traced) -> None:
     with pytest.raises(ValueError, match="the general engine has no group shift; use the scheduled engine"):
         run_vectors(traced[0], "icarus")
+
+
+def test_cosim_command_refuses_grouped_and_corrupt_files_in_one_line(traced, tmp_path) -> None:
+    """``logmac cosim --vectors`` on the general engine: a grouped file and a corrupt file each end in one
+    ``Error:`` line naming the problem, never a traceback."""
+    from click.testing import CliRunner
+
+    from logmac.cli import main
+    from logmac.cosim.vectors import save_vectors
+
+    grouped = save_vectors(traced[0], tmp_path / "grouped.npz")
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 not a zip")
+    for path, message in ((grouped, "no group shift"), (corrupt, "corrupt.npz")):
+        out = CliRunner().invoke(main, ["cosim", "--sim", "icarus", "--vectors", str(path)])
+        assert out.exit_code != 0 and isinstance(out.exception, SystemExit), out.exception
+        errors = [line for line in out.output.splitlines() if line.startswith("Error")]
+        assert len(errors) == 1 and message in errors[0], out.output

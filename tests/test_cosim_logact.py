@@ -103,7 +103,7 @@ def test_vector_file_round_trip_and_corruption(tmp_path) -> None:
     with pytest.raises(FormatError, match="disagrees with logmac.sim"):
         golden(back)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(FormatError, match="cannot read"):
+    with pytest.raises(FormatError, match="not a readable AdaLog vector file"):
         load_logact_vectors(tmp_path / "junk.npz")
 
 

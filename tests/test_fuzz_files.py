@@ -152,3 +152,27 @@ def test_a_logact_config_whose_levels_overflow_the_port_is_a_config_error():
     surfaced as a FormatError from the accumulator rule instead of the config's own error."""
     with pytest.raises(HwConfigError, match="more than the 32 a port carries"):
         LogActConfig.from_dict({**LogActConfig().to_dict(), "act_max_shift": 31})
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+NOT_ARCHIVES = {"empty": b"", "zip magic, then junk": b"PK\x03\x04 not a zip", "text": b"hello",
+                "an .npy array": _npy(np.zeros(3))}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_ARCHIVES))
+def test_files_that_are_not_archives_are_refused_by_every_reader(kind: str, tmp_path: Path) -> None:
+    """Whatever the bytes, each ``.npz`` reader ends in a FormatError that names the file."""
+    from logmac.format.schedule import ScheduleLimits, load_schedule
+
+    path = tmp_path / "bad.npz"
+    path.write_bytes(NOT_ARCHIVES[kind])
+    readers = [vec.load_vectors, lv.load_logact_vectors, lambda p: lv.vectors_from_attention_tiles(p),
+               lambda p: load_schedule(p, ScheduleLimits("inplace", "none", 4, 7, 64))]
+    for read in readers:
+        with pytest.raises(FormatError, match="bad.npz"):
+            read(path)

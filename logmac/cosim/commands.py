@@ -49,9 +49,12 @@ def cosim(sim: str, config_path: str | None, vector_paths: tuple[str, ...], bp: 
         _soak(sim, soak_macs, seed, json_out, tuple(soak_families.split(",")) if soak_families else None)
         return
     rng = np.random.default_rng(seed)
-    vs = [load_vectors(p) for p in vector_paths] if vector_paths else format_matrix(rng)
-    hw = HwConfig.load(config_path) if config_path else None
-    rep = run_vectors(vs, sim, hw, bp=bp, gap_prob=gaps, reset_at=reset_at, seed=seed)
+    try:  # a corrupt file, or vectors this engine cannot run (group shifts, a too-narrow build): one line
+        vs = [load_vectors(p) for p in vector_paths] if vector_paths else format_matrix(rng)
+        hw = HwConfig.load(config_path) if config_path else None
+        rep = run_vectors(vs, sim, hw, bp=bp, gap_prob=gaps, reset_at=reset_at, seed=seed)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(rep.summary())
     if json_out:
         data = {k: getattr(rep, k) for k in ("sim", "config", "transactions", "macs_checked", "mismatches", "cycles",

@@ -17,6 +17,7 @@ from logmac.cosim.logact_vectors import (
 )
 from logmac.cosim.runner import Report
 from logmac.format import AdaLogFormat, FormatError, GridKind, LogFormat, UniformFormat, ZeroMode
+from logmac.format.arrays import read_npz
 from logmac.hw.logact_engine import LogActConfig, check_act_format
 
 # 16 lanes, 6-bit AdaLog codes with shifts up to 15 (every q at every width 2..6), 48-bit accumulator.
@@ -80,9 +81,8 @@ def uniform_weight_matrix(rng: np.random.Generator, full: bool = False) -> list[
 
 def load_any(path: str | Path) -> list[LogActVectors]:
     """A vector file (``save_logact_vectors``) or a saved attention-tile capture (``capture_attention_tiles``)."""
-    with np.load(path, allow_pickle=False) as npz:
-        is_tiles = "a_words" in npz.files
-    return vectors_from_attention_tiles(path, Path(path).stem) if is_tiles else [load_logact_vectors(path)]
+    arrays = read_npz(path, "AdaLog vector file or attention-tile capture")
+    return vectors_from_attention_tiles(arrays, Path(path).stem) if "a_words" in arrays else [load_logact_vectors(path)]
 
 
 def build_for(vectors: list[LogActVectors]) -> LogActConfig:

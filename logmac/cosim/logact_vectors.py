@@ -51,7 +51,7 @@ from logmac.format import (
     format_from_dict,
     requantize,
 )
-from logmac.format.arrays import check_arrays
+from logmac.format.arrays import check_arrays, read_npz
 from logmac.sim.ops import log_matmul, uniform_matmul
 from logmac.stimulus import random_table
 
@@ -201,11 +201,7 @@ LOGACT_SCHEMA = {
 
 def load_logact_vectors(path: str | Path) -> LogActVectors:
     """Read a file written by :func:`save_logact_vectors`; a wrong version, missing key or bad shape is an error."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            a = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"cannot read AdaLog vector file {path}: {exc}") from exc
+    a = read_npz(path, "AdaLog vector file")
     check_arrays(a, LOGACT_SCHEMA, str(path))
     version = int(a.get("logact_version", -1))
     if version != LOGACT_VERSION:
@@ -298,8 +294,7 @@ def vectors_from_attention_tiles(tiles: dict[str, np.ndarray] | str | Path, name
     accumulators and overflow flags become the file expectations, so a run checks tile == logmac.sim == RTL.
     """
     if not isinstance(tiles, dict):
-        with np.load(tiles, allow_pickle=False) as npz:
-            tiles = {k: npz[k] for k in npz.files}
+        tiles = read_npz(tiles, "attention-tile capture")
     missing = [k for k in ("a_words", "v_mult", "acc", "overflow", "bits", "q", "zero", "max_shift", "acc_bits")
                if k not in tiles]
     if missing:

@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 
+from logmac.format.arrays import read_npz
 from logmac.format.errors import MAX_SHIFT_LIMIT, FormatError
 from logmac.format.log import DecodeTable, LogFormat, ZeroMode, split_words
 
@@ -182,11 +183,7 @@ def _checksum(d: dict) -> str:
 def load_schedule(source, limits: ScheduleLimits) -> Schedule:
     """Read a schedule (a ``to_dict`` dict or an ``.npz`` path) and check it runs on a build with ``limits``."""
     if not isinstance(source, dict):
-        try:
-            with np.load(source, allow_pickle=False) as f:
-                source = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as exc:
-            raise FormatError(f"cannot read schedule {source}: {exc}") from exc
+        source = read_npz(source, "schedule")
     need = {"schedule_version", "variant", "half", "lanes", "max_shift", "k", "offsets", "delta", "tile_last",
             "last", *_LANE_FIELDS, "store", "code_bits", "zero_flag", "words", "bidx", "checksum"}
     missing = sorted(need - set(source))

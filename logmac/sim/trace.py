@@ -50,7 +50,7 @@ from logmac.format import (
     format_from_dict,
     requantize,
 )
-from logmac.format.arrays import check_arrays
+from logmac.format.arrays import check_arrays, read_npz
 from logmac.format.groups import MAX_GROUP_BITS, exponent_range, group_count
 from logmac.sim.groups import group_matmul_reference
 from logmac.sim.mac import MacResult, log_matmul_reference, uniform_matmul_reference
@@ -181,11 +181,7 @@ TRACE_SCHEMA = {
 def load_trace(path: str | Path) -> Trace:
     """Read a trace, checking its version, its keys and that its shapes agree."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"{path}: not a readable trace file ({exc})") from exc
+    arrays = read_npz(path, "trace file")
     check_arrays(arrays, TRACE_SCHEMA, str(path))
     version = int(arrays.get("version", -1))
     if version not in READABLE_VERSIONS:
