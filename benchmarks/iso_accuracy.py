@@ -9,7 +9,8 @@ Where they do not, a designer pays for the width the accuracy needs: here the sm
 pairing of methods of ``lm_table.py`` (GPTQ with GPTQ, GPTQ+AdaRound with GPTQ+LLR, grouped with grouped),
 whose perplexity is no worse than the log row's.  The engines are synthesised as in ``logmac hw compare``
 (yosys only: area, not Fmax); the scheduled engines' cycles per output come from the house ResNet-18 codes
-(``logmac/hw_compare.py``), not from the LM's, which the table says.
+(``logmac/hw_compare.py``), not from the LM's.  Rows with group exponents are listed but not priced: only the
+scheduled terms-store engine applies a group shift, and no int engine with one exists to compare against.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def table(pairs: list[dict], engines: dict, lanes: int) -> str:
     for p in pairs:
         log, uni = p["log"], p["uniform"]
         wl = int(log["w_bits"])
+        if log["row"].endswith(GROUPED):
+            lines.append(f"| {log['row']} | {wl} | {float(log['q_perplexity']):.2f} | not priced: only the scheduled "
+                         "terms-store engine applies group shifts; no int engine with a group shifter is built | "
+                         "| | | | | |")
+            continue
         if uni is None:
             lines.append(f"| {log['row']} | {wl} | {float(log['q_perplexity']):.2f} | none of W{p['tried']} | | | | | | |")
             continue
@@ -106,7 +112,16 @@ def main() -> None:
     text = table(pairs, engine_rows(bits, lanes), lanes[0])
     print(text)
     if args.output:
-        args.output.write_text(text + "\n")
+        header = ("# Hardware at equal accuracy (SmolLM2-135M, the LM table's rows)\n\n"
+                  f"Made by `python benchmarks/iso_accuracy.py -o {args.output}` from `{args.results}` "
+                  f"({args.model}, {args.calib_samples} calibration windows; see docs/lm_table.md).  Each log row is "
+                  "paired with the narrowest uniform width of the partner method (GPTQ with GPTQ, GPTQ+AdaRound "
+                  "with GPTQ+LLR) whose perplexity is no worse; the log engines at the log row's width are then "
+                  f"priced against the int engine at that width ({lanes[0]} and {lanes[1]} lanes, yosys, "
+                  "log_dynamic builds; per lane = the difference over the extra lanes).  The scheduled engines' "
+                  "cycles per output come from the house ResNet-18 codes, not from the LM's.  \"none of W[...]\" "
+                  "means no uniform width that was run is as accurate (wider ones were not run).\n\n")
+        args.output.write_text(header + text + "\n")
 
 
 if __name__ == "__main__":
