@@ -110,7 +110,7 @@ def test_version_1_traces_still_load(tmp_path):
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda d: d.update(group_exp=d["group_exp"][:, :-1]), r"group_exp is int64 \(4, 2\), expected integers \(4, 3\)"),
-    (lambda d: d.update(group_exp=d["group_exp"] + 9), r"outside \[-8, 7\]"),
+    (lambda d: d.update(group_exp=d["group_exp"] + 9), r"outside the 4-bit range \[-8, 7\]"),
     (lambda d: d.update(group_size=np.int64(0)), "group_size must be a positive integer"),
     (lambda d: d.update(group_size=np.int64(4)), "expected integers"),
     (lambda d: d.pop("group_size"), "need both group_exp and group_size"),

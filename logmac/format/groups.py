@@ -59,21 +59,26 @@ def check_group_exponents(name: str, shape: tuple[int, ...], extras: dict[str, n
     if not all(present):
         raise FormatError(f"layer {name}: group exponents need extras {GROUP_EXP!r} and attrs 'group_size' and "
                           f"'group_bits' together, got {present}")
-    size, bits = attrs["group_size"], attrs["group_bits"]
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise FormatError(f"layer {name}: group_size must be a positive integer, got {size!r}")
+    bits = attrs["group_bits"]
     if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= MAX_GROUP_BITS:
         raise FormatError(f"layer {name}: group_bits must be an integer in 1..{MAX_GROUP_BITS}, got {bits!r}")
-    exps = np.asarray(extras[GROUP_EXP])
-    channels = shape[0]
-    k = int(np.prod(shape[1:]))
-    want = (channels, group_count(k, size))
+    check_exponent_table(extras[GROUP_EXP], attrs["group_size"], shape[0], int(np.prod(shape[1:])), bits,
+                         f"layer {name}")
+
+
+def check_exponent_table(exps: np.ndarray, group_size: Any, channels: int, k: int, bits: int, where: str) -> None:
+    """Raise FormatError (prefixed ``where``) unless ``group_size`` is a positive integer and ``exps`` is
+    (channels, ceil(k / group_size)) integers inside the ``bits``-bit two's-complement range."""
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        raise FormatError(f"{where}: group_size must be a positive integer, got {group_size!r}")
+    exps = np.asarray(exps)
+    want = (channels, group_count(k, int(group_size)))
     if not np.issubdtype(exps.dtype, np.integer) or exps.shape != want:
-        raise FormatError(f"layer {name}: {GROUP_EXP} is {exps.dtype} {exps.shape}, expected integers {want} "
-                          f"(K = {k} in groups of {size}, the last one short if needed)")
+        raise FormatError(f"{where}: {GROUP_EXP} is {exps.dtype} {exps.shape}, expected integers {want} "
+                          f"(K = {k} in groups of {group_size}, the last one short if needed)")
     lo, hi = exponent_range(bits)
     if exps.size and (exps.min() < lo or exps.max() > hi):
-        raise FormatError(f"layer {name}: group exponents span [{exps.min()}, {exps.max()}], outside the "
+        raise FormatError(f"{where}: group exponents span [{exps.min()}, {exps.max()}], outside the "
                           f"{bits}-bit range [{lo}, {hi}]")
 
 

@@ -51,7 +51,7 @@ from logmac.format import (
     requantize,
 )
 from logmac.format.arrays import check_arrays, read_npz
-from logmac.format.groups import MAX_GROUP_BITS, exponent_range, group_count
+from logmac.format.groups import MAX_GROUP_BITS, check_exponent_table
 from logmac.sim.groups import group_matmul_reference
 from logmac.sim.mac import MacResult, log_matmul_reference, uniform_matmul_reference
 
@@ -152,18 +152,8 @@ def expected_mac(x: np.ndarray, codes: np.ndarray, fmt: LogFormat | UniformForma
 def check_trace_groups(group_exp: np.ndarray, group_size: int, codes_shape: tuple[int, ...], source: str) -> None:
     """Raise FormatError unless ``group_exp`` is (C, ceil(K / group_size)) integers within the widest group
     exponent field (``format.groups.MAX_GROUP_BITS``) for codes of shape (C, K)."""
-    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
-        raise FormatError(f"{source}: group_size must be a positive integer, got {group_size!r}")
-    exps = np.asarray(group_exp)
     c, k = codes_shape
-    want = (c, group_count(k, int(group_size)))
-    if not np.issubdtype(exps.dtype, np.integer) or exps.shape != want:
-        raise FormatError(f"{source}: group_exp is {exps.dtype} {exps.shape}, expected integers {want} "
-                          f"(K = {k} in groups of {group_size})")
-    lo, hi = exponent_range(MAX_GROUP_BITS)
-    if exps.size and (exps.min() < lo or exps.max() > hi):
-        raise FormatError(f"{source}: group exponents span [{exps.min()}, {exps.max()}], outside "
-                          f"[{lo}, {hi}] ({MAX_GROUP_BITS}-bit fields)")
+    check_exponent_table(group_exp, group_size, c, k, MAX_GROUP_BITS, source)
 
 
 # What save_trace writes: key -> (kind, allowed ranks); requantization constants are per channel or scalar.
