@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from logmac.cosim.vectors import Expected, VectorShape, random_requant
+from logmac.cosim.vectors import Expected, VectorShape, channel_fields, random_requant
 from logmac.format import (
     AdaLogFormat,
     DecodeTable,
@@ -131,17 +131,9 @@ class LogActVectors(VectorShape):
     def tile(self, rows: np.ndarray, channels: np.ndarray, name: str | None = None) -> LogActVectors:
         """The sub-problem of the given input rows and output channels (expectations sliced alike)."""
         rows, channels = np.asarray(rows), np.asarray(channels)
-
-        def per_channel(a):
-            return None if a is None else np.asarray(a)[channels]
-
-        table = None
-        if self.table is not None:
-            table = DecodeTable(self.table.u[channels], self.table.h[channels], self.table.scale[channels])
         expected = {k: np.asarray(a)[np.ix_(rows, channels)] for k, a in self.file_expected.items()}
-        return replace(self, act_words=self.act_words[rows], weights=self.weights[channels], table=table,
-                       multiplier=per_channel(self.multiplier), shift=per_channel(self.shift),
-                       bias=per_channel(self.bias), name=name or self.name, file_expected=expected)
+        return replace(self, act_words=self.act_words[rows], weights=self.weights[channels], name=name or self.name,
+                       file_expected=expected, **channel_fields(self, channels))
 
 
 def golden(v: LogActVectors) -> Expected:

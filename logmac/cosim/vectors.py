@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -127,18 +128,19 @@ class Vectors(VectorShape):
     def tile(self, rows: np.ndarray, channels: np.ndarray, name: str | None = None) -> Vectors:
         """The sub-problem of the given input rows and output channels (expectations sliced alike)."""
         rows, channels = np.asarray(rows), np.asarray(channels)
-
-        def per_channel(a):
-            return None if a is None else np.asarray(a)[channels]
-
-        table = None
-        if self.table is not None:
-            table = DecodeTable(self.table.u[channels], self.table.h[channels], self.table.scale[channels])
         expected = {k: np.asarray(a)[np.ix_(rows, channels)] for k, a in self.trace_expected.items()}
-        return replace(self, x=self.x[rows], codes=self.codes[channels], table=table,
-                       multiplier=per_channel(self.multiplier), shift=per_channel(self.shift),
-                       bias=per_channel(self.bias), weight_zero_point=per_channel(self.weight_zero_point),
-                       group_exp=per_channel(self.group_exp), name=name or self.name, trace_expected=expected)
+        return replace(self, x=self.x[rows], codes=self.codes[channels], name=name or self.name, trace_expected=expected,
+                       **channel_fields(self, channels, ("weight_zero_point", "group_exp")))
+
+
+def channel_fields(v: Any, channels: np.ndarray, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The per-output-channel fields of a vector set (decode table, requantization constants and ``extra``)
+    cut to ``channels``; absent ones stay None.  Both vector kinds tile with it."""
+    out: dict[str, Any] = {n: None if getattr(v, n) is None else np.asarray(getattr(v, n))[channels]
+                           for n in ("multiplier", "shift", "bias", *extra)}
+    t = v.table
+    out["table"] = None if t is None else DecodeTable(t.u[channels], t.h[channels], t.scale[channels])
+    return out
 
 
 @dataclass
