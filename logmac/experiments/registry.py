@@ -74,12 +74,9 @@ def load_for_quantization(name: str, path: str | None, device: str | None, lazy:
     (one line at the CLI, never a traceback)."""
     from logmac.models import UnknownModelError, load_model
     from logmac.models.causal_lm import ModelFileError
-    from logmac.models.checkpoint import CheckpointError
 
-    try:
+    try:  # an unreadable safetensors checkpoint arrives as a ModelFileError (load_causal_lm_lazy)
         return load_model(name, path, device=device, lazy=lazy)
-    except CheckpointError as exc:
-        raise QuantError(str(exc)) from exc
     except UnknownModelError as exc:
         raise QuantError(exc.args[0] if exc.args else f"unknown model {name!r}") from exc
     except ModelFileError as exc:

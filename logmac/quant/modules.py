@@ -163,7 +163,8 @@ class QuantLayer(nn.Module):
         self._add_gram(_gram(rows), rows.shape[1])
 
     def _add_gram(self, h: torch.Tensor, rows: int) -> None:
-        self.hessian = h.clone() if self.hessian is None else self.hessian + h
+        # accumulators are never changed in place, so layers sharing one Gram (GramCache) may hold it as is
+        self.hessian = h if self.hessian is None else self.hessian + h
         self.hessian_rows += rows
 
     def take_hessian(self, damp: float = 0.0) -> torch.Tensor | None:
