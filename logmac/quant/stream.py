@@ -29,7 +29,8 @@ from torch import nn
 
 from logmac.quant.config import QuantError
 
-Entry = tuple[nn.Module, str, str]  # (module, parameter name, key in the store)
+Entry = tuple[nn.Module, str, str]
+NOT_STREAMABLE = "load the model without --offload-dir, or re-save it with save_pretrained"  # (module, parameter name, key in the store)
 
 
 class TensorSource(Protocol):
@@ -62,8 +63,8 @@ def materialize_outside_blocks(source: TensorSource, blocks: Sequence[nn.Module]
     missing = [n for n, p in source.root.named_parameters() if p.is_meta and id(p) not in streamed]
     missing += [n for n, b in source.root.named_buffers() if b.is_meta]
     if missing:
-        raise QuantError(f"the checkpoint holds no tensor for {missing[0]} ({len(missing)} missing in all); load the "
-                         "model without --offload-dir, or re-save it with save_pretrained")
+        raise QuantError(f"the checkpoint holds no tensor for {missing[0]} ({len(missing)} missing in all); "
+                         f"{NOT_STREAMABLE}")
 
 
 class BlockStream:
@@ -92,8 +93,7 @@ class BlockStream:
                     else:
                         key = source.key_of.get(id(p), f"{mname}.{pname}")
                         if key not in source:
-                            raise QuantError(f"the checkpoint holds no tensor for {key}; load the model without "
-                                             "--offload-dir, or re-save it with save_pretrained")
+                            raise QuantError(f"the checkpoint holds no tensor for {key}; {NOT_STREAMABLE}")
                     items.append((mod, pname, key))
             self.entries.append(items)
             self.device.append(torch.device(device) if source is not None else next(block.parameters()).device)
