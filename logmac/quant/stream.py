@@ -29,8 +29,8 @@ from torch import nn
 
 from logmac.quant.config import QuantError
 
-Entry = tuple[nn.Module, str, str]
-NOT_STREAMABLE = "load the model without --offload-dir, or re-save it with save_pretrained"  # (module, parameter name, key in the store)
+Entry = tuple[nn.Module, str, str]  # (module, parameter name, key in the store)
+NOT_STREAMABLE = "load the model without --offload-dir, or re-save it with save_pretrained"
 
 
 class TensorSource(Protocol):
